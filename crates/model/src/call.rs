@@ -1,0 +1,341 @@
+//! The call record and how writes about a call merge into it.
+//!
+//! A call arrives in halves (Weave's start and end, or both at once). Each half
+//! replaces the same half of an earlier write with the same key, so a retried
+//! batch or a start-then-end sequence converges on one record and never counts
+//! twice.
+
+use crate::ids::{CallId, IdError, ProjectId, TenantId};
+use chrono::{DateTime, TimeZone, Utc};
+use polymeter_proto::v1 as pb;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelUsage {
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub total_tokens: i64,
+    pub cache_read_input_tokens: i64,
+    pub cache_creation_input_tokens: i64,
+    pub requests: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VendorDimensions {
+    pub service_id: Option<String>,
+    pub service_name: Option<String>,
+    pub app_id: Option<String>,
+    pub client_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub model_id: Option<String>,
+    pub resource_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallStart {
+    pub trace_id: String,
+    pub parent_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub turn_id: Option<String>,
+    pub op_name: String,
+    pub display_name: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub wb_user_id: Option<String>,
+    pub wb_run_id: Option<String>,
+    pub input_refs: Vec<String>,
+    pub vendor: VendorDimensions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEnd {
+    pub ended_at: DateTime<Utc>,
+    pub exception: Option<String>,
+    pub usage: Vec<ModelUsage>,
+    pub output_refs: Vec<String>,
+}
+
+/// One LLM or agent call, as far as it is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub tenant: TenantId,
+    pub project_id: ProjectId,
+    pub call_id: CallId,
+    pub start: Option<CallStart>,
+    pub end: Option<CallEnd>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error("{field} is out of range: {value} µs")]
+    TimeOutOfRange { field: &'static str, value: i64 },
+    #[error("call {call_id}: a write must carry a start, an end or both")]
+    Empty { call_id: String },
+}
+
+impl CallRecord {
+    /// The identity two writes must share to merge.
+    pub fn key(&self) -> (&TenantId, &ProjectId, &CallId) {
+        (&self.tenant, &self.project_id, &self.call_id)
+    }
+
+    /// Applies a later write about the same call: each half it carries replaces ours.
+    pub fn merge(&mut self, later: CallRecord) {
+        debug_assert_eq!(self.key(), later.key());
+        if later.start.is_some() {
+            self.start = later.start;
+        }
+        if later.end.is_some() {
+            self.end = later.end;
+        }
+    }
+
+    /// `ended_at − started_at` in milliseconds; `None` while running.
+    pub fn latency_ms(&self) -> Option<f64> {
+        let (start, end) = (self.start.as_ref()?, self.end.as_ref()?);
+        Some((end.ended_at - start.started_at).num_microseconds()? as f64 / 1000.0)
+    }
+
+    /// A call failed when it ended with a non-empty exception.
+    pub fn is_error(&self) -> bool {
+        self.end
+            .as_ref()
+            .and_then(|e| e.exception.as_deref())
+            .is_some_and(|e| !e.is_empty())
+    }
+
+    /// A call succeeded when it ended without an exception.
+    pub fn is_success(&self) -> bool {
+        self.end.is_some() && !self.is_error()
+    }
+
+    pub fn usage(&self) -> &[ModelUsage] {
+        self.end.as_ref().map(|e| e.usage.as_slice()).unwrap_or(&[])
+    }
+
+    /// The model a per-call dialect reports: the one with the most tokens
+    /// (ties go to the alphabetically first name, so the answer is stable).
+    pub fn dominant_model(&self) -> Option<&str> {
+        self.usage()
+            .iter()
+            .max_by(|a, b| {
+                a.total_tokens
+                    .cmp(&b.total_tokens)
+                    .then_with(|| b.model.cmp(&a.model))
+            })
+            .map(|u| u.model.as_str())
+    }
+}
+
+fn micros(field: &'static str, value: i64) -> Result<DateTime<Utc>, RecordError> {
+    Utc.timestamp_micros(value)
+        .single()
+        .ok_or(RecordError::TimeOutOfRange { field, value })
+}
+
+fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+impl From<pb::ModelUsage> for ModelUsage {
+    fn from(u: pb::ModelUsage) -> Self {
+        Self {
+            model: u.model,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            total_tokens: u.total_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+            cache_creation_input_tokens: u.cache_creation_input_tokens,
+            requests: u.requests,
+        }
+    }
+}
+
+impl From<ModelUsage> for pb::ModelUsage {
+    fn from(u: ModelUsage) -> Self {
+        Self {
+            model: u.model,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            total_tokens: u.total_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+            cache_creation_input_tokens: u.cache_creation_input_tokens,
+            requests: u.requests,
+        }
+    }
+}
+
+impl From<pb::VendorDimensions> for VendorDimensions {
+    fn from(v: pb::VendorDimensions) -> Self {
+        Self {
+            service_id: v.service_id,
+            service_name: v.service_name,
+            app_id: v.app_id,
+            client_id: v.client_id,
+            api_key_id: v.api_key_id,
+            model_id: v.model_id,
+            resource_id: v.resource_id,
+        }
+    }
+}
+
+impl From<VendorDimensions> for pb::VendorDimensions {
+    fn from(v: VendorDimensions) -> Self {
+        Self {
+            service_id: v.service_id,
+            service_name: v.service_name,
+            app_id: v.app_id,
+            client_id: v.client_id,
+            api_key_id: v.api_key_id,
+            model_id: v.model_id,
+            resource_id: v.resource_id,
+        }
+    }
+}
+
+impl TryFrom<pb::CallWrite> for CallRecord {
+    type Error = RecordError;
+
+    fn try_from(w: pb::CallWrite) -> Result<Self, RecordError> {
+        if w.start.is_none() && w.end.is_none() {
+            return Err(RecordError::Empty { call_id: w.call_id });
+        }
+        let start = w
+            .start
+            .map(|s| -> Result<CallStart, RecordError> {
+                Ok(CallStart {
+                    trace_id: s.trace_id,
+                    parent_id: s.parent_id,
+                    thread_id: s.thread_id,
+                    turn_id: s.turn_id,
+                    op_name: s.op_name,
+                    display_name: s.display_name,
+                    started_at: micros("started_at", s.started_at_us)?,
+                    wb_user_id: s.wb_user_id,
+                    wb_run_id: s.wb_run_id,
+                    input_refs: s.input_refs,
+                    vendor: s.vendor.map(Into::into).unwrap_or_default(),
+                })
+            })
+            .transpose()?;
+        let end = w
+            .end
+            .map(|e| -> Result<CallEnd, RecordError> {
+                Ok(CallEnd {
+                    ended_at: micros("ended_at", e.ended_at_us)?,
+                    exception: e.exception,
+                    usage: e.usage.into_iter().map(Into::into).collect(),
+                    output_refs: e.output_refs,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            tenant: TenantId::new(w.tenant)?,
+            project_id: ProjectId::parse(&w.project_id)?,
+            call_id: CallId::new(w.call_id)?,
+            start,
+            end,
+        })
+    }
+}
+
+impl From<CallRecord> for pb::CallWrite {
+    fn from(r: CallRecord) -> Self {
+        Self {
+            tenant: r.tenant.as_str().to_owned(),
+            project_id: r.project_id.as_str().to_owned(),
+            call_id: r.call_id.as_str().to_owned(),
+            start: r.start.map(|s| pb::CallStart {
+                trace_id: s.trace_id,
+                parent_id: s.parent_id,
+                thread_id: s.thread_id,
+                turn_id: s.turn_id,
+                op_name: s.op_name,
+                display_name: s.display_name,
+                started_at_us: to_micros(s.started_at),
+                wb_user_id: s.wb_user_id,
+                wb_run_id: s.wb_run_id,
+                input_refs: s.input_refs,
+                vendor: Some(s.vendor.into()),
+            }),
+            end: r.end.map(|e| pb::CallEnd {
+                ended_at_us: to_micros(e.ended_at),
+                exception: e.exception,
+                usage: e.usage.into_iter().map(Into::into).collect(),
+                output_refs: e.output_refs,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(model: &str, total: i64) -> ModelUsage {
+        ModelUsage {
+            model: model.into(),
+            total_tokens: total,
+            ..Default::default()
+        }
+    }
+
+    fn record(start: Option<i64>, end: Option<(i64, Option<&str>)>) -> CallRecord {
+        CallRecord {
+            tenant: TenantId::new("t").unwrap(),
+            project_id: ProjectId::parse("e/p").unwrap(),
+            call_id: CallId::new("c").unwrap(),
+            start: start.map(|s| CallStart {
+                trace_id: "tr".into(),
+                parent_id: None,
+                thread_id: None,
+                turn_id: None,
+                op_name: "op".into(),
+                display_name: None,
+                started_at: micros("started_at", s).unwrap(),
+                wb_user_id: None,
+                wb_run_id: None,
+                input_refs: vec![],
+                vendor: Default::default(),
+            }),
+            end: end.map(|(e, exc)| CallEnd {
+                ended_at: micros("ended_at", e).unwrap(),
+                exception: exc.map(str::to_owned),
+                usage: vec![usage("b", 5), usage("a", 5), usage("c", 1)],
+                output_refs: vec![],
+            }),
+        }
+    }
+
+    #[test]
+    fn start_then_end_merge_into_one_finished_call() {
+        let mut r = record(Some(1_000), None);
+        assert_eq!(r.latency_ms(), None);
+        r.merge(record(None, Some((3_500, None))));
+        assert_eq!(r.latency_ms(), Some(2.5));
+        assert!(r.is_success() && !r.is_error());
+        // Re-sending the end replaces it rather than adding to it.
+        r.merge(record(None, Some((4_000, Some("boom")))));
+        assert_eq!(r.latency_ms(), Some(3.0));
+        assert!(r.is_error());
+        assert_eq!(r.usage().len(), 3);
+    }
+
+    #[test]
+    fn empty_exception_is_not_an_error() {
+        assert!(!record(Some(0), Some((1, Some("")))).is_error());
+    }
+
+    #[test]
+    fn dominant_model_has_most_tokens_ties_alphabetical() {
+        assert_eq!(record(Some(0), Some((1, None))).dominant_model(), Some("a"));
+    }
+
+    #[test]
+    fn proto_round_trip() {
+        let r = record(Some(7), Some((9, Some("x"))));
+        let back = CallRecord::try_from(pb::CallWrite::from(r.clone())).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,15 @@
+//! Polymeter's domain model, shared by every service: typed ids, the call record
+//! and how writes merge into it, the closed sets of metrics and aggregations,
+//! and the bucket grid that aligns time buckets in a zone.
+//!
+//! Nothing here does I/O; the services own storage and transport.
+
+pub mod buckets;
+pub mod call;
+pub mod ids;
+pub mod measure;
+
+pub use buckets::{BucketGrid, BucketWidthError};
+pub use call::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
+pub use ids::{CallId, IdError, ProjectId, TenantId};
+pub use measure::{Aggregation, Metric, UnknownName};
