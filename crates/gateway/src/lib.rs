@@ -1,0 +1,44 @@
+//! The gateway owns nothing durable. Each dialect module parses its vendor's
+//! REST shapes, authenticates, and renders answers and errors in that vendor's
+//! envelope; everything else happens in the services behind it, reached over
+//! gRPC. A reader finds the internal request a route builds one hop away, in
+//! its dialect module.
+
+pub mod backends;
+pub mod error;
+mod health;
+pub mod json;
+pub mod weave;
+
+pub use backends::Backends;
+pub use error::GatewayError;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Batches of calls can be large; 64 MiB matches the gRPC message limit.
+const BODY_LIMIT: usize = 64 << 20;
+
+/// Every route the gateway serves.
+pub fn router(backends: Backends) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .merge(weave::routes())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(backends)
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, letting requests in
+/// flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    backends: Backends,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(backends))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

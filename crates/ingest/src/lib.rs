@@ -1,0 +1,11 @@
+//! The ingest service owns nothing durable: it validates and normalises what
+//! clients send (Weave call starts/ends and their usage summaries) into
+//! [`CallWrite`](polymeter_proto::v1::CallWrite)s, and acknowledges only after
+//! the owning service (stats) has made them durable.
+
+pub mod error;
+pub mod service;
+pub mod weave;
+
+pub use error::IngestError;
+pub use service::{serve, IngestServer};

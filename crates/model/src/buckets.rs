@@ -249,10 +249,18 @@ mod tests {
         .unwrap();
         assert_eq!(
             local_starts(&spring),
-            ["03-10 00:00-05:00", "03-10 06:00-04:00", "03-10 12:00-04:00", "03-10 18:00-04:00"]
+            [
+                "03-10 00:00-05:00",
+                "03-10 06:00-04:00",
+                "03-10 12:00-04:00",
+                "03-10 18:00-04:00"
+            ]
         );
         // The first bucket is five hours long.
-        assert_eq!(spring.starts_us()[1] - spring.starts_us()[0], 5 * 3600 * MICROS);
+        assert_eq!(
+            spring.starts_us()[1] - spring.starts_us()[0],
+            5 * 3600 * MICROS
+        );
         let fall = BucketGrid::new(
             utc("2024-11-03T04:00:00Z"),
             utc("2024-11-04T05:00:00Z"),
@@ -275,7 +283,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             local_starts(&spring),
-            ["03-10 00:00-05:00", "03-10 01:00-05:00", "03-10 03:00-04:00", "03-10 04:00-04:00"]
+            [
+                "03-10 00:00-05:00",
+                "03-10 01:00-05:00",
+                "03-10 03:00-04:00",
+                "03-10 04:00-04:00"
+            ]
         );
         let fall = BucketGrid::new(
             utc("2024-11-03T04:00:00Z"),
@@ -286,7 +299,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             local_starts(&fall),
-            ["11-03 00:00-04:00", "11-03 01:00-04:00", "11-03 02:00-05:00", "11-03 03:00-05:00"]
+            [
+                "11-03 00:00-04:00",
+                "11-03 01:00-04:00",
+                "11-03 02:00-05:00",
+                "11-03 03:00-05:00"
+            ]
         );
     }
 
@@ -302,9 +320,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             local_starts(&grid),
-            ["03-09 00:00-05:00", "03-10 00:00-05:00", "03-11 00:00-04:00"]
+            [
+                "03-09 00:00-05:00",
+                "03-10 00:00-05:00",
+                "03-11 00:00-04:00"
+            ]
         );
-        assert_eq!(grid.starts_us()[2] - grid.starts_us()[1], 23 * 3600 * MICROS);
+        assert_eq!(
+            grid.starts_us()[2] - grid.starts_us()[1],
+            23 * 3600 * MICROS
+        );
     }
 
     #[test]
@@ -318,7 +343,10 @@ mod tests {
             Tz::UTC,
         )
         .unwrap();
-        assert_eq!(local_starts(&grid), ["12-31 00:00+00:00", "01-02 00:00+00:00"]);
+        assert_eq!(
+            local_starts(&grid),
+            ["12-31 00:00+00:00", "01-02 00:00+00:00"]
+        );
     }
 
     #[test]
@@ -342,10 +370,22 @@ mod tests {
 
     #[test]
     fn other_widths_use_epoch_multiples() {
-        let grid =
-            BucketGrid::new(utc("1970-01-01T00:20:00Z"), utc("1970-01-01T00:40:00Z"), 7 * 60, Tz::UTC)
-                .unwrap();
-        assert_eq!(grid.starts_us(), [14 * 60 * MICROS, 21 * 60 * MICROS, 28 * 60 * MICROS, 35 * 60 * MICROS]);
+        let grid = BucketGrid::new(
+            utc("1970-01-01T00:20:00Z"),
+            utc("1970-01-01T00:40:00Z"),
+            7 * 60,
+            Tz::UTC,
+        )
+        .unwrap();
+        assert_eq!(
+            grid.starts_us(),
+            [
+                14 * 60 * MICROS,
+                21 * 60 * MICROS,
+                28 * 60 * MICROS,
+                35 * 60 * MICROS
+            ]
+        );
         assert_eq!(grid.index_of(20 * 60 * MICROS), Some(0));
         assert_eq!(grid.index_of(13 * 60 * MICROS), None);
     }

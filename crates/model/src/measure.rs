@@ -113,8 +113,7 @@ impl Metric {
     ];
 
     /// Weave's `call_metrics`: grouped by bucket.
-    pub const CALL: &'static [Metric] =
-        &[Metric::LatencyMs, Metric::CallCount, Metric::ErrorCount];
+    pub const CALL: &'static [Metric] = &[Metric::LatencyMs, Metric::CallCount, Metric::ErrorCount];
 
     /// Whether every value is a whole number (counts and tokens), so sums,
     /// minima and maxima can be rendered as integers.
@@ -149,7 +148,10 @@ mod tests {
             err.to_string(),
             "unknown metric \"latency\"; allowed: latency_ms, call_count, error_count"
         );
-        assert_eq!("p50".parse::<Aggregation>().unwrap_err().kind, "aggregation");
+        assert_eq!(
+            "p50".parse::<Aggregation>().unwrap_err().kind,
+            "aggregation"
+        );
     }
 
     #[test]

@@ -1,0 +1,209 @@
+//! Starting Polymeter's processes. Each service has a `run_*` function that
+//! serves on an already-bound listener until a shutdown signal; `polymeter up`
+//! and the integration tests compose all four with [`start_stack`], each still
+//! on its own port and still talking gRPC. The binary is a thin clap layer over
+//! this library.
+
+use anyhow::Context;
+use polymeter_gateway::{backends::channel, Backends};
+use polymeter_stats::{CallStore, MemoryStore};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The tenant requests act for until credentials are checked.
+pub const DEV_TENANT: &str = "local";
+
+/// A shutdown signal every service of a stack listens to.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Resolves once shutdown has been asked for (or its sender is gone).
+    pub fn wait(self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0;
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Opens the stats service's store under `data_dir`.
+pub fn open_call_store(data_dir: &Path) -> anyhow::Result<Arc<dyn CallStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    // The durable embedded store replaces this in the next release; until then
+    // calls live in memory for the life of the process.
+    Ok(Arc::new(MemoryStore::new()))
+}
+
+pub async fn run_stats(
+    listener: TcpListener,
+    store: Arc<dyn CallStore>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    polymeter_stats::serve(listener, store, shutdown.wait())
+        .await
+        .context("stats service failed")
+}
+
+pub async fn run_ingest(
+    listener: TcpListener,
+    stats: &str,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let stats = channel(stats).context("bad stats address")?;
+    polymeter_ingest::serve(listener, stats, shutdown.wait())
+        .await
+        .context("ingest service failed")
+}
+
+pub async fn run_feedback(listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    polymeter_feedback::serve(listener, shutdown.wait())
+        .await
+        .context("feedback service failed")
+}
+
+pub struct GatewayPeers<'a> {
+    pub ingest: &'a str,
+    pub stats: &'a str,
+    pub feedback: &'a str,
+}
+
+pub async fn run_gateway(
+    listener: TcpListener,
+    peers: GatewayPeers<'_>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let backends = Backends::new(
+        channel(peers.ingest).context("bad ingest address")?,
+        channel(peers.stats).context("bad stats address")?,
+        channel(peers.feedback).context("bad feedback address")?,
+        DEV_TENANT.to_owned(),
+    );
+    polymeter_gateway::serve(listener, backends, shutdown.wait())
+        .await
+        .context("gateway failed")
+}
+
+/// Where each process of a stack listens. Port 0 picks a free port.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub gateway: SocketAddr,
+    pub ingest: SocketAddr,
+    pub stats: SocketAddr,
+    pub feedback: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl StackConfig {
+    /// Every process on a free loopback port; for tests.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        Self {
+            gateway: any,
+            ingest: any,
+            stats: any,
+            feedback: any,
+            data_dir,
+        }
+    }
+}
+
+/// A running stack: where each process listens, and how to stop it.
+pub struct Stack {
+    pub gateway: SocketAddr,
+    pub ingest: SocketAddr,
+    pub stats: SocketAddr,
+    pub feedback: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// Binds every port first (so a port clash fails before anything runs), then
+/// starts the four services.
+pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
+    let gateway = bind(config.gateway).await?;
+    let ingest = bind(config.ingest).await?;
+    let stats = bind(config.stats).await?;
+    let feedback = bind(config.feedback).await?;
+    let addrs = [
+        gateway.local_addr()?,
+        ingest.local_addr()?,
+        stats.local_addr()?,
+        feedback.local_addr()?,
+    ];
+    let store = open_call_store(&config.data_dir.join("stats"))?;
+
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(run_stats(stats, store, shutdown.clone()));
+    let stats_url = url(addrs[2]);
+    let s = shutdown.clone();
+    tasks.spawn(async move { run_ingest(ingest, &stats_url, s).await });
+    tasks.spawn(run_feedback(feedback, shutdown.clone()));
+    let (ingest_url, stats_url, feedback_url) = (url(addrs[1]), url(addrs[2]), url(addrs[3]));
+    tasks.spawn(async move {
+        let peers = GatewayPeers {
+            ingest: &ingest_url,
+            stats: &stats_url,
+            feedback: &feedback_url,
+        };
+        run_gateway(gateway, peers, shutdown).await
+    });
+    Ok(Stack {
+        gateway: addrs[0],
+        ingest: addrs[1],
+        stats: addrs[2],
+        feedback: addrs[3],
+        stop,
+        tasks,
+    })
+}
+
+impl Stack {
+    /// Asks every service to stop and waits until all have drained.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.join().await
+    }
+
+    /// Waits for the services; returns the first failure, if any.
+    pub async fn join(&mut self) -> anyhow::Result<()> {
+        while let Some(done) = self.tasks.join_next().await {
+            done.context("service task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Resolves when some service stops (which, before shutdown, is a failure).
+    pub async fn first_exit(&mut self) -> Option<anyhow::Result<()>> {
+        self.tasks
+            .join_next()
+            .await
+            .map(|r| r.context("service task panicked").and_then(|r| r))
+    }
+
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,46 @@
+//! The gateway's one error type. Service errors arrive as gRPC statuses and
+//! are mapped here once; each dialect renders a `GatewayError` in its own
+//! envelope.
+
+use axum::http::StatusCode;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is malformed; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A service behind the gateway is down; the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<Status> for GatewayError {
+    fn from(status: Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                GatewayError::BadRequest(message)
+            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted => {
+                GatewayError::Unavailable(format!("service unavailable, retry: {message}"))
+            }
+            _ => GatewayError::Internal(message),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! JSON bodies parsed so that every error names the field at fault
+//! (`filter.op_names[2]: invalid type …`), which axum's own extractor does not.
+
+use crate::error::GatewayError;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("request body is not valid JSON: {inner}")
+        } else if path == "." {
+            format!("request body: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        GatewayError::BadRequest(message)
+    })
+}
+
+/// An ISO 8601 instant. A value without an offset is taken as UTC, as Python's
+/// `datetime.isoformat()` writes naive UTC times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Instant(pub DateTime<Utc>);
+
+impl Instant {
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            return Some(Self(t.with_timezone(&Utc)));
+        }
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .map(|n| Self(n.and_utc()))
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0.timestamp_micros()
+    }
+}
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Instant::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid date-time {text:?}, expected ISO 8601 such as \"2024-05-01T12:00:00Z\""
+            ))
+        })
+    }
+}

@@ -1,0 +1,45 @@
+//! The W&B Weave dialect: call ingest (`/call/start`, `/call/end`,
+//! `/call/upsert_batch`, `/v2/{entity}/{project}/calls/complete`) and
+//! `POST /calls/stats`. Errors use Weave's envelope, `{"reason": "…"}`.
+
+mod calls;
+mod stats;
+
+use crate::backends::Backends;
+use crate::error::GatewayError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub fn routes() -> Router<Backends> {
+    Router::new()
+        .route("/call/start", post(calls::start))
+        .route("/call/end", post(calls::end))
+        .route("/call/upsert_batch", post(calls::upsert_batch))
+        .route(
+            "/v2/{entity}/{project}/calls/complete",
+            post(calls::complete),
+        )
+        .route("/calls/stats", post(stats::calls_stats))
+}
+
+/// A [`GatewayError`] in Weave's envelope.
+#[derive(Debug)]
+pub struct WeaveError(GatewayError);
+
+impl<E: Into<GatewayError>> From<E> for WeaveError {
+    fn from(err: E) -> Self {
+        WeaveError(err.into())
+    }
+}
+
+impl IntoResponse for WeaveError {
+    fn into_response(self) -> Response {
+        let status: StatusCode = self.0.status();
+        (status, Json(json!({ "reason": self.0.to_string() }))).into_response()
+    }
+}
+
+pub type WeaveResult<T> = Result<T, WeaveError>;

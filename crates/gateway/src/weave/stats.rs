@@ -1,0 +1,287 @@
+//! `POST /calls/stats` → two `StatsService.AggregateCalls` queries: call
+//! metrics per bucket (call grain), usage metrics per bucket × model (usage
+//! grain). Both are zero-filled on the same zone-aligned grid.
+
+use super::WeaveResult;
+use crate::backends::Backends;
+use crate::error::GatewayError;
+use crate::json::{parse, Instant};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use chrono::{FixedOffset, SecondsFormat, TimeZone, Utc};
+use polymeter_model::{Aggregation, Metric, ProjectId};
+use polymeter_proto::v1::{self as pb, Dimension, Grain};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallsStatsReq {
+    project_id: String,
+    start: Instant,
+    end: Option<Instant>,
+    granularity: Option<i64>,
+    usage_metrics: Option<Vec<MetricSpec>>,
+    call_metrics: Option<Vec<MetricSpec>>,
+    filter: Option<CallsFilter>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricSpec {
+    metric: String,
+    aggregations: Option<Vec<String>>,
+    percentiles: Option<Vec<f64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CallsFilter {
+    op_names: Option<Vec<String>>,
+    input_refs: Option<Vec<String>>,
+    output_refs: Option<Vec<String>>,
+    parent_ids: Option<Vec<String>>,
+    trace_ids: Option<Vec<String>>,
+    call_ids: Option<Vec<String>>,
+    thread_ids: Option<Vec<String>>,
+    turn_ids: Option<Vec<String>>,
+    trace_roots_only: Option<bool>,
+    wb_user_ids: Option<Vec<String>>,
+    wb_run_ids: Option<Vec<String>>,
+}
+
+/// One output column: its key and the measure that fills it.
+struct Column {
+    key: String,
+    measure: pb::Measure,
+    integral: bool,
+}
+
+/// `95` → `p95`, `99.9` → `p99.9`.
+fn percentile_key(p: f64) -> String {
+    format!("p{p}")
+}
+
+fn columns(
+    field: &str,
+    specs: &[MetricSpec],
+    allowed: &[Metric],
+) -> Result<Vec<Column>, GatewayError> {
+    let mut columns = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let metric = Metric::parse_among(&spec.metric, allowed)
+            .map_err(|e| GatewayError::BadRequest(format!("{field}[{i}].metric: {e}")))?;
+        let default = ["sum".to_owned()];
+        let aggregations = spec.aggregations.as_deref().unwrap_or(&default);
+        for (j, name) in aggregations.iter().enumerate() {
+            let aggregation = Aggregation::parse_among(name, Aggregation::LISTED).map_err(|e| {
+                GatewayError::BadRequest(format!("{field}[{i}].aggregations[{j}]: {e}"))
+            })?;
+            columns.push(Column {
+                key: format!("{name}_{}", metric.as_str()),
+                measure: pb::Measure {
+                    metric: metric.to_proto() as i32,
+                    aggregation: aggregation.to_proto() as i32,
+                    percentile: 0.0,
+                },
+                integral: aggregation == Aggregation::Count
+                    || (metric.is_integral() && aggregation != Aggregation::Avg),
+            });
+        }
+        for (j, &p) in spec
+            .percentiles
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(GatewayError::BadRequest(format!(
+                    "{field}[{i}].percentiles[{j}]: {p} is outside 0..=100"
+                )));
+            }
+            columns.push(Column {
+                key: format!("{}_{}", percentile_key(p), metric.as_str()),
+                measure: pb::Measure {
+                    metric: metric.to_proto() as i32,
+                    aggregation: Aggregation::Percentile.to_proto() as i32,
+                    percentile: p,
+                },
+                integral: false,
+            });
+        }
+    }
+    Ok(columns)
+}
+
+fn filters(filter: CallsFilter) -> Vec<pb::Filter> {
+    let mut out = Vec::new();
+    let mut any_of = |dimension: Dimension, values: Option<Vec<String>>| {
+        let values = values.unwrap_or_default();
+        if values.is_empty() {
+            return;
+        }
+        // Weave names "any version of an op" as `…/op/name:*`.
+        let (prefixes, exact): (Vec<String>, Vec<String>) = values
+            .into_iter()
+            .partition(|v| dimension == Dimension::OpName && v.ends_with(":*"));
+        out.push(pb::Filter {
+            dimension: dimension as i32,
+            any_of: exact,
+            prefixes: prefixes
+                .into_iter()
+                .map(|p| p[..p.len() - 1].to_owned())
+                .collect(),
+            absent: false,
+        });
+    };
+    any_of(Dimension::OpName, filter.op_names);
+    any_of(Dimension::InputRefs, filter.input_refs);
+    any_of(Dimension::OutputRefs, filter.output_refs);
+    any_of(Dimension::ParentId, filter.parent_ids);
+    any_of(Dimension::TraceId, filter.trace_ids);
+    any_of(Dimension::CallId, filter.call_ids);
+    any_of(Dimension::ThreadId, filter.thread_ids);
+    any_of(Dimension::TurnId, filter.turn_ids);
+    any_of(Dimension::WbUserId, filter.wb_user_ids);
+    any_of(Dimension::WbRunId, filter.wb_run_ids);
+    if filter.trace_roots_only == Some(true) {
+        out.push(pb::Filter {
+            dimension: Dimension::ParentId as i32,
+            any_of: vec![],
+            prefixes: vec![],
+            absent: true,
+        });
+    }
+    out
+}
+
+fn number(value: Option<f64>, integral: bool) -> Value {
+    match value {
+        None => Value::Null,
+        Some(v) if integral && v.fract() == 0.0 && v.abs() < 9.0e15 => json!(v as i64),
+        Some(v) => json!(v),
+    }
+}
+
+fn render(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<Value> {
+    rows.into_iter()
+        .map(|row| {
+            let mut out = Map::new();
+            let offset = FixedOffset::east_opt(row.bucket_utc_offset_seconds)
+                .unwrap_or(FixedOffset::east_opt(0).unwrap());
+            if let Some(t) = row
+                .bucket_start_us
+                .and_then(|us| Utc.timestamp_micros(us).single())
+            {
+                out.insert(
+                    "timestamp".into(),
+                    json!(t
+                        .with_timezone(&offset)
+                        .format("%Y-%m-%dT%H:%M:%S%:z")
+                        .to_string()),
+                );
+            }
+            if model {
+                let name = row.group.first().and_then(|g| g.value.clone());
+                out.insert("model".into(), json!(name));
+            }
+            out.insert("count".into(), json!(row.row_count));
+            for (column, value) in columns.iter().zip(row.values) {
+                out.insert(column.key.clone(), number(value.value, column.integral));
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
+pub async fn calls_stats(
+    State(backends): State<Backends>,
+    body: Bytes,
+) -> WeaveResult<Json<Value>> {
+    let req: CallsStatsReq = parse(&body)?;
+    ProjectId::parse(&req.project_id)
+        .map_err(|e| GatewayError::BadRequest(format!("project_id: {e}")))?;
+    let start = req.start.0;
+    let end = req.end.map(|e| e.0).unwrap_or_else(Utc::now);
+    if end <= start {
+        return Err(GatewayError::BadRequest(format!(
+            "end ({}) must be after start ({})",
+            end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            start.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        ))
+        .into());
+    }
+    let width = match req.granularity {
+        None => 0,
+        Some(g) if g > 0 => g as u64,
+        Some(g) => {
+            return Err(GatewayError::BadRequest(format!(
+                "granularity: must be a positive number of seconds, got {g}"
+            ))
+            .into())
+        }
+    };
+    let timezone = req.timezone.unwrap_or_else(|| "UTC".to_owned());
+    let call_columns = columns(
+        "call_metrics",
+        req.call_metrics.as_deref().unwrap_or(&[]),
+        Metric::CALL,
+    )?;
+    let usage_columns = columns(
+        "usage_metrics",
+        req.usage_metrics.as_deref().unwrap_or(&[]),
+        Metric::USAGE,
+    )?;
+    let filters = filters(req.filter.unwrap_or_default());
+
+    let query =
+        |grain: Grain, group_by: Vec<Dimension>, columns: &[Column]| pb::AggregateCallsRequest {
+            tenant: backends.tenant.clone(),
+            project_ids: vec![req.project_id.clone()],
+            start_us: start.timestamp_micros(),
+            end_us: end.timestamp_micros(),
+            grain: grain as i32,
+            bucketing: Some(pb::Bucketing {
+                width_seconds: width,
+                timezone: timezone.clone(),
+            }),
+            filters: filters.clone(),
+            group_by: group_by.into_iter().map(|d| d as i32).collect(),
+            measures: columns.iter().map(|c| c.measure).collect(),
+            order_by: vec![],
+            limit: 0,
+            offset: 0,
+            fill_empty_buckets: true,
+        };
+    // The call query always runs: it also fixes the granularity echoed back.
+    let mut stats = backends.stats.clone();
+    let calls = stats
+        .aggregate_calls(query(Grain::Call, vec![], &call_columns))
+        .await?
+        .into_inner();
+    let usage_buckets = if usage_columns.is_empty() {
+        Vec::new()
+    } else {
+        let usage = stats
+            .aggregate_calls(query(Grain::Usage, vec![Dimension::Model], &usage_columns))
+            .await?
+            .into_inner();
+        render(usage.rows, &usage_columns, true)
+    };
+    let call_buckets = if call_columns.is_empty() {
+        Vec::new()
+    } else {
+        render(calls.rows, &call_columns, false)
+    };
+    Ok(Json(json!({
+        "start": start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "end": end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "granularity": calls.bucket_width_seconds,
+        "timezone": timezone,
+        "usage_buckets": usage_buckets,
+        "call_buckets": call_buckets,
+    })))
+}
