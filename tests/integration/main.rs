@@ -1,0 +1,7 @@
+//! Polymeter's integration suite, one binary. Each test boots the real stack
+//! (HTTP → gateway → gRPC → services → store) on ephemeral loopback ports.
+
+mod calls_stats;
+mod ingest;
+mod processes;
+mod support;

@@ -1,0 +1,141 @@
+//! The services as separate processes talking gRPC over the network, the
+//! gateway's answer when they are down, and a clean Ctrl-C.
+
+use crate::support::*;
+use polymeter_tests::{free_port, json, polymeter_binary, Client};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], dir: &std::path::Path) -> Process {
+    Process(
+        Command::new(polymeter_binary())
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start polymeter"),
+    )
+}
+
+async fn wait_ready(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/readyz", client.base)).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "stack did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn services_run_as_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let [gw, ing, st, fb] = [free_port(), free_port(), free_port(), free_port()];
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let _stats = spawn(&["stats", "--listen", &addr(st)], dir.path());
+    let _feedback = spawn(&["feedback", "--listen", &addr(fb)], dir.path());
+    let _ingest = spawn(&["ingest", "--listen", &addr(ing), "--stats-url", &url(st)], dir.path());
+    let _gateway = spawn(
+        &[
+            "gateway", "--listen", &addr(gw), "--ingest-url", &url(ing), "--stats-url", &url(st),
+            "--feedback-url", &url(fb),
+        ],
+        dir.path(),
+    );
+    let client = Client::new(url(gw));
+    wait_ready(&client).await;
+    ingest(&client, &[Call::new("p1", t("2024-05-01T10:00:00Z")).latency_ms(40)]).await;
+    let body = stats(
+        &client,
+        json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
+               "call_metrics": [{"metric": "latency_ms", "aggregations": ["max"]}]}),
+    )
+    .await;
+    assert_eq!(body["call_buckets"][0]["max_latency_ms"], 40.0);
+    assert!(dir.path().join("data/stats").is_dir(), "stats keeps its data under ./data/stats");
+}
+
+#[tokio::test]
+async fn a_missing_service_is_503_retry_in_the_weave_envelope() {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let listener = polymeter::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, shutdown) = polymeter::Shutdown::new();
+    let peers = nowhere.clone();
+    tokio::spawn(async move {
+        let peers = polymeter::GatewayPeers {
+            ingest: &peers,
+            stats: &peers,
+            feedback: &peers,
+        };
+        polymeter::run_gateway(listener, peers, shutdown).await
+    });
+    let client = Client::new(base);
+    let answer = client
+        .post(
+            "/calls/stats",
+            &stats_body(json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z"})),
+        )
+        .await;
+    assert!(answer.reason(503).contains("unavailable"));
+    let answer = client
+        .post(
+            "/call/start",
+            &json!({"start": {"project_id": PROJECT, "op_name": "x", "started_at": "2024-05-01T10:00:00Z"}}),
+        )
+        .await;
+    assert!(answer.reason(503).contains("retry"));
+    assert_eq!(client.get("/readyz").await.status, 503);
+    assert_eq!(client.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn up_prints_its_addresses_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let [gw, ing, st, fb] = [free_port(), free_port(), free_port(), free_port()];
+    let mut child = Command::new(polymeter_binary())
+        .args(["up"])
+        .env("POLYMETER_GATEWAY_LISTEN", format!("127.0.0.1:{gw}"))
+        .env("POLYMETER_INGEST_LISTEN", format!("127.0.0.1:{ing}"))
+        .env("POLYMETER_STATS_LISTEN", format!("127.0.0.1:{st}"))
+        .env("POLYMETER_FEEDBACK_LISTEN", format!("127.0.0.1:{fb}"))
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = Client::new(format!("http://127.0.0.1:{gw}"));
+    wait_ready(&client).await;
+    assert!(dir.path().join("data").is_dir(), "data lives under ./data by default");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "polymeter up did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    for port in [gw, ing, st, fb] {
+        assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
+    }
+}
