@@ -16,7 +16,9 @@ async fn call_metrics_support_every_aggregation_and_zero_fill() {
         &[
             Call::new("a", at).latency_ms(100),
             Call::new("b", at + Duration::minutes(10)).latency_ms(200),
-            Call::new("c", at + Duration::minutes(20)).latency_ms(600).error("boom"),
+            Call::new("c", at + Duration::minutes(20))
+                .latency_ms(600)
+                .error("boom"),
         ],
     )
     .await;
@@ -133,10 +135,17 @@ async fn usage_metrics_are_grouped_by_bucket_and_model() {
     let gpt = &body["usage_buckets"][1];
     assert_eq!(gpt["model"], "gpt-4o");
     assert_eq!(
-        (&gpt["avg_input_tokens"], &gpt["min_input_tokens"], &gpt["max_input_tokens"]),
+        (
+            &gpt["avg_input_tokens"],
+            &gpt["min_input_tokens"],
+            &gpt["max_input_tokens"]
+        ),
         (&json!(15.0), &json!(10), &json!(20))
     );
-    assert_eq!((&gpt["count_input_tokens"], &gpt["p50_input_tokens"]), (&json!(2), &json!(15.0)));
+    assert_eq!(
+        (&gpt["count_input_tokens"], &gpt["p50_input_tokens"]),
+        (&json!(2), &json!(15.0))
+    );
     stack.stop().await;
 }
 
@@ -183,9 +192,14 @@ async fn percentiles_are_exact() {
             } else {
                 format!("p{p}_latency_ms")
             };
-            let got = bucket[&key].as_f64().unwrap_or_else(|| panic!("{key} missing in {bucket}"));
+            let got = bucket[&key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} missing in {bucket}"));
             let want = oracle(values, p);
-            assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{key}: {got} != {want}");
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{key}: {got} != {want}"
+            );
         }
     }
     assert!(buckets[0].get("p99.9_latency_ms").is_some());
@@ -219,8 +233,15 @@ async fn granularity_is_chosen_from_the_range_and_capped_at_ten_thousand_buckets
             body["granularity"] = json!(g);
         }
         let answer = stats(c, body).await;
-        assert_eq!(answer["granularity"], want, "range {range:?}, granularity {granularity:?}");
-        assert_eq!(answer["call_buckets"].as_array().unwrap().len(), buckets, "range {range:?}");
+        assert_eq!(
+            answer["granularity"], want,
+            "range {range:?}, granularity {granularity:?}"
+        );
+        assert_eq!(
+            answer["call_buckets"].as_array().unwrap().len(),
+            buckets,
+            "range {range:?}"
+        );
     }
     stack.stop().await;
 }
@@ -315,7 +336,11 @@ async fn buckets_follow_dst_in_new_york() {
     let fall_days = stats(c, q("2024-11-02T04:00:00Z", "2024-11-05T05:00:00Z", 86_400)).await;
     assert_eq!(
         column(&fall_days["call_buckets"], "timestamp"),
-        ["2024-11-02T00:00:00-04:00", "2024-11-03T00:00:00-04:00", "2024-11-04T00:00:00-05:00"]
+        [
+            "2024-11-02T00:00:00-04:00",
+            "2024-11-03T00:00:00-04:00",
+            "2024-11-04T00:00:00-05:00"
+        ]
     );
     assert_eq!(column(&fall_days["call_buckets"], "count"), [0, 3, 0]);
     stack.stop().await;
@@ -335,7 +360,11 @@ async fn buckets_align_to_a_half_hour_zone() {
     .await;
     assert_eq!(
         column(&hours["call_buckets"], "timestamp"),
-        ["2024-05-01T05:00:00+05:30", "2024-05-01T06:00:00+05:30", "2024-05-01T07:00:00+05:30"]
+        [
+            "2024-05-01T05:00:00+05:30",
+            "2024-05-01T06:00:00+05:30",
+            "2024-05-01T07:00:00+05:30"
+        ]
     );
     assert_eq!(column(&hours["call_buckets"], "count"), [0, 1, 0]);
     let days = stats(
@@ -346,7 +375,11 @@ async fn buckets_align_to_a_half_hour_zone() {
     .await;
     assert_eq!(
         column(&days["call_buckets"], "timestamp"),
-        ["2024-04-30T00:00:00+05:30", "2024-05-01T00:00:00+05:30", "2024-05-02T00:00:00+05:30"]
+        [
+            "2024-04-30T00:00:00+05:30",
+            "2024-05-01T00:00:00+05:30",
+            "2024-05-02T00:00:00+05:30"
+        ]
     );
     assert_eq!(column(&days["call_buckets"], "count"), [0, 1, 0]);
     stack.stop().await;
@@ -366,8 +399,14 @@ async fn every_calls_filter_field_narrows_the_calls() {
             .set("turn_id", json!(format!("turn-{n}")))
             .set("wb_user_id", json!(format!("user-{n}")))
             .set("wb_run_id", json!(format!("run-{n}")))
-            .set("inputs", json!({"dataset": format!("weave:///acme/bot/object/in-{n}:1")}))
-            .set("output", json!({"nested": [format!("weave:///acme/bot/object/out-{n}:1")]}))
+            .set(
+                "inputs",
+                json!({"dataset": format!("weave:///acme/bot/object/in-{n}:1")}),
+            )
+            .set(
+                "output",
+                json!({"nested": [format!("weave:///acme/bot/object/out-{n}:1")]}),
+            )
     };
     ingest(
         c,
@@ -381,9 +420,18 @@ async fn every_calls_filter_field_narrows_the_calls() {
     let cases = [
         (json!({"op_names": ["weave:///acme/bot/op/chat:v1"]}), 1),
         (json!({"op_names": ["weave:///acme/bot/op/chat:*"]}), 2),
-        (json!({"op_names": ["weave:///acme/bot/op/embed:v1", "weave:///acme/bot/op/chat:v2"]}), 2),
-        (json!({"input_refs": ["weave:///acme/bot/object/in-2:1"]}), 1),
-        (json!({"output_refs": ["weave:///acme/bot/object/out-3:1"]}), 1),
+        (
+            json!({"op_names": ["weave:///acme/bot/op/embed:v1", "weave:///acme/bot/op/chat:v2"]}),
+            2,
+        ),
+        (
+            json!({"input_refs": ["weave:///acme/bot/object/in-2:1"]}),
+            1,
+        ),
+        (
+            json!({"output_refs": ["weave:///acme/bot/object/out-3:1"]}),
+            1,
+        ),
         (json!({"parent_ids": ["c1"]}), 1),
         (json!({"trace_ids": ["t1"]}), 2),
         (json!({"call_ids": ["c1", "c3"]}), 2),
@@ -403,7 +451,10 @@ async fn every_calls_filter_field_narrows_the_calls() {
                    "granularity": 3600, "filter": filter, "call_metrics": [{"metric": "call_count"}]}),
         )
         .await;
-        assert_eq!(body["call_buckets"][0]["sum_call_count"], want, "filter {filter}");
+        assert_eq!(
+            body["call_buckets"][0]["sum_call_count"], want,
+            "filter {filter}"
+        );
     }
     stack.stop().await;
 }
@@ -414,7 +465,12 @@ async fn a_project_sees_only_its_own_calls() {
     let c = &stack.client;
     let at = t("2024-05-01T12:00:00Z");
     ingest(c, &[Call::new("mine", at)]).await;
-    ingest_into(c, "acme/other", &[Call::new("theirs", at), Call::new("theirs-2", at)]).await;
+    ingest_into(
+        c,
+        "acme/other",
+        &[Call::new("theirs", at), Call::new("theirs-2", at)],
+    )
+    .await;
     let body = stats(
         c,
         json!({"start": "2024-05-01T12:00:00Z", "end": "2024-05-01T13:00:00Z",
@@ -429,9 +485,7 @@ async fn a_project_sees_only_its_own_calls() {
 async fn bad_requests_are_400_naming_the_problem() {
     let stack = TestStack::start().await;
     let c = &stack.client;
-    let base = || {
-        json!({"project_id": PROJECT, "start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})
-    };
+    let base = || json!({"project_id": PROJECT, "start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"});
     let with = |k: &str, v: Value| {
         let mut b = base();
         b[k] = v;
@@ -443,43 +497,90 @@ async fn bad_requests_are_400_naming_the_problem() {
         b
     };
     let cases: Vec<(Value, &[&str])> = vec![
-        (with("granularity", json!("hourly")), &["granularity", "invalid type"]),
+        (
+            with("granularity", json!("hourly")),
+            &["granularity", "invalid type"],
+        ),
         (with("granularity", json!(0)), &["granularity", "positive"]),
         (with("granularity", json!(-5)), &["granularity", "positive"]),
         (with("colour", json!("blue")), &["unknown field `colour`"]),
-        (with("filter", json!({"op_name": ["x"]})), &["filter", "unknown field `op_name`"]),
-        (with("filter", json!({"op_names": "x"})), &["filter.op_names", "invalid type"]),
-        (with("end", json!("2024-04-30T00:00:00Z")), &["end", "must be after start"]),
-        (with("end", json!("2024-05-01T00:00:00Z")), &["must be after start"]),
-        (with("start", json!("yesterday")), &["start", "invalid date-time"]),
-        (with("timezone", json!("Mars/Olympus_Mons")), &["timezone", "Mars/Olympus_Mons"]),
         (
-            with("call_metrics", json!([{"metric": "latency_ms", "percentiles": [101]}])),
+            with("filter", json!({"op_name": ["x"]})),
+            &["filter", "unknown field `op_name`"],
+        ),
+        (
+            with("filter", json!({"op_names": "x"})),
+            &["filter.op_names", "invalid type"],
+        ),
+        (
+            with("end", json!("2024-04-30T00:00:00Z")),
+            &["end", "must be after start"],
+        ),
+        (
+            with("end", json!("2024-05-01T00:00:00Z")),
+            &["must be after start"],
+        ),
+        (
+            with("start", json!("yesterday")),
+            &["start", "invalid date-time"],
+        ),
+        (
+            with("timezone", json!("Mars/Olympus_Mons")),
+            &["timezone", "Mars/Olympus_Mons"],
+        ),
+        (
+            with(
+                "call_metrics",
+                json!([{"metric": "latency_ms", "percentiles": [101]}]),
+            ),
             &["call_metrics[0].percentiles[0]", "101", "0..=100"],
         ),
         (
-            with("call_metrics", json!([{"metric": "latency_ms", "percentiles": [50, -1]}])),
+            with(
+                "call_metrics",
+                json!([{"metric": "latency_ms", "percentiles": [50, -1]}]),
+            ),
             &["call_metrics[0].percentiles[1]", "-1"],
         ),
         (
-            with("call_metrics", json!([{"metric": "latency_ms", "aggregations": ["median"]}])),
-            &["call_metrics[0].aggregations[0]", "median", "allowed: sum, avg, min, max, count"],
+            with(
+                "call_metrics",
+                json!([{"metric": "latency_ms", "aggregations": ["median"]}]),
+            ),
+            &[
+                "call_metrics[0].aggregations[0]",
+                "median",
+                "allowed: sum, avg, min, max, count",
+            ],
         ),
         (
             with("usage_metrics", json!([{"metric": "latency_ms"}])),
-            &["usage_metrics[0].metric", "latency_ms", "allowed: input_tokens"],
+            &[
+                "usage_metrics[0].metric",
+                "latency_ms",
+                "allowed: input_tokens",
+            ],
         ),
         (
             with("call_metrics", json!([{"metric": "input_tokens"}])),
-            &["call_metrics[0].metric", "allowed: latency_ms, call_count, error_count"],
+            &[
+                "call_metrics[0].metric",
+                "allowed: latency_ms, call_count, error_count",
+            ],
         ),
         (
-            with("call_metrics", json!([{"metric": "call_count", "colour": 1}])),
+            with(
+                "call_metrics",
+                json!([{"metric": "call_count", "colour": 1}]),
+            ),
             &["unknown field `colour`"],
         ),
         (without("project_id"), &["missing field `project_id`"]),
         (without("start"), &["missing field `start`"]),
-        (with("project_id", json!("no-slash")), &["project_id", "entity/project"]),
+        (
+            with("project_id", json!("no-slash")),
+            &["project_id", "entity/project"],
+        ),
     ];
     for (body, wanted) in cases {
         let answer = c.post("/calls/stats", &body).await;

@@ -14,7 +14,10 @@ async fn totals(c: &Client) -> (Value, Value) {
                "usage_metrics": [{"metric": "total_tokens"}]}),
     )
     .await;
-    (body["call_buckets"][0].clone(), body["usage_buckets"].clone())
+    (
+        body["call_buckets"][0].clone(),
+        body["usage_buckets"].clone(),
+    )
 }
 
 #[tokio::test]
@@ -30,9 +33,15 @@ async fn start_then_end_becomes_one_finished_call() {
         .await
         .ok();
     let id = started["id"].as_str().expect("a generated id").to_owned();
-    assert!(!started["trace_id"].as_str().unwrap().is_empty(), "a generated trace id");
+    assert!(
+        !started["trace_id"].as_str().unwrap().is_empty(),
+        "a generated trace id"
+    );
     let (calls, _) = totals(c).await;
-    assert_eq!((&calls["sum_call_count"], &calls["sum_latency_ms"]), (&json!(1), &json!(0.0)));
+    assert_eq!(
+        (&calls["sum_call_count"], &calls["sum_latency_ms"]),
+        (&json!(1), &json!(0.0))
+    );
 
     let ended = c
         .post(
@@ -45,7 +54,10 @@ async fn start_then_end_becomes_one_finished_call() {
         .ok();
     assert_eq!(ended, json!({}));
     let (calls, usage) = totals(c).await;
-    assert_eq!((&calls["sum_call_count"], &calls["sum_latency_ms"]), (&json!(1), &json!(2500.0)));
+    assert_eq!(
+        (&calls["sum_call_count"], &calls["sum_latency_ms"]),
+        (&json!(1), &json!(2500.0))
+    );
     assert_eq!(usage[0]["sum_total_tokens"], 7);
     stack.stop().await;
 }
@@ -80,7 +92,10 @@ async fn upsert_batch_answers_per_item_and_resending_never_double_counts() {
     .await
     .ok();
     let (calls, usage) = totals(c).await;
-    assert_eq!((&calls["sum_error_count"], &calls["sum_latency_ms"]), (&json!(0), &json!(3000.0)));
+    assert_eq!(
+        (&calls["sum_error_count"], &calls["sum_latency_ms"]),
+        (&json!(0), &json!(3000.0))
+    );
     assert_eq!(usage[0]["sum_total_tokens"], 2);
     stack.stop().await;
 }
@@ -97,7 +112,10 @@ async fn an_end_that_arrives_first_waits_for_its_start() {
     .await
     .ok();
     let (calls, _) = totals(c).await;
-    assert_eq!(calls["sum_call_count"], 0, "a call with no start has no place in time yet");
+    assert_eq!(
+        calls["sum_call_count"], 0,
+        "a call with no start has no place in time yet"
+    );
     c.post(
         "/call/start",
         &json!({"start": {"project_id": PROJECT, "id": "early", "op_name": "chat",
@@ -106,7 +124,10 @@ async fn an_end_that_arrives_first_waits_for_its_start() {
     .await
     .ok();
     let (calls, _) = totals(c).await;
-    assert_eq!((&calls["sum_call_count"], &calls["sum_latency_ms"]), (&json!(1), &json!(1000.0)));
+    assert_eq!(
+        (&calls["sum_call_count"], &calls["sum_latency_ms"]),
+        (&json!(1), &json!(1000.0))
+    );
     stack.stop().await;
 }
 
@@ -122,7 +143,10 @@ async fn complete_calls_are_ingested_whole_and_idempotently() {
     ];
     let batch: Vec<Value> = calls.iter().map(|c| c.body.clone()).collect();
     let answer = c
-        .post(&format!("/v2/{PROJECT}/calls/complete"), &json!({"batch": batch}))
+        .post(
+            &format!("/v2/{PROJECT}/calls/complete"),
+            &json!({"batch": batch}),
+        )
         .await
         .ok();
     assert_eq!(
@@ -131,7 +155,10 @@ async fn complete_calls_are_ingested_whole_and_idempotently() {
     );
     ingest(c, &calls).await;
     let (totals, usage) = totals(c).await;
-    assert_eq!((&totals["sum_call_count"], &totals["sum_latency_ms"]), (&json!(2), &json!(1000.0)));
+    assert_eq!(
+        (&totals["sum_call_count"], &totals["sum_latency_ms"]),
+        (&json!(2), &json!(1000.0))
+    );
     assert_eq!(usage[0]["sum_total_tokens"], 9);
     stack.stop().await;
 }
@@ -198,7 +225,10 @@ async fn malformed_calls_are_400_and_store_nothing() {
         let answer = c.post(path, &body).await;
         let reason = answer.reason(400);
         for w in wanted {
-            assert!(reason.contains(w), "{path} {body}: reason {reason:?} lacks {w:?}");
+            assert!(
+                reason.contains(w),
+                "{path} {body}: reason {reason:?} lacks {w:?}"
+            );
         }
     }
     // The valid start in the refused batches was not stored either.

@@ -50,17 +50,31 @@ async fn services_run_as_separate_processes() {
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let _stats = spawn(&["stats", "--listen", &addr(st)], dir.path());
     let _feedback = spawn(&["feedback", "--listen", &addr(fb)], dir.path());
-    let _ingest = spawn(&["ingest", "--listen", &addr(ing), "--stats-url", &url(st)], dir.path());
+    let _ingest = spawn(
+        &["ingest", "--listen", &addr(ing), "--stats-url", &url(st)],
+        dir.path(),
+    );
     let _gateway = spawn(
         &[
-            "gateway", "--listen", &addr(gw), "--ingest-url", &url(ing), "--stats-url", &url(st),
-            "--feedback-url", &url(fb),
+            "gateway",
+            "--listen",
+            &addr(gw),
+            "--ingest-url",
+            &url(ing),
+            "--stats-url",
+            &url(st),
+            "--feedback-url",
+            &url(fb),
         ],
         dir.path(),
     );
     let client = Client::new(url(gw));
     wait_ready(&client).await;
-    ingest(&client, &[Call::new("p1", t("2024-05-01T10:00:00Z")).latency_ms(40)]).await;
+    ingest(
+        &client,
+        &[Call::new("p1", t("2024-05-01T10:00:00Z")).latency_ms(40)],
+    )
+    .await;
     let body = stats(
         &client,
         json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
@@ -68,13 +82,18 @@ async fn services_run_as_separate_processes() {
     )
     .await;
     assert_eq!(body["call_buckets"][0]["max_latency_ms"], 40.0);
-    assert!(dir.path().join("data/stats").is_dir(), "stats keeps its data under ./data/stats");
+    assert!(
+        dir.path().join("data/stats").is_dir(),
+        "stats keeps its data under ./data/stats"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_service_is_503_retry_in_the_weave_envelope() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let listener = polymeter::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = polymeter::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (_stop, shutdown) = polymeter::Shutdown::new();
     let peers = nowhere.clone();
@@ -121,15 +140,24 @@ async fn up_prints_its_addresses_and_stops_cleanly_on_ctrl_c() {
         .unwrap();
     let client = Client::new(format!("http://127.0.0.1:{gw}"));
     wait_ready(&client).await;
-    assert!(dir.path().join("data").is_dir(), "data lives under ./data by default");
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(
+        dir.path().join("data").is_dir(),
+        "data lives under ./data by default"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "polymeter up did not stop on SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "polymeter up did not stop on SIGINT"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "exit status {exit:?}");

@@ -63,7 +63,10 @@ impl Call {
 pub async fn ingest_into(client: &Client, project: &str, calls: &[Call]) {
     let batch: Vec<Value> = calls.iter().map(|c| c.body.clone()).collect();
     let answer = client
-        .post(&format!("/v2/{project}/calls/complete"), &json!({ "batch": batch }))
+        .post(
+            &format!("/v2/{project}/calls/complete"),
+            &json!({ "batch": batch }),
+        )
         .await;
     answer.ok();
 }
@@ -87,5 +90,10 @@ pub fn stats_body(extra: Value) -> Value {
 
 /// The `key` column of every call bucket.
 pub fn column(buckets: &Value, key: &str) -> Vec<Value> {
-    buckets.as_array().unwrap().iter().map(|b| b[key].clone()).collect()
+    buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[key].clone())
+        .collect()
 }

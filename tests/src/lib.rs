@@ -26,14 +26,22 @@ impl Answer {
     /// The body after asserting a 200.
     #[track_caller]
     pub fn ok(self) -> Value {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.body);
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.body
+        );
         self.body
     }
 
     /// Weave's error reason after asserting the status.
     #[track_caller]
     pub fn reason(&self, status: u16) -> &str {
-        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.body);
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.body
+        );
         self.body["reason"]
             .as_str()
             .unwrap_or_else(|| panic!("no reason in {}", self.body))

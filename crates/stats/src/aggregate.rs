@@ -391,3 +391,190 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), None);
     }
 }
+
+#[cfg(test)]
+mod query_tests {
+    //! Grouping, ordering and paging, which the Weave dialect does not use but
+    //! the per-call dialects do.
+
+    use super::*;
+    use crate::store::MemoryStore;
+    use chrono::{TimeZone, Utc};
+    use polymeter_model::{CallEnd, CallId, CallStart, ProjectId, TenantId, VendorDimensions};
+    use polymeter_proto::v1 as pb;
+
+    fn call(
+        id: &str,
+        project: &str,
+        model_id: &str,
+        latency_ms: i64,
+        tokens: &[(&str, i64)],
+    ) -> CallRecord {
+        let started_at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+        CallRecord {
+            tenant: TenantId::new("t").unwrap(),
+            project_id: ProjectId::parse(project).unwrap(),
+            call_id: CallId::new(id).unwrap(),
+            start: Some(CallStart {
+                trace_id: id.into(),
+                parent_id: None,
+                thread_id: None,
+                turn_id: None,
+                op_name: "chat".into(),
+                display_name: None,
+                started_at,
+                wb_user_id: None,
+                wb_run_id: None,
+                input_refs: vec![],
+                vendor: VendorDimensions {
+                    model_id: Some(model_id.into()),
+                    ..Default::default()
+                },
+            }),
+            end: Some(CallEnd {
+                ended_at: started_at + chrono::Duration::milliseconds(latency_ms),
+                exception: None,
+                usage: tokens
+                    .iter()
+                    .map(|(m, n)| ModelUsage {
+                        model: m.to_string(),
+                        total_tokens: *n,
+                        input_tokens: *n,
+                        ..Default::default()
+                    })
+                    .collect(),
+                output_refs: vec![],
+            }),
+        }
+    }
+
+    fn request(
+        group_by: Vec<Dimension>,
+        order_by: Vec<pb::Order>,
+        limit: u64,
+        offset: u64,
+    ) -> pb::AggregateCallsRequest {
+        pb::AggregateCallsRequest {
+            tenant: "t".into(),
+            project_ids: vec![],
+            start_us: Utc
+                .with_ymd_and_hms(2024, 5, 1, 0, 0, 0)
+                .unwrap()
+                .timestamp_micros(),
+            end_us: Utc
+                .with_ymd_and_hms(2024, 5, 2, 0, 0, 0)
+                .unwrap()
+                .timestamp_micros(),
+            grain: Grain::Call as i32,
+            bucketing: None,
+            filters: vec![],
+            group_by: group_by.into_iter().map(|d| d as i32).collect(),
+            measures: vec![
+                pb::Measure {
+                    metric: Metric::CallCount.to_proto() as i32,
+                    aggregation: Aggregation::Sum.to_proto() as i32,
+                    percentile: 0.0,
+                },
+                pb::Measure {
+                    metric: Metric::InputTokens.to_proto() as i32,
+                    aggregation: Aggregation::Sum.to_proto() as i32,
+                    percentile: 0.0,
+                },
+            ],
+            order_by,
+            limit,
+            offset,
+            fill_empty_buckets: false,
+        }
+    }
+
+    fn store() -> MemoryStore {
+        let store = MemoryStore::new();
+        store
+            .upsert(vec![
+                call("1", "e/a", "m1", 10, &[("gpt", 5), ("claude", 9)]),
+                call("2", "e/a", "m2", 20, &[("gpt", 50)]),
+                call("3", "e/b", "m2", 30, &[("gpt", 7)]),
+                call("4", "e/b", "m3", 40, &[]),
+            ])
+            .unwrap();
+        store
+    }
+
+    fn run(req: pb::AggregateCallsRequest) -> AggregateResult {
+        aggregate(&CallQuery::try_from(req).unwrap(), &store()).unwrap()
+    }
+
+    fn groups(r: &AggregateResult) -> Vec<(Option<String>, Option<f64>)> {
+        r.rows
+            .iter()
+            .map(|row| (row.group[0].clone(), row.values[1]))
+            .collect()
+    }
+
+    #[test]
+    fn groups_default_to_ascending_keys() {
+        let r = run(request(vec![Dimension::ModelId], vec![], 0, 0));
+        assert_eq!(
+            groups(&r),
+            [
+                (Some("m1".into()), Some(14.0)),
+                (Some("m2".into()), Some(57.0)),
+                (Some("m3".into()), Some(0.0))
+            ]
+        );
+    }
+
+    #[test]
+    fn call_grain_model_is_the_dominant_one() {
+        let r = run(request(vec![Dimension::Model], vec![], 0, 0));
+        assert_eq!(
+            groups(&r),
+            [
+                (None, Some(0.0)),
+                (Some("claude".into()), Some(14.0)),
+                (Some("gpt".into()), Some(57.0))
+            ]
+        );
+    }
+
+    #[test]
+    fn order_by_a_measure_descending_then_page() {
+        let by_tokens_desc = vec![pb::Order {
+            key: Some(pb::order::Key::Measure(1)),
+            descending: true,
+        }];
+        let r = run(request(
+            vec![Dimension::ModelId],
+            by_tokens_desc.clone(),
+            2,
+            0,
+        ));
+        assert_eq!(r.total_rows, 3);
+        assert_eq!(
+            groups(&r),
+            [
+                (Some("m2".into()), Some(57.0)),
+                (Some("m1".into()), Some(14.0))
+            ]
+        );
+        let r = run(request(vec![Dimension::ModelId], by_tokens_desc, 2, 2));
+        assert_eq!(groups(&r), [(Some("m3".into()), Some(0.0))]);
+    }
+
+    #[test]
+    fn no_groups_no_buckets_is_one_row_even_when_empty() {
+        let mut req = request(vec![], vec![], 0, 0);
+        req.project_ids = vec!["e/none".into()];
+        let r = run(req);
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!(r.rows[0].values, [Some(0.0), Some(0.0)]);
+    }
+
+    #[test]
+    fn grouping_by_refs_is_refused() {
+        let err =
+            CallQuery::try_from(request(vec![Dimension::InputRefs], vec![], 0, 0)).unwrap_err();
+        assert!(err.to_string().contains("group_by[0]"), "{err}");
+    }
+}
