@@ -1,0 +1,79 @@
+//! The embedded store machinery every owning service uses, whatever its
+//! records: a [`Table`] says how its writes are encoded and applied;
+//! [`Durable`] makes them durable and recoverable.
+//!
+//! ```text
+//! <dir>/wal/<gen>.wal                    append-only log, checksummed frames
+//! <dir>/segments/<gen>-<crc32>.parquet   immutable Apache Parquet segments
+//! ```
+//!
+//! * A write is acknowledged only after its frame is fsynced. One writer
+//!   thread drains every pending write into one `write` + one `fdatasync`
+//!   (group commit), applies them to the in-memory table in log order, then
+//!   acknowledges them all.
+//! * The log rotates to a new generation once it passes a size; a compactor
+//!   thread turns each closed generation into a Parquet segment (written to a
+//!   temporary file, fsynced, renamed) and then deletes that log file.
+//! * Opening loads the segments in generation order, then replays the logs
+//!   newer than the last segment. A torn or corrupt log tail (the checksum
+//!   disagrees, or a frame is cut short) is dropped and logged, never misread.
+//!   A segment whose bytes no longer match the checksum in its name is
+//!   reported by path and the store refuses to open.
+
+mod durable;
+mod segment;
+mod wal;
+
+pub use durable::{Durable, Options};
+pub use segment::{read_segment, write_segment};
+pub use wal::{read_frames, FrameLog};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data is damaged; the store will not answer from it.
+    #[error("corrupt {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// The store has stopped (shutting down, or its writer failed).
+    #[error("store closed: {0}")]
+    Closed(String),
+    #[error("cannot encode: {0}")]
+    Encode(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+}
+
+/// The records a store holds, and how they travel through log and segments.
+pub trait Table: Send + Sync + 'static {
+    /// One write (a record, or part of one, that [`Table::apply`] merges in).
+    type Write: Send + 'static;
+
+    /// Appends the log frame payload of a batch to `buf`.
+    fn encode(batch: &[Self::Write], buf: &mut Vec<u8>);
+    /// The inverse of [`Table::encode`].
+    fn decode(payload: &[u8]) -> Result<Vec<Self::Write>, String>;
+    /// Merges a batch into the in-memory state. Must not fail: anything that
+    /// could make it fail is checked before the batch reaches the log.
+    fn apply(&mut self, batch: Vec<Self::Write>);
+
+    /// The Arrow schema of segments.
+    fn schema() -> SchemaRef;
+    /// Writes as one segment's rows, in log order.
+    fn to_arrow(batch: &[Self::Write]) -> Result<RecordBatch, String>;
+    /// The inverse of [`Table::to_arrow`].
+    fn from_arrow(batch: &RecordBatch) -> Result<Vec<Self::Write>, String>;
+}
