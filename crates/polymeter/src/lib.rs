@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use polymeter_gateway::{backends::channel, Backends};
-use polymeter_stats::{CallStore, MemoryStore};
+use polymeter_stats::{CallStore, DurableStore};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,13 +47,20 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Opens the stats service's store under `data_dir`.
+/// Opens the stats service's durable store under `data_dir`, loading its
+/// segments and replaying its log. Fails, naming the file, on corrupt data.
 pub fn open_call_store(data_dir: &Path) -> anyhow::Result<Arc<dyn CallStore>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    // The durable embedded store replaces this in the next release; until then
-    // calls live in memory for the life of the process.
-    Ok(Arc::new(MemoryStore::new()))
+    let started = std::time::Instant::now();
+    let store = DurableStore::open(data_dir)
+        .with_context(|| format!("cannot open the call store in {}", data_dir.display()))?;
+    let size = store.size();
+    tracing::info!(
+        calls = size.calls,
+        dir = %data_dir.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "call store open"
+    );
+    Ok(Arc::new(store))
 }
 
 pub async fn run_stats(

@@ -1,18 +1,28 @@
 //! The single aggregation every dialect ends in.
 //!
-//! Rows (calls, or a call's per-model usage entries) are filtered, assigned
-//! to a bucket of the zone-aligned grid and a group, and folded into one
-//! accumulator per metric. Values are kept in fixed units (latency in
-//! microseconds, tokens and counts as integers) so sums are exact and come out
-//! the same whatever order a store yields rows in.
+//! Rows (calls, or a call's per-model usage entries) are filtered, assigned to
+//! a bucket of the zone-aligned grid and to a group, and folded into one
+//! accumulator per metric. It runs over [`CallColumns`] directly: filters and
+//! group keys are resolved to interned codes once per query, so the scan
+//! compares integers and allocates nothing per row. Values are kept in fixed
+//! units (latency in microseconds, tokens and counts as integers) so sums are
+//! exact and independent of scan order. Large scans are split across threads
+//! and merged.
 
+use crate::columns::{
+    Attr, CallColumns, IdColumn, IdKey, Interner, Partition, RefLists, BLOCK, FLAG_ERROR, NONE,
+    NO_TIME,
+};
 use crate::error::StatsError;
-use crate::query::{CallQuery, MeasureSpec, OrderKey};
-use crate::store::{CallStore, Scope};
-use polymeter_model::{Aggregation, BucketGrid, CallRecord, Metric, ModelUsage};
+use crate::query::{CallQuery, MeasureSpec, OrderKey, RowFilter};
+use polymeter_model::{Aggregation, BucketGrid, Metric};
 use polymeter_proto::v1::{Dimension, Grain};
+use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+/// Most `group_by` dimensions one query may use.
+pub const MAX_GROUP_BY: usize = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
@@ -32,148 +42,444 @@ pub struct AggregateResult {
     pub total_rows: usize,
 }
 
-/// One row of the aggregation's input: a call, or one model's usage in a call.
+/// Exact percentile by linear interpolation between the closest ranks
+/// (numpy's default, SQL's `percentile_cont`) of `values`, which it reorders.
+pub fn percentile(values: &mut [i64], p: f64) -> Option<f64> {
+    let last = values.len().checked_sub(1)?;
+    let rank = p / 100.0 * last as f64;
+    let lo = rank.floor() as usize;
+    let (_, &mut a, above) = values.select_nth_unstable(lo);
+    let a = a as f64;
+    let frac = rank - lo as f64;
+    if frac == 0.0 || above.is_empty() {
+        return Some(a);
+    }
+    let b = *above.iter().min().unwrap() as f64;
+    Some(a + (b - a) * frac)
+}
+
+/// Where a dimension's value lives in the columns.
 #[derive(Clone, Copy)]
-struct Row<'a> {
-    call: &'a CallRecord,
-    usage: Option<&'a ModelUsage>,
+enum Source {
+    Project,
+    Op,
+    Model,
+    Attr(usize),
+    Id(IdSel),
+    Refs(bool),
 }
 
-/// Fixed units per reported unit.
-fn scale(metric: Metric) -> f64 {
-    match metric {
-        Metric::LatencyMs => 1000.0,
-        _ => 1.0,
+#[derive(Clone, Copy)]
+enum IdSel {
+    Call,
+    Trace,
+    Parent,
+}
+
+fn source(d: Dimension) -> Source {
+    match d {
+        Dimension::ProjectId => Source::Project,
+        Dimension::OpName => Source::Op,
+        Dimension::Model => Source::Model,
+        Dimension::CallId => Source::Id(IdSel::Call),
+        Dimension::TraceId => Source::Id(IdSel::Trace),
+        Dimension::ParentId => Source::Id(IdSel::Parent),
+        Dimension::ThreadId => Source::Attr(Attr::ThreadId as usize),
+        Dimension::TurnId => Source::Attr(Attr::TurnId as usize),
+        Dimension::WbUserId => Source::Attr(Attr::WbUserId as usize),
+        Dimension::WbRunId => Source::Attr(Attr::WbRunId as usize),
+        Dimension::DisplayName => Source::Attr(Attr::DisplayName as usize),
+        Dimension::ServiceId => Source::Attr(Attr::ServiceId as usize),
+        Dimension::ServiceName => Source::Attr(Attr::ServiceName as usize),
+        Dimension::AppId => Source::Attr(Attr::AppId as usize),
+        Dimension::ClientId => Source::Attr(Attr::ClientId as usize),
+        Dimension::ApiKeyId => Source::Attr(Attr::ApiKeyId as usize),
+        Dimension::ModelId => Source::Attr(Attr::ModelId as usize),
+        Dimension::ResourceId => Source::Attr(Attr::ResourceId as usize),
+        Dimension::InputRefs => Source::Refs(true),
+        Dimension::OutputRefs => Source::Refs(false),
+        Dimension::Unspecified => Source::Op,
     }
 }
 
-fn token_field(metric: Metric, u: &ModelUsage) -> i64 {
-    match metric {
-        Metric::InputTokens => u.input_tokens,
-        Metric::OutputTokens => u.output_tokens,
-        Metric::TotalTokens => u.total_tokens,
-        Metric::CacheReadInputTokens => u.cache_read_input_tokens,
-        Metric::CacheCreationInputTokens => u.cache_creation_input_tokens,
-        Metric::Requests => u.requests,
-        _ => 0,
+fn ids(p: &Partition, sel: IdSel) -> &IdColumn {
+    match sel {
+        IdSel::Call => &p.call_id,
+        IdSel::Trace => &p.trace_id,
+        IdSel::Parent => &p.parent_id,
     }
 }
 
-impl Row<'_> {
-    /// The row's value of `metric` in fixed units; `None` where it has none.
-    fn value(&self, metric: Metric) -> Option<i64> {
-        match metric {
-            Metric::InputTokens
-            | Metric::OutputTokens
-            | Metric::TotalTokens
-            | Metric::CacheReadInputTokens
-            | Metric::CacheCreationInputTokens
-            | Metric::Requests => Some(match self.usage {
-                Some(u) => token_field(metric, u),
-                None => self
-                    .call
-                    .usage()
-                    .iter()
-                    .map(|u| token_field(metric, u))
-                    .sum(),
-            }),
-            // Priced when the price table lands; until then every call costs 0.
-            Metric::InputCost | Metric::OutputCost | Metric::TotalCost => Some(0),
-            Metric::LatencyMs => {
-                let (s, e) = (self.call.start.as_ref()?, self.call.end.as_ref()?);
-                (e.ended_at - s.started_at).num_microseconds()
+fn refs(p: &Partition, input: bool) -> &RefLists {
+    if input {
+        &p.input_refs
+    } else {
+        &p.output_refs
+    }
+}
+
+/// A filter resolved against the interner.
+enum Pred {
+    /// Interned values: `allowed[code]`, or `absent` for no value.
+    Codes {
+        source: Source,
+        allowed: Vec<bool>,
+        absent: bool,
+    },
+    Ids {
+        sel: IdSel,
+        keys: Vec<IdKey>,
+        prefixes: Vec<String>,
+        absent: bool,
+    },
+    Project {
+        allowed: Vec<String>,
+        prefixes: Vec<String>,
+    },
+}
+
+fn allowed_codes(strings: &Interner, f: &RowFilter) -> Vec<bool> {
+    let mut allowed = vec![false; strings.len()];
+    for v in &f.any_of {
+        if let Some(code) = strings.code(v) {
+            allowed[code as usize] = true;
+        }
+    }
+    if !f.prefixes.is_empty() {
+        for (code, value) in strings.values().enumerate() {
+            if f.prefixes.iter().any(|p| value.starts_with(p.as_str())) {
+                allowed[code] = true;
             }
-            Metric::CallCount => Some(1),
-            Metric::ErrorCount => Some(self.call.is_error() as i64),
-            Metric::SuccessCount => Some(self.call.is_success() as i64),
         }
     }
+    allowed
+}
 
-    fn dimension(&self, d: Dimension) -> Option<&str> {
-        let c = self.call;
-        let s = c.start.as_ref();
-        let v = s.map(|s| &s.vendor);
-        match d {
-            Dimension::ProjectId => Some(c.project_id.as_str()),
-            Dimension::CallId => Some(c.call_id.as_str()),
-            Dimension::Model => match self.usage {
-                Some(u) => Some(u.model.as_str()),
-                None => c.dominant_model(),
-            },
-            Dimension::OpName => s.map(|s| s.op_name.as_str()),
-            Dimension::DisplayName => s.and_then(|s| s.display_name.as_deref()),
-            Dimension::TraceId => s.map(|s| s.trace_id.as_str()),
-            Dimension::ParentId => s.and_then(|s| s.parent_id.as_deref()),
-            Dimension::ThreadId => s.and_then(|s| s.thread_id.as_deref()),
-            Dimension::TurnId => s.and_then(|s| s.turn_id.as_deref()),
-            Dimension::WbUserId => s.and_then(|s| s.wb_user_id.as_deref()),
-            Dimension::WbRunId => s.and_then(|s| s.wb_run_id.as_deref()),
-            Dimension::ServiceId => v.and_then(|v| v.service_id.as_deref()),
-            Dimension::ServiceName => v.and_then(|v| v.service_name.as_deref()),
-            Dimension::AppId => v.and_then(|v| v.app_id.as_deref()),
-            Dimension::ClientId => v.and_then(|v| v.client_id.as_deref()),
-            Dimension::ApiKeyId => v.and_then(|v| v.api_key_id.as_deref()),
-            Dimension::ModelId => v.and_then(|v| v.model_id.as_deref()),
-            Dimension::ResourceId => v.and_then(|v| v.resource_id.as_deref()),
-            Dimension::InputRefs | Dimension::OutputRefs | Dimension::Unspecified => None,
-        }
-    }
-
-    fn refs(&self, d: Dimension) -> &[String] {
-        match d {
-            Dimension::InputRefs => self.call.start.as_ref().map(|s| s.input_refs.as_slice()),
-            Dimension::OutputRefs => self.call.end.as_ref().map(|e| e.output_refs.as_slice()),
-            _ => None,
-        }
-        .unwrap_or(&[])
+fn resolve(strings: &Interner, f: &RowFilter) -> Pred {
+    match source(f.dimension) {
+        Source::Project => Pred::Project {
+            allowed: f.any_of.clone(),
+            prefixes: f.prefixes.clone(),
+        },
+        Source::Id(sel) => Pred::Ids {
+            sel,
+            keys: f.any_of.iter().map(|v| IdKey::new(v)).collect(),
+            prefixes: f.prefixes.clone(),
+            absent: f.absent,
+        },
+        s => Pred::Codes {
+            source: s,
+            allowed: allowed_codes(strings, f),
+            absent: f.absent,
+        },
     }
 }
 
-#[derive(Default, Clone)]
+/// One query, resolved and ready to scan.
+struct Plan<'a> {
+    query: &'a CallQuery,
+    usage_grain: bool,
+    preds: Vec<Pred>,
+    group: Vec<Source>,
+    /// Distinct metrics; each measure reads one slot.
+    slots: Vec<Metric>,
+    keep_values: Vec<bool>,
+    grid: Option<&'a BucketGrid>,
+    /// Fast path when every bucket is the same length.
+    uniform: Option<(i64, i64)>,
+}
+
+/// A (bucket, group key) cell's accumulators.
+#[derive(Clone, Copy, Default)]
 struct MetricAcc {
     sum: i128,
     count: u64,
-    min: Option<i64>,
-    max: Option<i64>,
-    /// Kept only when a percentile of this metric is asked for.
-    values: Vec<i64>,
+    min: i64,
+    max: i64,
 }
 
-#[derive(Clone)]
-struct GroupAcc {
-    rows: u64,
+type CellKey = (u32, [u32; MAX_GROUP_BY]);
+
+/// One scanning thread's accumulators.
+#[derive(Default)]
+struct Acc {
+    cells: FxHashMap<CellKey, u32>,
+    keys: Vec<CellKey>,
+    rows: Vec<u64>,
     metrics: Vec<MetricAcc>,
+    values: Vec<Vec<i64>>,
+    /// Strings of group values that are not interned (project, ids).
+    local: Interner,
 }
 
-/// Exact percentile by linear interpolation between the closest ranks
-/// (numpy's default, SQL's `percentile_cont`). `sorted` must be ascending.
-pub fn percentile(sorted: &[i64], p: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    let rank = p / 100.0 * last as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    let (a, b) = (sorted[lo] as f64, sorted[hi] as f64);
-    Some(a + (b - a) * (rank - lo as f64))
+const NO_BUCKET: u32 = u32::MAX;
+
+impl Acc {
+    fn cell(&mut self, key: CellKey, slots: usize, keep: &[bool]) -> usize {
+        if let Some(&c) = self.cells.get(&key) {
+            return c as usize;
+        }
+        let c = self.keys.len();
+        self.cells.insert(key, c as u32);
+        self.keys.push(key);
+        self.rows.push(0);
+        self.metrics.extend(std::iter::repeat_n(
+            MetricAcc {
+                sum: 0,
+                count: 0,
+                min: i64::MAX,
+                max: i64::MIN,
+            },
+            slots,
+        ));
+        for _ in keep {
+            self.values.push(Vec::new());
+        }
+        c
+    }
 }
 
-type GroupKey = (Option<usize>, Vec<Option<String>>);
+impl Plan<'_> {
+    #[inline]
+    fn bucket(&self, started: i64) -> Option<u32> {
+        let Some(grid) = self.grid else {
+            return Some(NO_BUCKET);
+        };
+        if let Some((first, width)) = self.uniform {
+            if started < first {
+                return None;
+            }
+            let i = (started - first) / width;
+            return ((i as usize) < grid.len()).then_some(i as u32);
+        }
+        grid.index_of(started).map(|i| i as u32)
+    }
 
-/// Answers one query from `store`.
-pub fn aggregate(query: &CallQuery, store: &dyn CallStore) -> Result<AggregateResult, StatsError> {
+    #[inline]
+    fn code(&self, p: &Partition, source: Source, row: usize, usage_row: Option<usize>) -> u32 {
+        match source {
+            Source::Op => p.op_name[row],
+            Source::Model => match usage_row {
+                Some(u) => p.usage_model[u],
+                None => p.model[row],
+            },
+            Source::Attr(a) => p.attrs[a].get(row),
+            Source::Project | Source::Id(_) | Source::Refs(_) => NONE,
+        }
+    }
+
+    fn passes(&self, p: &Partition, row: usize, usage_row: Option<usize>) -> bool {
+        self.preds.iter().all(|pred| match pred {
+            Pred::Codes {
+                source: Source::Refs(input),
+                allowed,
+                absent,
+            } => {
+                let list = refs(p, *input).get(row);
+                if list.is_empty() {
+                    *absent
+                } else {
+                    list.iter()
+                        .any(|&c| allowed.get(c as usize).copied().unwrap_or(false))
+                }
+            }
+            Pred::Codes {
+                source,
+                allowed,
+                absent,
+            } => {
+                let code = self.code(p, *source, row, usage_row);
+                if code == NONE {
+                    *absent
+                } else {
+                    allowed.get(code as usize).copied().unwrap_or(false)
+                }
+            }
+            Pred::Ids {
+                sel,
+                keys,
+                prefixes,
+                absent,
+            } => {
+                let col = ids(p, *sel);
+                if !col.is_some(row) {
+                    *absent
+                } else {
+                    keys.iter().any(|k| col.matches(row, k))
+                        || prefixes.iter().any(|x| col.starts_with(row, x))
+                }
+            }
+            Pred::Project { allowed, prefixes } => {
+                let name = p.project.as_str();
+                allowed.iter().any(|a| a == name)
+                    || prefixes.iter().any(|x| name.starts_with(x.as_str()))
+            }
+        })
+    }
+
+    #[inline]
+    fn value(
+        &self,
+        p: &Partition,
+        metric: Metric,
+        row: usize,
+        usage_row: Option<usize>,
+    ) -> Option<i64> {
+        let tokens = |field: usize| match usage_row {
+            Some(u) => p.usage_tokens[field].get(u),
+            None => p
+                .usage_range(row)
+                .map(|u| p.usage_tokens[field].get(u))
+                .sum(),
+        };
+        match metric {
+            Metric::InputTokens => Some(tokens(0)),
+            Metric::OutputTokens => Some(tokens(1)),
+            Metric::TotalTokens => Some(tokens(2)),
+            Metric::CacheReadInputTokens => Some(tokens(3)),
+            Metric::CacheCreationInputTokens => Some(tokens(4)),
+            Metric::Requests => Some(tokens(5)),
+            // Priced when the price table lands; until then every call costs 0.
+            Metric::InputCost | Metric::OutputCost | Metric::TotalCost => Some(0),
+            Metric::LatencyMs => {
+                let (s, e) = (p.started_us[row], p.ended_us[row]);
+                (s != NO_TIME && e != NO_TIME).then(|| e - s)
+            }
+            Metric::CallCount => Some(1),
+            Metric::ErrorCount => Some((p.flags[row] & FLAG_ERROR != 0) as i64),
+            Metric::SuccessCount => {
+                Some((p.ended_us[row] != NO_TIME && p.flags[row] & FLAG_ERROR == 0) as i64)
+            }
+        }
+    }
+
+    fn fold(
+        &self,
+        acc: &mut Acc,
+        p: &Partition,
+        row: usize,
+        usage_row: Option<usize>,
+        bucket: u32,
+    ) {
+        if !self.passes(p, row, usage_row) {
+            return;
+        }
+        let mut key = [NONE; MAX_GROUP_BY];
+        for (k, source) in key.iter_mut().zip(&self.group) {
+            *k = match source {
+                Source::Project => acc.local.intern(p.project.as_str()),
+                Source::Id(sel) => {
+                    let v = ids(p, *sel).value(row);
+                    acc.local.intern_opt(v.as_deref())
+                }
+                s => self.code(p, *s, row, usage_row),
+            };
+        }
+        let nslots = self.slots.len();
+        let cell = acc.cell((bucket, key), nslots, &self.keep_values);
+        acc.rows[cell] += 1;
+        for (slot, &metric) in self.slots.iter().enumerate() {
+            if let Some(v) = self.value(p, metric, row, usage_row) {
+                let m = &mut acc.metrics[cell * nslots + slot];
+                m.sum += v as i128;
+                m.count += 1;
+                m.min = m.min.min(v);
+                m.max = m.max.max(v);
+                if self.keep_values[slot] {
+                    acc.values[cell * nslots + slot].push(v);
+                }
+            }
+        }
+    }
+
+    fn scan(&self, work: &[(&Partition, usize)]) -> Acc {
+        let mut acc = Acc::default();
+        let (start, end) = (
+            self.query.start.timestamp_micros(),
+            self.query.end.timestamp_micros(),
+        );
+        for &(p, block) in work {
+            let rows = block * BLOCK..((block + 1) * BLOCK).min(p.rows);
+            for row in rows {
+                let started = p.started_us[row];
+                if started < start || started >= end {
+                    continue;
+                }
+                let Some(bucket) = self.bucket(started) else {
+                    continue;
+                };
+                if self.usage_grain {
+                    for u in p.usage_range(row) {
+                        self.fold(&mut acc, p, row, Some(u), bucket);
+                    }
+                } else {
+                    self.fold(&mut acc, p, row, None, bucket);
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Folds `other` into `into`, translating its local group strings.
+fn merge(into: &mut Acc, other: Acc, plan: &Plan<'_>) {
+    let nslots = plan.slots.len();
+    let local_dims: Vec<bool> = plan
+        .group
+        .iter()
+        .map(|s| matches!(s, Source::Project | Source::Id(_)))
+        .collect();
+    let mut values = other.values.into_iter();
+    for (c, (bucket, mut key)) in other.keys.iter().copied().enumerate() {
+        for (k, local) in key.iter_mut().zip(&local_dims) {
+            if *local && *k != NONE {
+                *k = into.local.intern(other.local.value(*k).unwrap());
+            }
+        }
+        let cell = into.cell((bucket, key), nslots, &plan.keep_values);
+        into.rows[cell] += other.rows[c];
+        for slot in 0..nslots {
+            let i = cell * nslots + slot;
+            let b = other.metrics[c * nslots + slot];
+            let a = &mut into.metrics[i];
+            a.sum += b.sum;
+            a.count += b.count;
+            a.min = a.min.min(b.min);
+            a.max = a.max.max(b.max);
+            if let Some(mut v) = values.next() {
+                into.values[i].append(&mut v);
+            }
+        }
+    }
+}
+
+/// Answers one query from the columns.
+pub fn aggregate(query: &CallQuery, columns: &CallColumns) -> Result<AggregateResult, StatsError> {
+    if query.group_by.len() > MAX_GROUP_BY {
+        return Err(StatsError::invalid(format!(
+            "group_by: at most {MAX_GROUP_BY} dimensions, got {}",
+            query.group_by.len()
+        )));
+    }
     let grid = query
         .bucketing
         .as_ref()
         .map(|b| BucketGrid::new(query.start, query.end, b.width_seconds, b.tz))
         .transpose()
         .map_err(|e| StatsError::invalid(e.to_string()))?;
+    let uniform = grid.as_ref().and_then(|g| {
+        let s = g.starts_us();
+        let width = (g.width_seconds() as i64) * 1_000_000;
+        (!s.is_empty() && s.windows(2).all(|w| w[1] - w[0] == width)).then(|| (s[0], width))
+    });
 
-    // One accumulator per distinct metric, shared by all its aggregations.
     let mut slots: Vec<Metric> = Vec::new();
     for m in &query.measures {
         if !slots.contains(&m.metric) {
             slots.push(m.metric);
         }
     }
-    let keep_values: Vec<bool> = slots
+    let keep_values = slots
         .iter()
         .map(|s| {
             query
@@ -182,104 +488,51 @@ pub fn aggregate(query: &CallQuery, store: &dyn CallStore) -> Result<AggregateRe
                 .any(|m| m.metric == *s && m.aggregation == Aggregation::Percentile)
         })
         .collect();
-    let empty = GroupAcc {
-        rows: 0,
-        metrics: vec![MetricAcc::default(); slots.len()],
+    let plan = Plan {
+        query,
+        usage_grain: query.grain == Grain::Usage,
+        preds: query
+            .filters
+            .iter()
+            .map(|f| resolve(&columns.strings, f))
+            .collect(),
+        group: query.group_by.iter().map(|d| source(*d)).collect(),
+        slots,
+        keep_values,
+        grid: grid.as_ref(),
+        uniform,
     };
 
-    let mut groups: HashMap<GroupKey, GroupAcc> = HashMap::new();
-    let scope = Scope {
-        tenant: query.tenant.clone(),
-        projects: query.projects.clone(),
-        start: query.start,
-        end: query.end,
-    };
-    let mut fold = |row: Row<'_>| {
-        let passes = query.filters.iter().all(|f| match f.dimension {
-            Dimension::InputRefs | Dimension::OutputRefs => {
-                let refs = row.refs(f.dimension);
-                if refs.is_empty() {
-                    f.absent
-                } else {
-                    refs.iter().any(|r| f.matches(Some(r)))
-                }
-            }
-            d => f.matches(row.dimension(d)),
-        });
-        if !passes {
-            return;
-        }
-        let bucket = match &grid {
-            Some(grid) => {
-                let started = row
-                    .call
-                    .start
-                    .as_ref()
-                    .map(|s| s.started_at.timestamp_micros());
-                match started.and_then(|t| grid.index_of(t)) {
-                    Some(i) => Some(i),
-                    None => return,
-                }
-            }
-            None => None,
-        };
-        let key = (
-            bucket,
-            query
-                .group_by
+    // Blocks whose start times overlap the range, split into two even halves.
+    let (start, end) = (query.start.timestamp_micros(), query.end.timestamp_micros());
+    let work: Vec<(&Partition, usize)> = columns
+        .partitions_of(&query.tenant, &query.projects)
+        .flat_map(|p| {
+            p.blocks
                 .iter()
-                .map(|d| row.dimension(*d).map(str::to_owned))
-                .collect(),
-        );
-        let acc = groups.entry(key).or_insert_with(|| empty.clone());
-        acc.rows += 1;
-        for (slot, metric) in slots.iter().enumerate() {
-            if let Some(v) = row.value(*metric) {
-                let m = &mut acc.metrics[slot];
-                m.sum += v as i128;
-                m.count += 1;
-                m.min = Some(m.min.map_or(v, |x| x.min(v)));
-                m.max = Some(m.max.map_or(v, |x| x.max(v)));
-                if keep_values[slot] {
-                    m.values.push(v);
-                }
-            }
-        }
-    };
-    store.scan(&scope, &mut |call: &CallRecord| match query.grain {
-        Grain::Usage => call.usage().iter().for_each(|u| {
-            fold(Row {
-                call,
-                usage: Some(u),
-            })
-        }),
-        _ => fold(Row { call, usage: None }),
-    })?;
-
-    fill(query, grid.as_ref(), &mut groups, &empty);
-
-    let mut rows: Vec<ResultRow> = groups
-        .into_iter()
-        .map(|((bucket, group), mut acc)| ResultRow {
-            bucket_start_us: bucket.map(|i| grid.as_ref().unwrap().starts_us()[i]),
-            bucket_utc_offset_seconds: bucket
-                .map(|i| grid.as_ref().unwrap().utc_offset_seconds(i))
-                .unwrap_or(0),
-            group,
-            row_count: acc.rows,
-            values: query
-                .measures
-                .iter()
-                .map(|m| {
-                    finish(
-                        m,
-                        &mut acc.metrics[slots.iter().position(|s| *s == m.metric).unwrap()],
-                    )
-                })
-                .collect(),
+                .enumerate()
+                .filter(move |(_, (lo, hi))| *hi >= start && *lo < end)
+                .map(move |(b, _)| (p, b))
         })
         .collect();
+    let threads = if work.len() >= 64 { 2 } else { 1 };
+    let chunk = work.len().div_ceil(threads).max(1);
+    let mut accs: Vec<Acc> = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|w| s.spawn(|| plan.scan(w)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("scan thread panicked"))
+            .collect()
+    });
+    let mut acc = accs.pop().unwrap_or_default();
+    for other in accs {
+        merge(&mut acc, other, &plan);
+    }
 
+    let mut rows = finish(&plan, columns, acc, grid.as_ref());
     rows.sort_by(|a, b| {
         a.bucket_start_us
             .cmp(&b.bucket_start_us)
@@ -315,52 +568,92 @@ pub fn aggregate(query: &CallQuery, store: &dyn CallStore) -> Result<AggregateRe
     })
 }
 
-/// Zero-fills: every bucket × every group seen in the range; and without
-/// groups, the one whole-range row even when no call matched.
-fn fill(
-    query: &CallQuery,
+/// Cells → result rows, zero-filled as the query asks.
+fn finish(
+    plan: &Plan<'_>,
+    columns: &CallColumns,
+    mut acc: Acc,
     grid: Option<&BucketGrid>,
-    groups: &mut HashMap<GroupKey, GroupAcc>,
-    empty: &GroupAcc,
-) {
-    let mut seen: BTreeSet<Vec<Option<String>>> = groups.keys().map(|(_, g)| g.clone()).collect();
+) -> Vec<ResultRow> {
+    let query = plan.query;
+    let nslots = plan.slots.len();
+    // Every group seen, and the empty group when there is no grouping.
+    let mut seen: BTreeSet<[u32; MAX_GROUP_BY]> = acc.keys.iter().map(|(_, k)| *k).collect();
     if query.group_by.is_empty() {
-        seen.insert(Vec::new());
+        seen.insert([NONE; MAX_GROUP_BY]);
     }
     match grid {
         Some(grid) if query.fill_empty_buckets => {
-            for bucket in 0..grid.len() {
-                for group in &seen {
-                    groups
-                        .entry((Some(bucket), group.clone()))
-                        .or_insert_with(|| empty.clone());
+            for bucket in 0..grid.len() as u32 {
+                for key in &seen {
+                    acc.cell((bucket, *key), nslots, &plan.keep_values);
                 }
             }
         }
         None if query.group_by.is_empty() => {
-            groups
-                .entry((None, Vec::new()))
-                .or_insert_with(|| empty.clone());
+            acc.cell((NO_BUCKET, [NONE; MAX_GROUP_BY]), nslots, &plan.keep_values);
         }
         _ => {}
     }
+    let decode = |source: &Source, code: u32| -> Option<String> {
+        match source {
+            Source::Project | Source::Id(_) => acc.local.value(code).map(str::to_owned),
+            _ => columns.strings.value(code).map(str::to_owned),
+        }
+    };
+    let mut rows = Vec::with_capacity(acc.keys.len());
+    for (cell, (bucket, key)) in acc.keys.iter().enumerate() {
+        let values = query
+            .measures
+            .iter()
+            .map(|m| {
+                let slot = plan.slots.iter().position(|s| *s == m.metric).unwrap();
+                let i = cell * nslots + slot;
+                finish_measure(
+                    m,
+                    &acc.metrics[i],
+                    acc.values.get_mut(i).map_or(&mut [][..], |v| &mut v[..]),
+                )
+            })
+            .collect();
+        let bucket = (*bucket != NO_BUCKET).then_some(*bucket as usize);
+        rows.push(ResultRow {
+            bucket_start_us: bucket.map(|b| grid.unwrap().starts_us()[b]),
+            bucket_utc_offset_seconds: bucket
+                .map(|b| grid.unwrap().utc_offset_seconds(b))
+                .unwrap_or(0),
+            group: plan
+                .group
+                .iter()
+                .zip(key)
+                .map(|(s, &c)| decode(s, c))
+                .collect(),
+            row_count: acc.rows[cell],
+            values,
+        });
+    }
+    rows
 }
 
-fn finish(measure: &MeasureSpec, acc: &mut MetricAcc) -> Option<f64> {
+/// Fixed units per reported unit.
+fn scale(metric: Metric) -> f64 {
+    match metric {
+        Metric::LatencyMs => 1000.0,
+        _ => 1.0,
+    }
+}
+
+fn finish_measure(measure: &MeasureSpec, acc: &MetricAcc, values: &mut [i64]) -> Option<f64> {
     let scale = scale(measure.metric);
+    let any = acc.count > 0;
     match measure.aggregation {
         Aggregation::Sum => Some(acc.sum as f64 / scale),
         Aggregation::Count => Some(acc.count as f64),
-        Aggregation::Avg if acc.count == 0 => Some(0.0),
+        Aggregation::Avg if !any => Some(0.0),
         Aggregation::Avg => Some(acc.sum as f64 / acc.count as f64 / scale),
-        Aggregation::Min => acc.min.map(|v| v as f64 / scale),
-        Aggregation::Max => acc.max.map(|v| v as f64 / scale),
-        Aggregation::Percentile => {
-            if !acc.values.is_sorted() {
-                acc.values.sort_unstable();
-            }
-            percentile(&acc.values, measure.percentile).map(|v| v / scale)
-        }
+        Aggregation::Min => any.then(|| acc.min as f64 / scale),
+        Aggregation::Max => any.then(|| acc.max as f64 / scale),
+        Aggregation::Percentile => percentile(values, measure.percentile).map(|v| v / scale),
     }
 }
 
@@ -382,13 +675,13 @@ mod tests {
 
     #[test]
     fn percentile_interpolates_between_closest_ranks() {
-        let v = [10, 20, 30, 40];
-        assert_eq!(percentile(&v, 0.0), Some(10.0));
-        assert_eq!(percentile(&v, 50.0), Some(25.0));
-        assert_eq!(percentile(&v, 90.0), Some(37.0));
-        assert_eq!(percentile(&v, 100.0), Some(40.0));
-        assert_eq!(percentile(&[7], 99.9), Some(7.0));
-        assert_eq!(percentile(&[], 50.0), None);
+        let mut v = [40, 10, 30, 20];
+        assert_eq!(percentile(&mut v, 0.0), Some(10.0));
+        assert_eq!(percentile(&mut v, 50.0), Some(25.0));
+        assert_eq!(percentile(&mut v, 90.0), Some(37.0));
+        assert_eq!(percentile(&mut v, 100.0), Some(40.0));
+        assert_eq!(percentile(&mut [7], 99.9), Some(7.0));
+        assert_eq!(percentile(&mut [], 50.0), None);
     }
 }
 
@@ -398,9 +691,11 @@ mod query_tests {
     //! the per-call dialects do.
 
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::columns::CallColumns;
     use chrono::{TimeZone, Utc};
-    use polymeter_model::{CallEnd, CallId, CallStart, ProjectId, TenantId, VendorDimensions};
+    use polymeter_model::{
+        CallEnd, CallId, CallRecord, CallStart, ModelUsage, ProjectId, TenantId, VendorDimensions,
+    };
     use polymeter_proto::v1 as pb;
 
     fn call(
@@ -488,21 +783,21 @@ mod query_tests {
         }
     }
 
-    fn store() -> MemoryStore {
-        let store = MemoryStore::new();
-        store
-            .upsert(vec![
-                call("1", "e/a", "m1", 10, &[("gpt", 5), ("claude", 9)]),
-                call("2", "e/a", "m2", 20, &[("gpt", 50)]),
-                call("3", "e/b", "m2", 30, &[("gpt", 7)]),
-                call("4", "e/b", "m3", 40, &[]),
-            ])
-            .unwrap();
-        store
+    fn columns() -> CallColumns {
+        let mut columns = CallColumns::new();
+        for record in [
+            call("1", "e/a", "m1", 10, &[("gpt", 5), ("claude", 9)]),
+            call("2", "e/a", "m2", 20, &[("gpt", 50)]),
+            call("3", "e/b", "m2", 30, &[("gpt", 7)]),
+            call("4", "e/b", "m3", 40, &[]),
+        ] {
+            columns.upsert(&record);
+        }
+        columns
     }
 
     fn run(req: pb::AggregateCallsRequest) -> AggregateResult {
-        aggregate(&CallQuery::try_from(req).unwrap(), &store()).unwrap()
+        aggregate(&CallQuery::try_from(req).unwrap(), &columns()).unwrap()
     }
 
     fn groups(r: &AggregateResult) -> Vec<(Option<String>, Option<f64>)> {

@@ -5,11 +5,14 @@
 //! and ClickHouse plug in without touching the query code.
 
 pub mod aggregate;
+pub mod columns;
 pub mod error;
 pub mod query;
 pub mod service;
 pub mod store;
+pub mod table;
 
+pub use columns::CallColumns;
 pub use error::StatsError;
 pub use service::{serve, StatsServer};
-pub use store::{CallStore, MemoryStore, Scope, StoreError};
+pub use store::{CallStore, DurableStore, MemoryStore, StoreError, StoreSize};

@@ -66,7 +66,12 @@ impl stats_service_server::StatsService for StatsServer {
     ) -> Result<Response<pb::AggregateCallsResponse>, Status> {
         let query = CallQuery::try_from(request.into_inner())?;
         let store = self.store.clone();
-        let result = blocking(move || aggregate(&query, store.as_ref())).await?;
+        let result = blocking(move || {
+            let mut result = None;
+            store.read(&mut |columns| result = Some(aggregate(&query, columns)))?;
+            result.expect("read lends the columns once")
+        })
+        .await?;
         Ok(Response::new(to_proto(result)))
     }
 }

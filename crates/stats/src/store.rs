@@ -1,9 +1,14 @@
 //! Where call records live. The query code sees only [`CallStore`]: upsert a
-//! batch, and scan one tenant's records in a time range.
+//! batch, and read the [`CallColumns`] a query scans.
+//!
+//! [`DurableStore`] (the default) keeps them behind the write-ahead log and
+//! Parquet segments of `polymeter-store`; [`MemoryStore`] keeps them in memory
+//! only, for tests.
 
-use chrono::{DateTime, Utc};
-use polymeter_model::{CallId, CallRecord, ProjectId, TenantId};
-use std::collections::HashMap;
+use crate::columns::CallColumns;
+use polymeter_model::CallRecord;
+use polymeter_store::{Durable, Options};
+use std::path::Path;
 use std::sync::RwLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,46 +21,47 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Which records a scan visits: one tenant, some or all of its projects, and
-/// calls that started in `[start, end)`.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub tenant: TenantId,
-    /// Empty = every project of the tenant.
-    pub projects: Vec<ProjectId>,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+impl From<polymeter_store::StoreError> for StoreError {
+    fn from(e: polymeter_store::StoreError) -> Self {
+        match e {
+            polymeter_store::StoreError::Corrupt { .. } => StoreError::Corrupt(e.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
 }
 
-impl Scope {
-    pub fn contains(&self, record: &CallRecord) -> bool {
-        record.tenant == self.tenant
-            && (self.projects.is_empty() || self.projects.contains(&record.project_id))
-            && record
-                .start
-                .as_ref()
-                .is_some_and(|s| s.started_at >= self.start && s.started_at < self.end)
-    }
+/// Size figures for benchmarks and logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreSize {
+    pub calls: usize,
+    pub heap_bytes: usize,
 }
 
 pub trait CallStore: Send + Sync + 'static {
     /// Merges each write into the record with its key (see
-    /// [`CallRecord::merge`]). The batch is applied whole or not at all, and is
-    /// as durable as the store promises when this returns.
+    /// [`CallRecord::merge`]). The batch is applied whole or not at all, and
+    /// is durable when this returns (for a durable store). Blocks.
     fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError>;
 
-    /// Calls `visit` for every record in `scope`. Records that have not
-    /// started (only an end is known) are never visited.
-    fn scan(&self, scope: &Scope, visit: &mut dyn FnMut(&CallRecord)) -> Result<(), StoreError>;
+    /// Lends the columns to `read`, consistent for its duration.
+    fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError>;
+
+    fn size(&self) -> StoreSize {
+        let mut size = StoreSize::default();
+        let _ = self.read(&mut |c| {
+            size = StoreSize {
+                calls: c.rows(),
+                heap_bytes: c.heap_bytes(),
+            }
+        });
+        size
+    }
 }
 
-type Key = (TenantId, ProjectId, CallId);
-
-/// Records in memory only: for tests and as the reference the durable
-/// stores are checked against.
+/// Calls in memory only, lost on exit.
 #[derive(Default)]
 pub struct MemoryStore {
-    records: RwLock<HashMap<Key, CallRecord>>,
+    columns: RwLock<CallColumns>,
 }
 
 impl MemoryStore {
@@ -66,29 +72,48 @@ impl MemoryStore {
 
 impl CallStore for MemoryStore {
     fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError> {
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        for record in batch {
-            let key = (
-                record.tenant.clone(),
-                record.project_id.clone(),
-                record.call_id.clone(),
-            );
-            match records.get_mut(&key) {
-                Some(existing) => existing.merge(record),
-                None => {
-                    records.insert(key, record);
-                }
-            }
-        }
+        let mut columns = self.columns.write().unwrap_or_else(|p| p.into_inner());
+        batch.iter().for_each(|r| columns.upsert(r));
         Ok(())
     }
 
-    fn scan(&self, scope: &Scope, visit: &mut dyn FnMut(&CallRecord)) -> Result<(), StoreError> {
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
-        records
-            .values()
-            .filter(|r| scope.contains(r))
-            .for_each(|r| visit(r));
+    fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError> {
+        read(&self.columns.read().unwrap_or_else(|p| p.into_inner()));
+        Ok(())
+    }
+}
+
+/// Calls in the embedded durable store under one directory.
+pub struct DurableStore {
+    inner: Durable<CallColumns>,
+}
+
+impl DurableStore {
+    /// Opens `dir`, loading segments and replaying the log. Fails, naming the
+    /// file, when stored data is corrupt.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, Options::default())
+    }
+
+    pub fn open_with(dir: &Path, options: Options) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Durable::open(dir, CallColumns::new(), options)?,
+        })
+    }
+
+    /// Rotates the log and waits until everything so far is in segments.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(self.inner.checkpoint()?)
+    }
+}
+
+impl CallStore for DurableStore {
+    fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError> {
+        Ok(self.inner.append(batch)?)
+    }
+
+    fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError> {
+        read(&self.inner.read());
         Ok(())
     }
 }

@@ -1,0 +1,667 @@
+//! The in-memory columnar layout queries scan.
+//!
+//! Calls are partitioned by `(tenant, project)`, so scoping a query prunes
+//! whole partitions. Within a partition every attribute is a column indexed by
+//! row: times as `i64` microseconds, low-cardinality strings (op names,
+//! models, thread/user/run ids, vendor dimensions, refs) as `u32` codes of one
+//! [`Interner`], and high-cardinality ids (call, trace, parent) in an
+//! [`IdColumn`] arena that packs canonical UUIDs into 16 bytes. Columns that
+//! are absent for every row so far take no memory. Rows are grouped in
+//! blocks with their min/max start time, so a time range skips whole blocks.
+//! Nothing on the scan path allocates per row.
+
+use polymeter_model::{CallRecord, ModelUsage, ProjectId, TenantId};
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+/// The code of "no value".
+pub const NONE: u32 = u32::MAX;
+/// `started_us`/`ended_us` of a half not yet known.
+pub const NO_TIME: i64 = i64::MIN;
+/// Rows per zone-map block.
+pub const BLOCK: usize = 4096;
+
+pub const FLAG_ERROR: u8 = 1;
+
+/// Each distinct string once, named by a dense `u32` code.
+#[derive(Default)]
+pub struct Interner {
+    codes: HashMap<Arc<str>, u32, FxBuildHasher>,
+    values: Vec<Arc<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&code) = self.codes.get(value) {
+            return code;
+        }
+        let code = self.values.len() as u32;
+        let value: Arc<str> = Arc::from(value);
+        self.values.push(value.clone());
+        self.codes.insert(value, code);
+        code
+    }
+
+    pub fn intern_opt(&mut self, value: Option<&str>) -> u32 {
+        value.map_or(NONE, |v| self.intern(v))
+    }
+
+    pub fn code(&self, value: &str) -> Option<u32> {
+        self.codes.get(value).copied()
+    }
+
+    pub fn value(&self, code: u32) -> Option<&str> {
+        (code != NONE).then(|| &*self.values[code as usize])
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().map(|v| &**v)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.values.iter().map(|v| v.len() + 16).sum::<usize>()
+            + self.values.capacity() * 16
+            + self.codes.capacity() * 20
+    }
+}
+
+/// A canonical lowercase UUID (`8-4-4-4-12` hex) as 16 bytes.
+fn pack_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut nibbles = b.iter().filter(|&&c| c != b'-');
+    for byte in out.iter_mut() {
+        let mut v = 0u8;
+        for _ in 0..2 {
+            let c = *nibbles.next()?;
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            v = v << 4 | d;
+        }
+        *byte = v;
+    }
+    Some(out)
+}
+
+fn unpack_uuid(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// An id in the form an [`IdColumn`] stores it, for comparisons.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdKey {
+    Uuid([u8; 16]),
+    Text(Box<[u8]>),
+}
+
+impl IdKey {
+    pub fn new(s: &str) -> Self {
+        match pack_uuid(s) {
+            Some(u) => IdKey::Uuid(u),
+            None => IdKey::Text(s.as_bytes().into()),
+        }
+    }
+
+    fn parts(&self) -> (bool, &[u8]) {
+        match self {
+            IdKey::Uuid(u) => (true, u),
+            IdKey::Text(t) => (false, t),
+        }
+    }
+}
+
+const SPAN_NONE: u64 = u64::MAX;
+const SPAN_UUID: u64 = 1 << 63;
+
+/// High-cardinality ids in one byte arena. A span packs `offset << 24 | len`,
+/// with the top bit marking a packed UUID. Overwriting appends and repoints.
+#[derive(Default)]
+pub struct IdColumn {
+    bytes: Vec<u8>,
+    spans: Vec<u64>,
+}
+
+impl IdColumn {
+    fn span_for(&mut self, value: Option<&str>) -> u64 {
+        let Some(value) = value else { return SPAN_NONE };
+        let offset = self.bytes.len() as u64;
+        match pack_uuid(value) {
+            Some(u) => {
+                self.bytes.extend_from_slice(&u);
+                SPAN_UUID | offset << 24 | 16
+            }
+            None => {
+                let len = value.len().min((1 << 24) - 1);
+                self.bytes.extend_from_slice(&value.as_bytes()[..len]);
+                offset << 24 | len as u64
+            }
+        }
+    }
+
+    pub fn push(&mut self, value: Option<&str>) {
+        let span = self.span_for(value);
+        self.spans.push(span);
+    }
+
+    pub fn set(&mut self, row: usize, value: Option<&str>) {
+        if self.value(row).as_deref() != value {
+            self.spans[row] = self.span_for(value);
+        }
+    }
+
+    fn raw(&self, row: usize) -> Option<(bool, &[u8])> {
+        let span = self.spans[row];
+        if span == SPAN_NONE {
+            return None;
+        }
+        let uuid = span & SPAN_UUID != 0;
+        let offset = ((span & !SPAN_UUID) >> 24) as usize;
+        let len = (span & 0xFF_FFFF) as usize;
+        Some((uuid, &self.bytes[offset..offset + len]))
+    }
+
+    pub fn is_some(&self, row: usize) -> bool {
+        self.spans[row] != SPAN_NONE
+    }
+
+    pub fn matches(&self, row: usize, key: &IdKey) -> bool {
+        self.raw(row) == Some(key.parts())
+    }
+
+    pub fn starts_with(&self, row: usize, prefix: &str) -> bool {
+        match self.raw(row) {
+            None => false,
+            Some((false, b)) => b.starts_with(prefix.as_bytes()),
+            Some((true, b)) => unpack_uuid(b).starts_with(prefix),
+        }
+    }
+
+    pub fn value(&self, row: usize) -> Option<Cow<'_, str>> {
+        self.raw(row).map(|(uuid, b)| {
+            if uuid {
+                Cow::Owned(unpack_uuid(b))
+            } else {
+                String::from_utf8_lossy(b)
+            }
+        })
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.spans.capacity() * 8
+    }
+}
+
+/// A column of interned codes that takes no memory until a row has a value.
+#[derive(Default)]
+pub struct SparseCodes(Option<Vec<u32>>);
+
+impl SparseCodes {
+    #[inline]
+    pub fn get(&self, row: usize) -> u32 {
+        self.0.as_ref().map_or(NONE, |c| c[row])
+    }
+
+    fn set(&mut self, row: usize, rows: usize, code: u32) {
+        match &mut self.0 {
+            Some(c) => c[row] = code,
+            None if code == NONE => {}
+            None => {
+                let mut c = vec![NONE; rows];
+                c[row] = code;
+                self.0 = Some(c);
+            }
+        }
+    }
+
+    fn push(&mut self, code: u32, rows_before: usize) {
+        match &mut self.0 {
+            Some(c) => c.push(code),
+            None if code == NONE => {}
+            None => {
+                let mut c = vec![NONE; rows_before];
+                c.push(code);
+                self.0 = Some(c);
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |c| c.capacity() * 4)
+    }
+}
+
+/// Per-row lists of interned refs, allocated only once a row has refs.
+#[derive(Default)]
+pub struct RefLists {
+    /// Row → (start, len) in `pool`; absent until some row has refs.
+    spans: Option<Vec<(u32, u32)>>,
+    pool: Vec<u32>,
+}
+
+impl RefLists {
+    pub fn get(&self, row: usize) -> &[u32] {
+        match &self.spans {
+            Some(s) => {
+                let (start, len) = s[row];
+                &self.pool[start as usize..(start + len) as usize]
+            }
+            None => &[],
+        }
+    }
+
+    fn set(&mut self, row: usize, rows: usize, codes: &[u32]) {
+        if codes.is_empty() && self.get(row).is_empty() {
+            return;
+        }
+        if self.get(row) == codes {
+            return;
+        }
+        let span = (self.pool.len() as u32, codes.len() as u32);
+        self.pool.extend_from_slice(codes);
+        self.spans.get_or_insert_with(|| vec![(0, 0); rows])[row] = span;
+    }
+
+    fn push(&mut self, rows_before: usize) {
+        if let Some(s) = &mut self.spans {
+            s.push((0, 0));
+        }
+        let _ = rows_before;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.spans.as_ref().map_or(0, |s| s.capacity() * 8) + self.pool.capacity() * 4
+    }
+}
+
+/// Optional low-cardinality attributes of a call, one [`SparseCodes`] each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    ThreadId,
+    TurnId,
+    WbUserId,
+    WbRunId,
+    DisplayName,
+    ServiceId,
+    ServiceName,
+    AppId,
+    ClientId,
+    ApiKeyId,
+    ModelId,
+    ResourceId,
+}
+
+pub const ATTRS: usize = 12;
+
+/// Token counters of usage rows; the cache and request columns take memory
+/// only once a row has a non-zero value.
+pub const TOKEN_FIELDS: usize = 6;
+
+#[derive(Default)]
+pub struct TokenColumn(Option<Vec<i64>>);
+
+impl TokenColumn {
+    #[inline]
+    pub fn get(&self, row: usize) -> i64 {
+        self.0.as_ref().map_or(0, |c| c[row])
+    }
+
+    fn push(&mut self, value: i64, rows_before: usize) {
+        match &mut self.0 {
+            Some(c) => c.push(value),
+            None if value == 0 => {}
+            None => {
+                let mut c = vec![0; rows_before];
+                c.push(value);
+                self.0 = Some(c);
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |c| c.capacity() * 8)
+    }
+}
+
+/// One `(tenant, project)`'s calls.
+pub struct Partition {
+    pub tenant: TenantId,
+    pub project: ProjectId,
+    pub rows: usize,
+    index: HashMap<u64, u32, BuildNoHash>,
+    /// Call ids whose 64-bit hash collided with another's.
+    collisions: HashMap<IdKey, u32, FxBuildHasher>,
+    pub call_id: IdColumn,
+    pub started_us: Vec<i64>,
+    pub ended_us: Vec<i64>,
+    pub flags: Vec<u8>,
+    pub op_name: Vec<u32>,
+    /// The dominant model (most tokens), for per-call dialects.
+    pub model: Vec<u32>,
+    pub trace_id: IdColumn,
+    pub parent_id: IdColumn,
+    pub attrs: [SparseCodes; ATTRS],
+    pub input_refs: RefLists,
+    pub output_refs: RefLists,
+    /// Row → its usage rows `usage_first[row] .. + usage_len[row]`.
+    pub usage_first: Vec<u32>,
+    pub usage_len: Vec<u8>,
+    pub usage_model: Vec<u32>,
+    pub usage_tokens: [TokenColumn; TOKEN_FIELDS],
+    usage_rows: usize,
+    /// Min/max `started_us` of each block of [`BLOCK`] rows.
+    pub blocks: Vec<(i64, i64)>,
+}
+
+/// The call id hash is already uniform; don't hash it again.
+#[derive(Default, Clone, Copy)]
+pub struct BuildNoHash;
+
+pub struct NoHash(u64);
+
+impl std::hash::Hasher for NoHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl BuildHasher for BuildNoHash {
+    type Hasher = NoHash;
+    fn build_hasher(&self) -> NoHash {
+        NoHash(0)
+    }
+}
+
+fn id_hash(key: &IdKey) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+impl Partition {
+    fn new(tenant: TenantId, project: ProjectId) -> Self {
+        Self {
+            tenant,
+            project,
+            rows: 0,
+            index: HashMap::default(),
+            collisions: HashMap::default(),
+            call_id: IdColumn::default(),
+            started_us: Vec::new(),
+            ended_us: Vec::new(),
+            flags: Vec::new(),
+            op_name: Vec::new(),
+            model: Vec::new(),
+            trace_id: IdColumn::default(),
+            parent_id: IdColumn::default(),
+            attrs: Default::default(),
+            input_refs: RefLists::default(),
+            output_refs: RefLists::default(),
+            usage_first: Vec::new(),
+            usage_len: Vec::new(),
+            usage_model: Vec::new(),
+            usage_tokens: Default::default(),
+            usage_rows: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    fn find(&self, key: &IdKey) -> Option<usize> {
+        if let Some(&row) = self.collisions.get(key) {
+            return Some(row as usize);
+        }
+        let &row = self.index.get(&id_hash(key))?;
+        self.call_id
+            .matches(row as usize, key)
+            .then_some(row as usize)
+    }
+
+    fn insert_key(&mut self, key: IdKey, row: u32) {
+        match self.index.entry(id_hash(&key)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(row);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(key, row);
+            }
+        }
+    }
+
+    /// Appends an empty row for `call_id` and returns it.
+    fn new_row(&mut self, call_id: &str, key: IdKey) -> usize {
+        let row = self.rows;
+        self.insert_key(key, row as u32);
+        self.call_id.push(Some(call_id));
+        self.started_us.push(NO_TIME);
+        self.ended_us.push(NO_TIME);
+        self.flags.push(0);
+        self.op_name.push(NONE);
+        self.model.push(NONE);
+        self.trace_id.push(None);
+        self.parent_id.push(None);
+        for a in &mut self.attrs {
+            a.push(NONE, row);
+        }
+        self.input_refs.push(row);
+        self.output_refs.push(row);
+        self.usage_first.push(0);
+        self.usage_len.push(0);
+        if row % BLOCK == 0 {
+            self.blocks.push((i64::MAX, i64::MIN));
+        }
+        self.rows += 1;
+        row
+    }
+
+    fn set_started(&mut self, row: usize, started_us: i64) {
+        self.started_us[row] = started_us;
+        let block = &mut self.blocks[row / BLOCK];
+        block.0 = block.0.min(started_us);
+        block.1 = block.1.max(started_us);
+    }
+
+    fn set_usage(&mut self, row: usize, usage: &[ModelUsage], strings: &mut Interner) {
+        let len = usage.len().min(u8::MAX as usize);
+        let first = self.usage_rows;
+        for u in &usage[..len] {
+            let before = self.usage_rows;
+            self.usage_model.push(strings.intern(&u.model));
+            let values = [
+                u.input_tokens,
+                u.output_tokens,
+                u.total_tokens,
+                u.cache_read_input_tokens,
+                u.cache_creation_input_tokens,
+                u.requests,
+            ];
+            for (column, value) in self.usage_tokens.iter_mut().zip(values) {
+                column.push(value, before);
+            }
+            self.usage_rows += 1;
+        }
+        self.usage_first[row] = first as u32;
+        self.usage_len[row] = len as u8;
+    }
+
+    pub fn usage_range(&self, row: usize) -> std::ops::Range<usize> {
+        let first = self.usage_first[row] as usize;
+        first..first + self.usage_len[row] as usize
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let v = |cap: usize, size: usize| cap * size;
+        self.index.capacity() * 13
+            + self.call_id.heap_bytes()
+            + self.trace_id.heap_bytes()
+            + self.parent_id.heap_bytes()
+            + v(self.started_us.capacity(), 8)
+            + v(self.ended_us.capacity(), 8)
+            + self.flags.capacity()
+            + v(self.op_name.capacity(), 4)
+            + v(self.model.capacity(), 4)
+            + self
+                .attrs
+                .iter()
+                .map(SparseCodes::heap_bytes)
+                .sum::<usize>()
+            + self.input_refs.heap_bytes()
+            + self.output_refs.heap_bytes()
+            + v(self.usage_first.capacity(), 4)
+            + self.usage_len.capacity()
+            + v(self.usage_model.capacity(), 4)
+            + self
+                .usage_tokens
+                .iter()
+                .map(TokenColumn::heap_bytes)
+                .sum::<usize>()
+            + v(self.blocks.capacity(), 16)
+    }
+}
+
+/// Every call the stats service holds, in columns.
+#[derive(Default)]
+pub struct CallColumns {
+    pub partitions: Vec<Partition>,
+    by_scope: FxHashMap<(TenantId, ProjectId), usize>,
+    pub strings: Interner,
+}
+
+impl CallColumns {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Partitions of `tenant`, limited to `projects` unless that is empty.
+    pub fn partitions_of<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        projects: &'a [ProjectId],
+    ) -> impl Iterator<Item = &'a Partition> + 'a {
+        self.partitions.iter().filter(move |p| {
+            &p.tenant == tenant && (projects.is_empty() || projects.contains(&p.project))
+        })
+    }
+
+    /// Merges one write into its call's row (see [`CallRecord::merge`]): each
+    /// half the write carries replaces that half.
+    pub fn upsert(&mut self, record: &CallRecord) {
+        let scope = (record.tenant.clone(), record.project_id.clone());
+        let pi = match self.by_scope.get(&scope) {
+            Some(&pi) => pi,
+            None => {
+                self.partitions
+                    .push(Partition::new(scope.0.clone(), scope.1.clone()));
+                self.by_scope.insert(scope, self.partitions.len() - 1);
+                self.partitions.len() - 1
+            }
+        };
+        let strings = &mut self.strings;
+        let p = &mut self.partitions[pi];
+        let key = IdKey::new(record.call_id.as_str());
+        let row = match p.find(&key) {
+            Some(row) => row,
+            None => p.new_row(record.call_id.as_str(), key),
+        };
+        let rows = p.rows;
+        if let Some(s) = &record.start {
+            p.set_started(row, s.started_at.timestamp_micros());
+            p.op_name[row] = strings.intern(&s.op_name);
+            p.trace_id.set(row, Some(&s.trace_id));
+            p.parent_id.set(row, s.parent_id.as_deref());
+            let v = &s.vendor;
+            let attrs: [Option<&str>; ATTRS] = [
+                s.thread_id.as_deref(),
+                s.turn_id.as_deref(),
+                s.wb_user_id.as_deref(),
+                s.wb_run_id.as_deref(),
+                s.display_name.as_deref(),
+                v.service_id.as_deref(),
+                v.service_name.as_deref(),
+                v.app_id.as_deref(),
+                v.client_id.as_deref(),
+                v.api_key_id.as_deref(),
+                v.model_id.as_deref(),
+                v.resource_id.as_deref(),
+            ];
+            for (column, value) in p.attrs.iter_mut().zip(attrs) {
+                let code = strings.intern_opt(value);
+                column.set(row, rows, code);
+            }
+            let refs: Vec<u32> = s.input_refs.iter().map(|r| strings.intern(r)).collect();
+            p.input_refs.set(row, rows, &refs);
+        }
+        if let Some(e) = &record.end {
+            p.ended_us[row] = e.ended_at.timestamp_micros();
+            let error = e.exception.as_deref().is_some_and(|x| !x.is_empty());
+            p.flags[row] = if error { FLAG_ERROR } else { 0 };
+            p.model[row] = strings.intern_opt(record.dominant_model());
+            p.set_usage(row, &e.usage, strings);
+            let refs: Vec<u32> = e.output_refs.iter().map(|r| strings.intern(r)).collect();
+            p.output_refs.set(row, rows, &refs);
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    /// Bytes of heap the columns hold (capacity, not just length).
+    pub fn heap_bytes(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(Partition::heap_bytes)
+            .sum::<usize>()
+            + self.strings.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_pack_into_16_bytes_and_back() {
+        let id = "01a20727-2113-729c-8531-0ecc1008358b";
+        let mut c = IdColumn::default();
+        c.push(Some(id));
+        c.push(Some("not-a-uuid"));
+        c.push(None);
+        c.push(Some("01A20727-2113-729C-8531-0ECC1008358B"));
+        assert_eq!(c.value(0).unwrap(), id);
+        assert!(c.matches(0, &IdKey::new(id)));
+        assert!(c.starts_with(0, "01a2"));
+        assert_eq!(c.value(1).unwrap(), "not-a-uuid");
+        assert!(c.value(2).is_none());
+        // Upper case is not canonical: kept as text, so it reads back as sent.
+        assert_eq!(c.value(3).unwrap(), "01A20727-2113-729C-8531-0ECC1008358B");
+        assert_eq!(c.bytes.len(), 16 + 10 + 36);
+    }
+}
