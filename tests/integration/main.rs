@@ -2,6 +2,7 @@
 //! (HTTP → gateway → gRPC → services → store) on ephemeral loopback ports.
 
 mod calls_stats;
+mod crash;
 mod ingest;
 mod processes;
 mod support;

@@ -49,9 +49,16 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Opens the stats service's durable store under `data_dir`, loading its
 /// segments and replaying its log. Fails, naming the file, on corrupt data.
-pub fn open_call_store(data_dir: &Path) -> anyhow::Result<Arc<dyn CallStore>> {
+pub fn open_call_store(
+    data_dir: &Path,
+    wal_rotate_bytes: u64,
+) -> anyhow::Result<Arc<dyn CallStore>> {
     let started = std::time::Instant::now();
-    let store = DurableStore::open(data_dir)
+    let options = polymeter_store::Options {
+        rotate_bytes: wal_rotate_bytes,
+        ..Default::default()
+    };
+    let store = DurableStore::open_with(data_dir, options)
         .with_context(|| format!("cannot open the call store in {}", data_dir.display()))?;
     let size = store.size();
     tracing::info!(
@@ -120,7 +127,12 @@ pub struct StackConfig {
     pub stats: SocketAddr,
     pub feedback: SocketAddr,
     pub data_dir: PathBuf,
+    /// The write-ahead log is compacted into a segment each time it passes this size.
+    pub wal_rotate_bytes: u64,
 }
+
+/// Default size at which the write-ahead log rotates into a Parquet segment.
+pub const DEFAULT_WAL_ROTATE_BYTES: u64 = 64 << 20;
 
 impl StackConfig {
     /// Every process on a free loopback port; for tests.
@@ -132,6 +144,7 @@ impl StackConfig {
             stats: any,
             feedback: any,
             data_dir,
+            wal_rotate_bytes: DEFAULT_WAL_ROTATE_BYTES,
         }
     }
 }
@@ -159,7 +172,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
         stats.local_addr()?,
         feedback.local_addr()?,
     ];
-    let store = open_call_store(&config.data_dir.join("stats"))?;
+    let store = open_call_store(&config.data_dir.join("stats"), config.wal_rotate_bytes)?;
 
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();

@@ -77,6 +77,9 @@ struct UpArgs {
     /// Directory holding every service's data (one subdirectory each).
     #[arg(long, env = "POLYMETER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// The stats write-ahead log is compacted into a Parquet segment each time it passes this many bytes.
+    #[arg(long, env = "POLYMETER_WAL_ROTATE_BYTES", default_value_t = polymeter::DEFAULT_WAL_ROTATE_BYTES)]
+    wal_rotate_bytes: u64,
 }
 
 #[derive(Args)]
@@ -141,6 +144,9 @@ struct StatsArgs {
     /// Directory holding every service's data; the stats service uses `<data-dir>/stats`.
     #[arg(long, env = "POLYMETER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// The stats write-ahead log is compacted into a Parquet segment each time it passes this many bytes.
+    #[arg(long, env = "POLYMETER_WAL_ROTATE_BYTES", default_value_t = polymeter::DEFAULT_WAL_ROTATE_BYTES)]
+    wal_rotate_bytes: u64,
 }
 
 #[derive(Args)]
@@ -211,6 +217,7 @@ async fn main() -> Result<()> {
                 stats: a.stats_listen,
                 feedback: a.feedback_listen,
                 data_dir: a.data_dir.clone(),
+                wal_rotate_bytes: a.wal_rotate_bytes,
             })
             .await?;
             println!("polymeter is up (data in {})", a.data_dir.display());
@@ -249,7 +256,7 @@ async fn main() -> Result<()> {
             .await
         }
         Command::Stats(a) => {
-            let store = open_call_store(&a.data_dir.join("stats"))?;
+            let store = open_call_store(&a.data_dir.join("stats"), a.wal_rotate_bytes)?;
             until_interrupted("stats", a.listen, |l, s| run_stats(l, store, s)).await
         }
         Command::Feedback(a) => {
