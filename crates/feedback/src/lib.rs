@@ -14,9 +14,6 @@ pub async fn serve(
     let (_reporter, health) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
         .add_service(health)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)
         .await
 }

@@ -38,6 +38,10 @@ pub async fn serve(
     backends: Backends,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(backends))
         .with_graceful_shutdown(shutdown)
         .await

@@ -112,9 +112,6 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(StatsServer::new(store).into_service())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)
         .await
 }
