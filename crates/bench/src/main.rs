@@ -329,6 +329,13 @@ async fn main() -> Result<()> {
         "restart: kill -9 → first answer in {:.2} s",
         restart.as_secs_f64()
     );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reloaded = stats.rss()?;
+    println!(
+        "memory after restart: stats RSS {:.0} MiB = {:.1} bytes per call",
+        reloaded as f64 / 1048576.0,
+        reloaded.saturating_sub(rss_empty) as f64 / args.calls as f64
+    );
     drop(stats);
 
     if args.skip_clickhouse {

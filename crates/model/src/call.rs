@@ -194,13 +194,35 @@ impl From<VendorDimensions> for pb::VendorDimensions {
     }
 }
 
+/// Checks a write without converting it: everything [`CallRecord::try_from`]
+/// would refuse, this refuses.
+pub fn validate_write(w: &pb::CallWrite) -> Result<(), RecordError> {
+    if w.start.is_none() && w.end.is_none() {
+        return Err(RecordError::Empty {
+            call_id: w.call_id.clone(),
+        });
+    }
+    if w.tenant.is_empty() {
+        return Err(IdError::Empty { field: "tenant" }.into());
+    }
+    if w.call_id.is_empty() {
+        return Err(IdError::Empty { field: "id" }.into());
+    }
+    ProjectId::check(&w.project_id)?;
+    if let Some(s) = &w.start {
+        micros("started_at", s.started_at_us)?;
+    }
+    if let Some(e) = &w.end {
+        micros("ended_at", e.ended_at_us)?;
+    }
+    Ok(())
+}
+
 impl TryFrom<pb::CallWrite> for CallRecord {
     type Error = RecordError;
 
     fn try_from(w: pb::CallWrite) -> Result<Self, RecordError> {
-        if w.start.is_none() && w.end.is_none() {
-            return Err(RecordError::Empty { call_id: w.call_id });
-        }
+        validate_write(&w)?;
         let start = w
             .start
             .map(|s| -> Result<CallStart, RecordError> {

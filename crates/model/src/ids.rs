@@ -66,11 +66,16 @@ impl CallId {
 
 impl ProjectId {
     pub fn parse(value: &str) -> Result<Self, IdError> {
+        Self::check(value).map(|()| Self(value.to_owned()))
+    }
+
+    /// [`ProjectId::parse`] without building the id.
+    pub fn check(value: &str) -> Result<(), IdError> {
         match value.split_once('/') {
             Some((entity, project))
                 if !entity.is_empty() && !project.is_empty() && !project.contains('/') =>
             {
-                Ok(Self(value.to_owned()))
+                Ok(())
             }
             _ => Err(IdError::BadProjectId(value.to_owned())),
         }

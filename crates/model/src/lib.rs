@@ -10,6 +10,8 @@ pub mod ids;
 pub mod measure;
 
 pub use buckets::{BucketGrid, BucketWidthError};
-pub use call::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
+pub use call::{
+    validate_write, CallEnd, CallRecord, CallStart, ModelUsage, RecordError, VendorDimensions,
+};
 pub use ids::{CallId, IdError, ProjectId, TenantId};
 pub use measure::{Aggregation, Metric, UnknownName};

@@ -210,6 +210,9 @@ struct Acc {
     values: Vec<Vec<i64>>,
     /// Strings of group values that are not interned (project, ids).
     local: Interner,
+    /// With at most one interned group dimension, `bucket × (code + 1)` →
+    /// cell, so the common queries skip hashing (`u32::MAX`: not yet made).
+    dense: Option<(usize, Vec<u32>)>,
 }
 
 const NO_BUCKET: u32 = u32::MAX;
@@ -376,7 +379,25 @@ impl Plan<'_> {
             };
         }
         let nslots = self.slots.len();
-        let cell = acc.cell((bucket, key), nslots, &self.keep_values);
+        let cell = match &mut acc.dense {
+            Some((groups, index)) => {
+                let b = if bucket == NO_BUCKET {
+                    0
+                } else {
+                    bucket as usize
+                };
+                let slot = b * *groups + key[0].wrapping_add(1) as usize;
+                match index[slot] {
+                    u32::MAX => {
+                        let c = acc.cell((bucket, key), nslots, &self.keep_values);
+                        acc.dense.as_mut().unwrap().1[slot] = c as u32;
+                        c
+                    }
+                    c => c as usize,
+                }
+            }
+            None => acc.cell((bucket, key), nslots, &self.keep_values),
+        };
         acc.rows[cell] += 1;
         for (slot, &metric) in self.slots.iter().enumerate() {
             if let Some(v) = self.value(p, metric, row, usage_row) {
@@ -392,8 +413,21 @@ impl Plan<'_> {
         }
     }
 
-    fn scan(&self, work: &[(&Partition, usize)]) -> Acc {
+    fn scan(&self, work: &[(&Partition, usize)], strings: usize) -> Acc {
         let mut acc = Acc::default();
+        let interned = self
+            .group
+            .iter()
+            .all(|s| matches!(s, Source::Op | Source::Model | Source::Attr(_)));
+        let buckets = self.grid.map_or(1, |g| g.len().max(1));
+        let groups = if self.group.is_empty() {
+            1
+        } else {
+            strings + 1
+        };
+        if self.group.len() <= 1 && interned && buckets.saturating_mul(groups) <= 1 << 24 {
+            acc.dense = Some((groups, vec![u32::MAX; buckets * groups]));
+        }
         let (start, end) = (
             self.query.start.timestamp_micros(),
             self.query.end.timestamp_micros(),
@@ -520,7 +554,7 @@ pub fn aggregate(query: &CallQuery, columns: &CallColumns) -> Result<AggregateRe
     let mut accs: Vec<Acc> = std::thread::scope(|s| {
         let handles: Vec<_> = work
             .chunks(chunk)
-            .map(|w| s.spawn(|| plan.scan(w)))
+            .map(|w| s.spawn(|| plan.scan(w, columns.strings.len())))
             .collect();
         handles
             .into_iter()

@@ -76,6 +76,28 @@ impl Interner {
     }
 }
 
+const fn hex_table() -> [u8; 256] {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+}
+
+static HEX: [u8; 256] = hex_table();
+/// Where the 32 hex digits of a hyphenated UUID sit.
+const UUID_DIGITS: [u8; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
+
 /// A canonical lowercase UUID (`8-4-4-4-12` hex) as 16 bytes.
 fn pack_uuid(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
@@ -83,21 +105,14 @@ fn pack_uuid(s: &str) -> Option<[u8; 16]> {
         return None;
     }
     let mut out = [0u8; 16];
-    let mut nibbles = b.iter().filter(|&&c| c != b'-');
-    for byte in out.iter_mut() {
-        let mut v = 0u8;
-        for _ in 0..2 {
-            let c = *nibbles.next()?;
-            let d = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                _ => return None,
-            };
-            v = v << 4 | d;
-        }
-        *byte = v;
+    let mut bad = 0u8;
+    for (k, byte) in out.iter_mut().enumerate() {
+        let hi = HEX[b[UUID_DIGITS[2 * k] as usize] as usize];
+        let lo = HEX[b[UUID_DIGITS[2 * k + 1] as usize] as usize];
+        bad |= hi | lo;
+        *byte = hi << 4 | (lo & 0x0F);
     }
-    Some(out)
+    (bad & 0xF0 == 0).then_some(out)
 }
 
 fn unpack_uuid(b: &[u8]) -> String {
@@ -147,30 +162,33 @@ pub struct IdColumn {
 }
 
 impl IdColumn {
-    fn span_for(&mut self, value: Option<&str>) -> u64 {
-        let Some(value) = value else { return SPAN_NONE };
+    fn span_for(&mut self, key: Option<&IdKey>) -> u64 {
+        let Some(key) = key else { return SPAN_NONE };
         let offset = self.bytes.len() as u64;
-        match pack_uuid(value) {
-            Some(u) => {
-                self.bytes.extend_from_slice(&u);
-                SPAN_UUID | offset << 24 | 16
-            }
-            None => {
-                let len = value.len().min((1 << 24) - 1);
-                self.bytes.extend_from_slice(&value.as_bytes()[..len]);
-                offset << 24 | len as u64
-            }
+        let (uuid, bytes) = key.parts();
+        let len = bytes.len().min((1 << 24) - 1);
+        self.bytes.extend_from_slice(&bytes[..len]);
+        if uuid {
+            SPAN_UUID | offset << 24 | len as u64
+        } else {
+            offset << 24 | len as u64
         }
     }
 
-    pub fn push(&mut self, value: Option<&str>) {
-        let span = self.span_for(value);
+    pub fn push_key(&mut self, key: Option<&IdKey>) {
+        let span = self.span_for(key);
         self.spans.push(span);
     }
 
+    pub fn push(&mut self, value: Option<&str>) {
+        self.push_key(value.map(IdKey::new).as_ref());
+    }
+
+    /// Replaces row `row`'s id; appends to the arena only when it changed.
     pub fn set(&mut self, row: usize, value: Option<&str>) {
-        if self.value(row).as_deref() != value {
-            self.spans[row] = self.span_for(value);
+        let key = value.map(IdKey::new);
+        if self.raw(row) != key.as_ref().map(IdKey::parts) {
+            self.spans[row] = self.span_for(key.as_ref());
         }
     }
 
@@ -455,11 +473,11 @@ impl Partition {
         }
     }
 
-    /// Appends an empty row for `call_id` and returns it.
-    fn new_row(&mut self, call_id: &str, key: IdKey) -> usize {
+    /// Appends an empty row for the call id `key` and returns it.
+    fn new_row(&mut self, key: IdKey) -> usize {
         let row = self.rows;
+        self.call_id.push_key(Some(&key));
         self.insert_key(key, row as u32);
-        self.call_id.push(Some(call_id));
         self.started_us.push(NO_TIME);
         self.ended_us.push(NO_TIME);
         self.flags.push(0);
@@ -488,21 +506,13 @@ impl Partition {
         block.1 = block.1.max(started_us);
     }
 
-    fn set_usage(&mut self, row: usize, usage: &[ModelUsage], strings: &mut Interner) {
+    fn set_usage(&mut self, row: usize, usage: &[UsageView<'_>], strings: &mut Interner) {
         let len = usage.len().min(u8::MAX as usize);
         let first = self.usage_rows;
         for u in &usage[..len] {
             let before = self.usage_rows;
-            self.usage_model.push(strings.intern(&u.model));
-            let values = [
-                u.input_tokens,
-                u.output_tokens,
-                u.total_tokens,
-                u.cache_read_input_tokens,
-                u.cache_creation_input_tokens,
-                u.requests,
-            ];
-            for (column, value) in self.usage_tokens.iter_mut().zip(values) {
+            self.usage_model.push(strings.intern(u.model));
+            for (column, &value) in self.usage_tokens.iter_mut().zip(&u.tokens) {
                 column.push(value, before);
             }
             self.usage_rows += 1;
@@ -546,11 +556,62 @@ impl Partition {
     }
 }
 
+/// One model's usage, borrowed: `tokens` in [`TOKEN_FIELDS`] order (input,
+/// output, total, cache read, cache creation, requests).
+#[derive(Debug, Clone, Copy)]
+pub struct UsageView<'a> {
+    pub model: &'a str,
+    pub tokens: [i64; TOKEN_FIELDS],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StartView<'a> {
+    pub started_us: i64,
+    pub trace_id: &'a str,
+    pub parent_id: Option<&'a str>,
+    pub op_name: &'a str,
+    /// In [`Attr`] order.
+    pub attrs: [Option<&'a str>; ATTRS],
+    pub input_refs: &'a [&'a str],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EndView<'a> {
+    pub ended_us: i64,
+    pub error: bool,
+    pub usage: &'a [UsageView<'a>],
+    pub output_refs: &'a [&'a str],
+}
+
+/// One write about a call, borrowed from wherever it was decoded (a gRPC
+/// message, a log frame, a segment's Arrow arrays), so loading never copies
+/// strings it already has interned.
+#[derive(Debug, Clone, Copy)]
+pub struct CallView<'a> {
+    pub tenant: &'a str,
+    pub project: &'a str,
+    pub call_id: &'a str,
+    pub start: Option<StartView<'a>>,
+    pub end: Option<EndView<'a>>,
+}
+
+/// The model with the most tokens (ties: alphabetically first).
+pub fn dominant_model<'a>(usage: &[UsageView<'a>]) -> Option<&'a str> {
+    usage
+        .iter()
+        .max_by(|a, b| {
+            a.tokens[2]
+                .cmp(&b.tokens[2])
+                .then_with(|| b.model.cmp(a.model))
+        })
+        .map(|u| u.model)
+}
+
 /// Every call the stats service holds, in columns.
 #[derive(Default)]
 pub struct CallColumns {
     pub partitions: Vec<Partition>,
-    by_scope: FxHashMap<(TenantId, ProjectId), usize>,
+    by_scope: FxHashMap<Box<str>, FxHashMap<Box<str>, usize>>,
     pub strings: Interner,
 }
 
@@ -570,63 +631,106 @@ impl CallColumns {
         })
     }
 
+    fn partition(&mut self, tenant: &str, project: &str) -> usize {
+        if let Some(&pi) = self.by_scope.get(tenant).and_then(|m| m.get(project)) {
+            return pi;
+        }
+        // Views come from checked writes, so the ids parse.
+        let (Ok(t), Ok(p)) = (TenantId::new(tenant), ProjectId::parse(project)) else {
+            unreachable!("unvalidated write: {tenant:?} {project:?}")
+        };
+        self.partitions.push(Partition::new(t, p));
+        let pi = self.partitions.len() - 1;
+        self.by_scope
+            .entry(tenant.into())
+            .or_default()
+            .insert(project.into(), pi);
+        pi
+    }
+
     /// Merges one write into its call's row (see [`CallRecord::merge`]): each
     /// half the write carries replaces that half.
-    pub fn upsert(&mut self, record: &CallRecord) {
-        let scope = (record.tenant.clone(), record.project_id.clone());
-        let pi = match self.by_scope.get(&scope) {
-            Some(&pi) => pi,
-            None => {
-                self.partitions
-                    .push(Partition::new(scope.0.clone(), scope.1.clone()));
-                self.by_scope.insert(scope, self.partitions.len() - 1);
-                self.partitions.len() - 1
-            }
-        };
+    pub fn upsert_view(&mut self, w: &CallView<'_>) {
+        let pi = self.partition(w.tenant, w.project);
         let strings = &mut self.strings;
         let p = &mut self.partitions[pi];
-        let key = IdKey::new(record.call_id.as_str());
+        let key = IdKey::new(w.call_id);
         let row = match p.find(&key) {
             Some(row) => row,
-            None => p.new_row(record.call_id.as_str(), key),
+            None => p.new_row(key),
         };
         let rows = p.rows;
-        if let Some(s) = &record.start {
-            p.set_started(row, s.started_at.timestamp_micros());
-            p.op_name[row] = strings.intern(&s.op_name);
-            p.trace_id.set(row, Some(&s.trace_id));
-            p.parent_id.set(row, s.parent_id.as_deref());
-            let v = &s.vendor;
-            let attrs: [Option<&str>; ATTRS] = [
-                s.thread_id.as_deref(),
-                s.turn_id.as_deref(),
-                s.wb_user_id.as_deref(),
-                s.wb_run_id.as_deref(),
-                s.display_name.as_deref(),
-                v.service_id.as_deref(),
-                v.service_name.as_deref(),
-                v.app_id.as_deref(),
-                v.client_id.as_deref(),
-                v.api_key_id.as_deref(),
-                v.model_id.as_deref(),
-                v.resource_id.as_deref(),
-            ];
-            for (column, value) in p.attrs.iter_mut().zip(attrs) {
+        if let Some(s) = &w.start {
+            p.set_started(row, s.started_us);
+            p.op_name[row] = strings.intern(s.op_name);
+            p.trace_id.set(row, Some(s.trace_id));
+            p.parent_id.set(row, s.parent_id);
+            for (column, value) in p.attrs.iter_mut().zip(s.attrs) {
                 let code = strings.intern_opt(value);
                 column.set(row, rows, code);
             }
             let refs: Vec<u32> = s.input_refs.iter().map(|r| strings.intern(r)).collect();
             p.input_refs.set(row, rows, &refs);
         }
-        if let Some(e) = &record.end {
-            p.ended_us[row] = e.ended_at.timestamp_micros();
-            let error = e.exception.as_deref().is_some_and(|x| !x.is_empty());
-            p.flags[row] = if error { FLAG_ERROR } else { 0 };
-            p.model[row] = strings.intern_opt(record.dominant_model());
-            p.set_usage(row, &e.usage, strings);
+        if let Some(e) = &w.end {
+            p.ended_us[row] = e.ended_us;
+            p.flags[row] = if e.error { FLAG_ERROR } else { 0 };
+            p.model[row] = strings.intern_opt(dominant_model(e.usage));
+            p.set_usage(row, e.usage, strings);
             let refs: Vec<u32> = e.output_refs.iter().map(|r| strings.intern(r)).collect();
             p.output_refs.set(row, rows, &refs);
         }
+    }
+
+    /// [`CallColumns::upsert_view`] for an owned record.
+    pub fn upsert(&mut self, record: &CallRecord) {
+        let input_refs: Vec<&str> = record
+            .start
+            .iter()
+            .flat_map(|s| s.input_refs.iter().map(String::as_str))
+            .collect();
+        let output_refs: Vec<&str> = record
+            .end
+            .iter()
+            .flat_map(|e| e.output_refs.iter().map(String::as_str))
+            .collect();
+        let usage: Vec<UsageView<'_>> = record.usage().iter().map(usage_view).collect();
+        let view = CallView {
+            tenant: record.tenant.as_str(),
+            project: record.project_id.as_str(),
+            call_id: record.call_id.as_str(),
+            start: record.start.as_ref().map(|s| {
+                let v = &s.vendor;
+                StartView {
+                    started_us: s.started_at.timestamp_micros(),
+                    trace_id: &s.trace_id,
+                    parent_id: s.parent_id.as_deref(),
+                    op_name: &s.op_name,
+                    attrs: [
+                        s.thread_id.as_deref(),
+                        s.turn_id.as_deref(),
+                        s.wb_user_id.as_deref(),
+                        s.wb_run_id.as_deref(),
+                        s.display_name.as_deref(),
+                        v.service_id.as_deref(),
+                        v.service_name.as_deref(),
+                        v.app_id.as_deref(),
+                        v.client_id.as_deref(),
+                        v.api_key_id.as_deref(),
+                        v.model_id.as_deref(),
+                        v.resource_id.as_deref(),
+                    ],
+                    input_refs: &input_refs,
+                }
+            }),
+            end: record.end.as_ref().map(|e| EndView {
+                ended_us: e.ended_at.timestamp_micros(),
+                error: record.is_error(),
+                usage: &usage,
+                output_refs: &output_refs,
+            }),
+        };
+        self.upsert_view(&view);
     }
 
     pub fn rows(&self) -> usize {
@@ -640,6 +744,20 @@ impl CallColumns {
             .map(Partition::heap_bytes)
             .sum::<usize>()
             + self.strings.heap_bytes()
+    }
+}
+
+pub fn usage_view(u: &ModelUsage) -> UsageView<'_> {
+    UsageView {
+        model: &u.model,
+        tokens: [
+            u.input_tokens,
+            u.output_tokens,
+            u.total_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
+            u.requests,
+        ],
     }
 }
 

@@ -109,7 +109,9 @@ impl DurableStore {
 
 impl CallStore for DurableStore {
     fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError> {
-        Ok(self.inner.append(batch)?)
+        Ok(self
+            .inner
+            .append(batch.into_iter().map(Into::into).collect())?)
     }
 
     fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@
 //! | `exception` | utf8 |
 //! | `usage` | list<struct<model: utf8, input_tokens, output_tokens, total_tokens, cache_read_input_tokens, cache_creation_input_tokens, requests: int64>> |
 
-use crate::columns::CallColumns;
+use crate::columns::{CallColumns, CallView, EndView, StartView, UsageView, ATTRS};
 use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, Int64Builder, ListArray, ListBuilder, RecordBatch,
     StringArray, StringBuilder, StructArray, TimestampMicrosecondArray,
@@ -26,7 +26,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{
     DataType, Field, Fields, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
-use polymeter_model::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
+use polymeter_model::validate_write;
 use polymeter_proto::v1 as pb;
 use polymeter_store::Table;
 use prost::Message;
@@ -103,7 +103,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
-fn start_strings(s: &CallStart) -> [Option<&str>; 8] {
+fn start_strings(s: &pb::CallStart) -> [Option<&str>; 8] {
     [
         Some(s.trace_id.as_str()),
         s.parent_id.as_deref(),
@@ -116,7 +116,8 @@ fn start_strings(s: &CallStart) -> [Option<&str>; 8] {
     ]
 }
 
-fn vendor_strings(v: &VendorDimensions) -> [Option<&str>; 7] {
+fn vendor_strings(v: Option<&pb::VendorDimensions>) -> [Option<&str>; 7] {
+    let Some(v) = v else { return [None; 7] };
     [
         v.service_id.as_deref(),
         v.service_name.as_deref(),
@@ -128,6 +129,17 @@ fn vendor_strings(v: &VendorDimensions) -> [Option<&str>; 7] {
     ]
 }
 
+/// [`crate::columns::Attr`] order from the start strings and vendor strings.
+fn attrs<'a>(
+    strings: [Option<&'a str>; 8],
+    vendor: [Option<&'a str>; 7],
+) -> [Option<&'a str>; ATTRS] {
+    [
+        strings[2], strings[3], strings[6], strings[7], strings[5], vendor[0], vendor[1],
+        vendor[2], vendor[3], vendor[4], vendor[5], vendor[6],
+    ]
+}
+
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
     batch
         .column_by_name(name)
@@ -135,49 +147,190 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, S
         .ok_or_else(|| format!("segment column {name} is missing or has the wrong type"))
 }
 
-fn opt_str(a: &StringArray, i: usize) -> Option<String> {
-    a.is_valid(i).then(|| a.value(i).to_owned())
+fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
 }
 
-fn strings_at(list: &ListArray, i: usize) -> Vec<String> {
-    if list.is_null(i) {
-        return Vec::new();
+fn usage_views<'a>(usage: &'a [pb::ModelUsage], out: &mut Vec<UsageView<'a>>) {
+    out.clear();
+    out.extend(usage.iter().map(|u| UsageView {
+        model: &u.model,
+        tokens: [
+            u.input_tokens,
+            u.output_tokens,
+            u.total_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
+            u.requests,
+        ],
+    }));
+}
+
+fn apply_writes(columns: &mut CallColumns, batch: &[pb::CallWrite]) {
+    let mut usage: Vec<UsageView<'_>> = Vec::new();
+    let mut input_refs: Vec<&str> = Vec::new();
+    let mut output_refs: Vec<&str> = Vec::new();
+    for w in batch {
+        input_refs.clear();
+        output_refs.clear();
+        if let Some(s) = &w.start {
+            input_refs.extend(s.input_refs.iter().map(String::as_str));
+        }
+        if let Some(e) = &w.end {
+            output_refs.extend(e.output_refs.iter().map(String::as_str));
+            usage_views(&e.usage, &mut usage);
+        }
+        let view = CallView {
+            tenant: &w.tenant,
+            project: &w.project_id,
+            call_id: &w.call_id,
+            start: w.start.as_ref().map(|s| StartView {
+                started_us: s.started_at_us,
+                trace_id: &s.trace_id,
+                parent_id: s.parent_id.as_deref().filter(|p| !p.is_empty()),
+                op_name: &s.op_name,
+                attrs: attrs(start_strings(s), vendor_strings(s.vendor.as_ref())),
+                input_refs: &input_refs,
+            }),
+            end: w.end.as_ref().map(|e| EndView {
+                ended_us: e.ended_at_us,
+                error: e.exception.as_deref().is_some_and(|x| !x.is_empty()),
+                usage: &usage,
+                output_refs: &output_refs,
+            }),
+        };
+        columns.upsert_view(&view);
     }
-    let values = list.value(i);
-    let values = values.as_string::<i32>();
-    (0..values.len())
-        .map(|j| values.value(j).to_owned())
-        .collect()
+}
+
+fn decode_writes(payload: &[u8]) -> Result<Vec<pb::CallWrite>, String> {
+    let request = pb::AppendCallsRequest::decode(payload).map_err(|e| e.to_string())?;
+    for w in &request.calls {
+        validate_write(w).map_err(|e| e.to_string())?;
+    }
+    Ok(request.calls)
+}
+
+/// The segment's columns, downcast once.
+struct SegmentColumns<'a> {
+    keys: [&'a StringArray; 3],
+    started: &'a TimestampMicrosecondArray,
+    ended: &'a TimestampMicrosecondArray,
+    strings: Vec<&'a StringArray>,
+    vendor: Vec<&'a StringArray>,
+    exception: &'a StringArray,
+    input_refs: &'a ListArray,
+    output_refs: &'a ListArray,
+    usage: &'a ListArray,
+    models: &'a StringArray,
+    tokens: Vec<&'a Int64Array>,
+}
+
+impl<'a> SegmentColumns<'a> {
+    fn new(batch: &'a RecordBatch) -> Result<Self, String> {
+        let key = |name| column::<StringArray>(batch, name);
+        let time = |name: &str| -> Result<&'a TimestampMicrosecondArray, String> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                .ok_or_else(|| format!("segment column {name} is missing or has the wrong type"))
+        };
+        let usage = column::<ListArray>(batch, "usage")?;
+        let usage_values = usage
+            .values()
+            .as_struct_opt()
+            .ok_or("usage is not a list of structs")?;
+        Ok(Self {
+            keys: [key("tenant")?, key("project_id")?, key("call_id")?],
+            started: time("started_at")?,
+            ended: time("ended_at")?,
+            strings: STRINGS.iter().map(|n| key(n)).collect::<Result<_, _>>()?,
+            vendor: VENDOR.iter().map(|n| key(n)).collect::<Result<_, _>>()?,
+            exception: key("exception")?,
+            input_refs: column::<ListArray>(batch, "input_refs")?,
+            output_refs: column::<ListArray>(batch, "output_refs")?,
+            usage,
+            models: usage_values
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or("usage.model")?,
+            tokens: (1..=TOKENS.len())
+                .map(|i| {
+                    usage_values
+                        .column(i)
+                        .as_primitive_opt()
+                        .ok_or("usage tokens")
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn strings_at(list: &'a ListArray, i: usize, out: &mut Vec<&'a str>) {
+        out.clear();
+        if list.is_null(i) {
+            return;
+        }
+        let values = list.values().as_string::<i32>();
+        let offsets = list.value_offsets();
+        out.extend((offsets[i] as usize..offsets[i + 1] as usize).map(|j| values.value(j)));
+    }
+
+    fn start_strings(&self, i: usize) -> [Option<&'a str>; 8] {
+        std::array::from_fn(|k| opt_str(self.strings[k], i))
+    }
+
+    fn vendor_strings(&self, i: usize) -> [Option<&'a str>; 7] {
+        std::array::from_fn(|k| opt_str(self.vendor[k], i))
+    }
+
+    fn usage_at(&self, i: usize, out: &mut Vec<UsageView<'a>>) {
+        out.clear();
+        let offsets = self.usage.value_offsets();
+        out.extend(
+            (offsets[i] as usize..offsets[i + 1] as usize).map(|u| UsageView {
+                model: self.models.value(u),
+                tokens: std::array::from_fn(|k| self.tokens[k].value(u)),
+            }),
+        );
+    }
+
+    /// What [`validate_write`] checks of the keys, without allocating.
+    fn check(&self, i: usize) -> Result<(), String> {
+        if self.keys[0].value(i).is_empty() || self.keys[2].value(i).is_empty() {
+            return Err(format!("row {i}: empty tenant or call id"));
+        }
+        polymeter_model::ProjectId::check(self.keys[1].value(i)).map_err(|e| e.to_string())
+    }
 }
 
 impl Table for CallColumns {
-    type Write = CallRecord;
+    type Write = pb::CallWrite;
 
-    fn encode(batch: &[CallRecord], buf: &mut Vec<u8>) {
-        let request = pb::AppendCallsRequest {
-            calls: batch.iter().cloned().map(Into::into).collect(),
-        };
-        request.encode(buf).expect("a Vec grows as needed");
+    fn encode(batch: &[pb::CallWrite], buf: &mut Vec<u8>) {
+        // The wire form of `AppendCallsRequest { calls: batch }`, without cloning the batch.
+        for w in batch {
+            prost::encoding::message::encode(1, w, buf);
+        }
     }
 
-    fn decode(payload: &[u8]) -> Result<Vec<CallRecord>, String> {
-        let request = pb::AppendCallsRequest::decode(payload).map_err(|e| e.to_string())?;
-        request
-            .calls
-            .into_iter()
-            .map(|w| CallRecord::try_from(w).map_err(|e| e.to_string()))
-            .collect()
+    fn decode(payload: &[u8]) -> Result<Vec<pb::CallWrite>, String> {
+        decode_writes(payload)
     }
 
-    fn apply(&mut self, batch: Vec<CallRecord>) {
-        batch.iter().for_each(|r| self.upsert(r));
+    fn apply(&mut self, batch: Vec<pb::CallWrite>) {
+        apply_writes(self, &batch);
+    }
+
+    fn replay(&mut self, payload: &[u8]) -> Result<(), String> {
+        apply_writes(self, &decode_writes(payload)?);
+        Ok(())
     }
 
     fn schema() -> SchemaRef {
         SCHEMA.clone()
     }
 
-    fn to_arrow(batch: &[CallRecord]) -> Result<RecordBatch, String> {
+    fn to_arrow(batch: &[pb::CallWrite]) -> Result<RecordBatch, String> {
         let n = batch.len();
         let mut keys = [
             StringBuilder::new(),
@@ -197,17 +350,17 @@ impl Table for CallColumns {
         let mut models = StringBuilder::new();
         let mut tokens: Vec<Int64Builder> = TOKENS.iter().map(|_| Int64Builder::new()).collect();
 
-        for r in batch {
-            keys[0].append_value(r.tenant.as_str());
-            keys[1].append_value(r.project_id.as_str());
-            keys[2].append_value(r.call_id.as_str());
-            match &r.start {
+        for w in batch {
+            keys[0].append_value(&w.tenant);
+            keys[1].append_value(&w.project_id);
+            keys[2].append_value(&w.call_id);
+            match &w.start {
                 Some(s) => {
-                    started.append_value(s.started_at.timestamp_micros());
+                    started.append_value(s.started_at_us);
                     for (b, v) in strings.iter_mut().zip(start_strings(s)) {
                         b.append_option(v);
                     }
-                    for (b, v) in vendor.iter_mut().zip(vendor_strings(&s.vendor)) {
+                    for (b, v) in vendor.iter_mut().zip(vendor_strings(s.vendor.as_ref())) {
                         b.append_option(v);
                     }
                     input_refs.append_value(s.input_refs.iter().map(Some));
@@ -221,9 +374,9 @@ impl Table for CallColumns {
                     input_refs.append_null();
                 }
             }
-            match &r.end {
+            match &w.end {
                 Some(e) => {
-                    ended.append_value(e.ended_at.timestamp_micros());
+                    ended.append_value(e.ended_at_us);
                     exception.append_option(e.exception.as_deref());
                     output_refs.append_value(e.output_refs.iter().map(Some));
                     for u in &e.usage {
@@ -279,83 +432,177 @@ impl Table for CallColumns {
         RecordBatch::try_new(SCHEMA.clone(), columns).map_err(|e| e.to_string())
     }
 
-    fn from_arrow(batch: &RecordBatch) -> Result<Vec<CallRecord>, String> {
-        let key = |name| column::<StringArray>(batch, name);
-        let (tenant, project, call_id) = (key("tenant")?, key("project_id")?, key("call_id")?);
-        let started = batch
-            .column_by_name("started_at")
-            .map(|c| c.as_primitive::<TimestampMicrosecondType>())
-            .ok_or("segment column started_at is missing")?;
-        let ended: &TimestampMicrosecondArray = batch
-            .column_by_name("ended_at")
-            .map(|c| c.as_primitive::<TimestampMicrosecondType>())
-            .ok_or("segment column ended_at is missing")?;
-        let strings: Vec<&StringArray> =
-            STRINGS.iter().map(|n| key(n)).collect::<Result<_, _>>()?;
-        let vendor: Vec<&StringArray> = VENDOR.iter().map(|n| key(n)).collect::<Result<_, _>>()?;
-        let exception = key("exception")?;
-        let input_refs = column::<ListArray>(batch, "input_refs")?;
-        let output_refs = column::<ListArray>(batch, "output_refs")?;
-        let usage = column::<ListArray>(batch, "usage")?;
-        let usage_values = usage.values().as_struct();
-        let models = usage_values.column(0).as_string::<i32>();
-        let tokens: Vec<&Int64Array> = (1..=TOKENS.len())
-            .map(|i| usage_values.column(i).as_primitive())
-            .collect();
-        let offsets = usage.value_offsets();
+    fn from_arrow(batch: &RecordBatch) -> Result<Vec<pb::CallWrite>, String> {
+        let c = SegmentColumns::new(batch)?;
+        let (mut refs_in, mut refs_out, mut usage) = (Vec::new(), Vec::new(), Vec::new());
+        let owned = |v: Option<&str>| v.map(str::to_owned);
+        (0..batch.num_rows())
+            .map(|i| {
+                c.check(i)?;
+                let start = c.started.is_valid(i).then(|| {
+                    let s = c.start_strings(i);
+                    let v = c.vendor_strings(i);
+                    SegmentColumns::strings_at(c.input_refs, i, &mut refs_in);
+                    pb::CallStart {
+                        trace_id: s[0].unwrap_or_default().to_owned(),
+                        parent_id: owned(s[1]),
+                        thread_id: owned(s[2]),
+                        turn_id: owned(s[3]),
+                        op_name: s[4].unwrap_or_default().to_owned(),
+                        display_name: owned(s[5]),
+                        started_at_us: c.started.value(i),
+                        wb_user_id: owned(s[6]),
+                        wb_run_id: owned(s[7]),
+                        input_refs: refs_in.iter().map(|r| r.to_string()).collect(),
+                        vendor: Some(pb::VendorDimensions {
+                            service_id: owned(v[0]),
+                            service_name: owned(v[1]),
+                            app_id: owned(v[2]),
+                            client_id: owned(v[3]),
+                            api_key_id: owned(v[4]),
+                            model_id: owned(v[5]),
+                            resource_id: owned(v[6]),
+                        }),
+                    }
+                });
+                let end = c.ended.is_valid(i).then(|| {
+                    c.usage_at(i, &mut usage);
+                    SegmentColumns::strings_at(c.output_refs, i, &mut refs_out);
+                    pb::CallEnd {
+                        ended_at_us: c.ended.value(i),
+                        exception: owned(opt_str(c.exception, i)),
+                        usage: usage
+                            .iter()
+                            .map(|u| pb::ModelUsage {
+                                model: u.model.to_owned(),
+                                input_tokens: u.tokens[0],
+                                output_tokens: u.tokens[1],
+                                total_tokens: u.tokens[2],
+                                cache_read_input_tokens: u.tokens[3],
+                                cache_creation_input_tokens: u.tokens[4],
+                                requests: u.tokens[5],
+                            })
+                            .collect(),
+                        output_refs: refs_out.iter().map(|r| r.to_string()).collect(),
+                    }
+                });
+                Ok(pb::CallWrite {
+                    tenant: c.keys[0].value(i).to_owned(),
+                    project_id: c.keys[1].value(i).to_owned(),
+                    call_id: c.keys[2].value(i).to_owned(),
+                    start,
+                    end,
+                })
+            })
+            .collect()
+    }
 
-        let mut out = Vec::with_capacity(batch.num_rows());
+    fn load_arrow(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let c = SegmentColumns::new(batch)?;
+        let (mut refs_in, mut refs_out, mut usage) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..batch.num_rows() {
-            let start = started.is_valid(i).then(|| CallStart {
-                trace_id: strings[0].value(i).to_owned(),
-                parent_id: opt_str(strings[1], i),
-                thread_id: opt_str(strings[2], i),
-                turn_id: opt_str(strings[3], i),
-                op_name: strings[4].value(i).to_owned(),
-                display_name: opt_str(strings[5], i),
-                started_at: chrono::DateTime::from_timestamp_micros(started.value(i))
-                    .unwrap_or_default(),
-                wb_user_id: opt_str(strings[6], i),
-                wb_run_id: opt_str(strings[7], i),
-                input_refs: strings_at(input_refs, i),
-                vendor: VendorDimensions {
-                    service_id: opt_str(vendor[0], i),
-                    service_name: opt_str(vendor[1], i),
-                    app_id: opt_str(vendor[2], i),
-                    client_id: opt_str(vendor[3], i),
-                    api_key_id: opt_str(vendor[4], i),
-                    model_id: opt_str(vendor[5], i),
-                    resource_id: opt_str(vendor[6], i),
-                },
-            });
-            let end = ended.is_valid(i).then(|| CallEnd {
-                ended_at: chrono::DateTime::from_timestamp_micros(ended.value(i))
-                    .unwrap_or_default(),
-                exception: opt_str(exception, i),
-                usage: (offsets[i] as usize..offsets[i + 1] as usize)
-                    .map(|u| ModelUsage {
-                        model: models.value(u).to_owned(),
-                        input_tokens: tokens[0].value(u),
-                        output_tokens: tokens[1].value(u),
-                        total_tokens: tokens[2].value(u),
-                        cache_read_input_tokens: tokens[3].value(u),
-                        cache_creation_input_tokens: tokens[4].value(u),
-                        requests: tokens[5].value(u),
-                    })
-                    .collect(),
-                output_refs: strings_at(output_refs, i),
-            });
-            out.push(CallRecord {
-                tenant: polymeter_model::TenantId::new(tenant.value(i))
-                    .map_err(|e| e.to_string())?,
-                project_id: polymeter_model::ProjectId::parse(project.value(i))
-                    .map_err(|e| e.to_string())?,
-                call_id: polymeter_model::CallId::new(call_id.value(i))
-                    .map_err(|e| e.to_string())?,
-                start,
-                end,
-            });
+            c.check(i)?;
+            let start = if c.started.is_valid(i) {
+                SegmentColumns::strings_at(c.input_refs, i, &mut refs_in);
+                let s = c.start_strings(i);
+                Some((s, c.vendor_strings(i)))
+            } else {
+                None
+            };
+            if c.ended.is_valid(i) {
+                c.usage_at(i, &mut usage);
+                SegmentColumns::strings_at(c.output_refs, i, &mut refs_out);
+            }
+            let view = CallView {
+                tenant: c.keys[0].value(i),
+                project: c.keys[1].value(i),
+                call_id: c.keys[2].value(i),
+                start: start.map(|(s, v)| StartView {
+                    started_us: c.started.value(i),
+                    trace_id: s[0].unwrap_or_default(),
+                    parent_id: s[1].filter(|p| !p.is_empty()),
+                    op_name: s[4].unwrap_or_default(),
+                    attrs: attrs(s, v),
+                    input_refs: &refs_in,
+                }),
+                end: c.ended.is_valid(i).then(|| EndView {
+                    ended_us: c.ended.value(i),
+                    error: opt_str(c.exception, i).is_some_and(|x| !x.is_empty()),
+                    usage: &usage,
+                    output_refs: &refs_out,
+                }),
+            };
+            self.upsert_view(&view);
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polymeter_model::{
+        CallEnd, CallId, CallRecord, CallStart, ModelUsage, ProjectId, TenantId, VendorDimensions,
+    };
+
+    fn record(i: i64) -> CallRecord {
+        let at = chrono::DateTime::from_timestamp_micros(1_714_521_600_000_000 + i).unwrap();
+        CallRecord {
+            tenant: TenantId::new("t").unwrap(),
+            project_id: ProjectId::parse("e/p").unwrap(),
+            call_id: CallId::new(format!("c{i}")).unwrap(),
+            start: (i % 3 != 2).then(|| CallStart {
+                trace_id: format!("tr{i}"),
+                parent_id: (i % 2 == 0).then(|| "p".into()),
+                thread_id: Some("th".into()),
+                turn_id: None,
+                op_name: "op".into(),
+                display_name: None,
+                started_at: at,
+                wb_user_id: Some("u".into()),
+                wb_run_id: None,
+                input_refs: vec!["weave:///e/p/object/a:1".into()],
+                vendor: VendorDimensions {
+                    app_id: Some("app".into()),
+                    ..Default::default()
+                },
+            }),
+            end: (i % 3 != 1).then(|| CallEnd {
+                ended_at: at + chrono::Duration::milliseconds(i),
+                exception: (i % 4 == 0).then(|| "boom".into()),
+                usage: vec![ModelUsage {
+                    model: "m".into(),
+                    input_tokens: i,
+                    output_tokens: 2,
+                    total_tokens: i + 2,
+                    cache_read_input_tokens: 1,
+                    cache_creation_input_tokens: 0,
+                    requests: 1,
+                }],
+                output_refs: vec![],
+            }),
+        }
+    }
+
+    #[test]
+    fn writes_round_trip_through_log_frames_and_segments() {
+        let writes: Vec<pb::CallWrite> = (0..50).map(|i| record(i).into()).collect();
+        let mut frame = Vec::new();
+        CallColumns::encode(&writes, &mut frame);
+        assert_eq!(CallColumns::decode(&frame).unwrap(), writes);
+        let batch = CallColumns::to_arrow(&writes).unwrap();
+        assert_eq!(batch.schema(), CallColumns::schema());
+        let back = CallColumns::from_arrow(&batch).unwrap();
+        let normalised: Vec<pb::CallWrite> = writes
+            .into_iter()
+            .map(|mut w| {
+                // A segment has no "absent" vendor message, only absent fields.
+                if let Some(s) = &mut w.start {
+                    s.vendor.get_or_insert_with(Default::default);
+                }
+                w
+            })
+            .collect();
+        assert_eq!(back, normalised);
     }
 }

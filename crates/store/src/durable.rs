@@ -73,7 +73,8 @@ impl<T: Table> Durable<T> {
             std::fs::create_dir_all(d).map_err(StoreError::io(d))?;
         }
 
-        let mut last_segment = 0;
+        let loading = std::time::Instant::now();
+        let mut segments = Vec::new();
         for path in list(&seg_dir)? {
             let name = path
                 .file_name()
@@ -85,20 +86,44 @@ impl<T: Table> Durable<T> {
                 std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
                 continue;
             }
-            let Some((generation, _)) = parse_name(&name) else {
-                tracing::warn!(path = %path.display(), "ignoring a file that is not a segment");
-                continue;
-            };
-            for batch in read_segment(&path)? {
-                let writes = T::from_arrow(&batch).map_err(|reason| StoreError::Corrupt {
-                    path: path.clone(),
-                    reason,
-                })?;
-                table.apply(writes);
+            match parse_name(&name) {
+                Some((generation, _)) => segments.push((generation, path)),
+                None => {
+                    tracing::warn!(path = %path.display(), "ignoring a file that is not a segment")
+                }
             }
-            last_segment = last_segment.max(generation);
         }
-
+        let last_segment = segments.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        // One thread reads and decodes segments while this one applies them.
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let (tx, rx) = mpsc::sync_channel(2);
+            let paths: Vec<PathBuf> = segments.iter().map(|(_, p)| p.clone()).collect();
+            scope.spawn(move || {
+                for path in paths {
+                    let batches = read_segment(&path);
+                    let failed = batches.is_err();
+                    if tx.send((path, batches)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            for (path, batches) in rx {
+                for batch in batches? {
+                    table
+                        .load_arrow(&batch)
+                        .map_err(|reason| StoreError::Corrupt {
+                            path: path.clone(),
+                            reason,
+                        })?;
+                }
+            }
+            Ok(())
+        })?;
+        tracing::info!(
+            elapsed_ms = loading.elapsed().as_millis() as u64,
+            "segments loaded"
+        );
+        let replaying = std::time::Instant::now();
         let mut last_generation = last_segment;
         let mut to_compact = Vec::new();
         for path in list(&wal_dir)? {
@@ -127,15 +152,22 @@ impl<T: Table> Durable<T> {
                 )?;
             }
             for payload in &frames.payloads {
-                let writes = T::decode(payload).map_err(|reason| StoreError::Corrupt {
-                    path: path.clone(),
-                    reason: format!("a frame passed its checksum but does not decode: {reason}"),
-                })?;
-                table.apply(writes);
+                table
+                    .replay(payload)
+                    .map_err(|reason| StoreError::Corrupt {
+                        path: path.clone(),
+                        reason: format!(
+                            "a frame passed its checksum but does not decode: {reason}"
+                        ),
+                    })?;
             }
             to_compact.push(generation);
         }
         sync_dir(&wal_dir)?;
+        tracing::info!(
+            elapsed_ms = replaying.elapsed().as_millis() as u64,
+            "log replayed"
+        );
 
         let log = FrameLog::create(&wal_dir.join(format!("{:020}.wal", last_generation + 1)))?;
         let table = Arc::new(RwLock::new(table));

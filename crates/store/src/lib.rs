@@ -76,4 +76,19 @@ pub trait Table: Send + Sync + 'static {
     fn to_arrow(batch: &[Self::Write]) -> Result<RecordBatch, String>;
     /// The inverse of [`Table::to_arrow`].
     fn from_arrow(batch: &RecordBatch) -> Result<Vec<Self::Write>, String>;
+
+    /// Applies a segment's rows; a table may read the arrays directly
+    /// instead of materialising writes.
+    fn load_arrow(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let writes = Self::from_arrow(batch)?;
+        self.apply(writes);
+        Ok(())
+    }
+
+    /// Applies one log frame; a table may decode it straight into its state.
+    fn replay(&mut self, payload: &[u8]) -> Result<(), String> {
+        let writes = Self::decode(payload)?;
+        self.apply(writes);
+        Ok(())
+    }
 }
