@@ -1,19 +1,24 @@
-//! The feedback service will own feedback records (scorer ratings and tags) and
-//! answer their aggregation. In this release it runs as its own process with a
-//! gRPC health check, so deployments and the gateway's readiness already
-//! account for it; feedback ingest and `/feedback/aggregate` arrive next.
+//! The feedback service owns feedback records (scorer ratings and tags about
+//! calls and agent spans) and answers `AggregateFeedback`. Records are kept by
+//! the same embedded store machinery as calls (`polymeter-store`): a
+//! write-ahead log, Parquet segments, and an in-memory columnar table
+//! ([`table::FeedbackTable`]) that [`aggregate::aggregate`] scans.
 
-use std::future::Future;
-use tokio::net::TcpListener;
+pub mod aggregate;
+pub mod service;
+pub mod table;
 
-/// Serves the feedback service on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)
-        .await
+pub use service::{serve, FeedbackServer};
+pub use table::FeedbackTable;
+
+use polymeter_store::{Durable, Options, StoreError};
+use std::path::Path;
+
+/// Feedback in the durable embedded store under `dir`.
+pub type FeedbackStore = Durable<FeedbackTable>;
+
+/// Opens (or creates) the feedback store in `dir`, loading its segments and
+/// replaying its log. Fails, naming the file, when stored data is corrupt.
+pub fn open_store(dir: &Path, options: Options) -> Result<FeedbackStore, StoreError> {
+    Durable::open(dir, FeedbackTable::default(), options)
 }

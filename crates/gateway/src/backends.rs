@@ -3,7 +3,8 @@
 //! their restarts (answering "unavailable, retry" meanwhile).
 
 use polymeter_proto::v1::{
-    ingest_service_client::IngestServiceClient, stats_service_client::StatsServiceClient,
+    feedback_service_client::FeedbackServiceClient, ingest_service_client::IngestServiceClient,
+    stats_service_client::StatsServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -13,6 +14,7 @@ const MESSAGE_LIMIT: usize = 64 << 20;
 pub struct Backends {
     pub ingest: IngestServiceClient<Channel>,
     pub stats: StatsServiceClient<Channel>,
+    pub feedback: FeedbackServiceClient<Channel>,
     /// Raw channels, for health checks.
     pub(crate) channels: Vec<(&'static str, Channel)>,
     /// The tenant every request acts for until credentials are checked.
@@ -34,6 +36,9 @@ impl Backends {
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
             stats: StatsServiceClient::new(stats.clone())
+                .max_decoding_message_size(MESSAGE_LIMIT)
+                .max_encoding_message_size(MESSAGE_LIMIT),
+            feedback: FeedbackServiceClient::new(feedback.clone())
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
             channels: vec![("ingest", ingest), ("stats", stats), ("feedback", feedback)],

@@ -4,6 +4,7 @@
 //! the owning service (stats) has made them durable.
 
 pub mod error;
+pub mod feedback;
 pub mod service;
 pub mod weave;
 

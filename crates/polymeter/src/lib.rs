@@ -5,6 +5,7 @@
 //! this library.
 
 use anyhow::Context;
+use polymeter_feedback::FeedbackStore;
 use polymeter_gateway::{backends::channel, Backends};
 use polymeter_stats::{CallStore, DurableStore};
 use std::future::Future;
@@ -83,16 +84,37 @@ pub async fn run_stats(
 pub async fn run_ingest(
     listener: TcpListener,
     stats: &str,
+    feedback: &str,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let stats = channel(stats).context("bad stats address")?;
-    polymeter_ingest::serve(listener, stats, shutdown.wait())
+    let feedback = channel(feedback).context("bad feedback address")?;
+    polymeter_ingest::serve(listener, stats, feedback, shutdown.wait())
         .await
         .context("ingest service failed")
 }
 
-pub async fn run_feedback(listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    polymeter_feedback::serve(listener, shutdown.wait())
+/// Opens the feedback service's durable store under `data_dir`.
+pub fn open_feedback_store(
+    data_dir: &Path,
+    wal_rotate_bytes: u64,
+) -> anyhow::Result<Arc<FeedbackStore>> {
+    let options = polymeter_store::Options {
+        rotate_bytes: wal_rotate_bytes,
+        ..Default::default()
+    };
+    let store = polymeter_feedback::open_store(data_dir, options)
+        .with_context(|| format!("cannot open the feedback store in {}", data_dir.display()))?;
+    tracing::info!(records = store.read().rows(), dir = %data_dir.display(), "feedback store open");
+    Ok(Arc::new(store))
+}
+
+pub async fn run_feedback(
+    listener: TcpListener,
+    store: Arc<FeedbackStore>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    polymeter_feedback::serve(listener, store, shutdown.wait())
         .await
         .context("feedback service failed")
 }
@@ -173,14 +195,16 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
         feedback.local_addr()?,
     ];
     let store = open_call_store(&config.data_dir.join("stats"), config.wal_rotate_bytes)?;
+    let feedback_store =
+        open_feedback_store(&config.data_dir.join("feedback"), config.wal_rotate_bytes)?;
 
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(run_stats(stats, store, shutdown.clone()));
-    let stats_url = url(addrs[2]);
+    let (stats_url, feedback_url) = (url(addrs[2]), url(addrs[3]));
     let s = shutdown.clone();
-    tasks.spawn(async move { run_ingest(ingest, &stats_url, s).await });
-    tasks.spawn(run_feedback(feedback, shutdown.clone()));
+    tasks.spawn(async move { run_ingest(ingest, &stats_url, &feedback_url, s).await });
+    tasks.spawn(run_feedback(feedback, feedback_store, shutdown.clone()));
     let (ingest_url, stats_url, feedback_url) = (url(addrs[1]), url(addrs[2]), url(addrs[3]));
     tasks.spawn(async move {
         let peers = GatewayPeers {

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use polymeter::{
-    bind, open_call_store, run_feedback, run_gateway, run_ingest, run_stats, start_stack,
-    GatewayPeers, Shutdown, StackConfig,
+    bind, open_call_store, open_feedback_store, run_feedback, run_gateway, run_ingest, run_stats,
+    start_stack, GatewayPeers, Shutdown, StackConfig,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +130,13 @@ struct IngestArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     stats_url: String,
+    /// URL of the feedback service, which owns feedback records.
+    #[arg(
+        long,
+        env = "POLYMETER_FEEDBACK_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    feedback_url: String,
 }
 
 #[derive(Args)]
@@ -161,6 +168,9 @@ struct FeedbackArgs {
     /// Directory holding every service's data; the feedback service uses `<data-dir>/feedback`.
     #[arg(long, env = "POLYMETER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// The feedback write-ahead log is compacted into a Parquet segment each time it passes this many bytes.
+    #[arg(long, env = "POLYMETER_WAL_ROTATE_BYTES", default_value_t = polymeter::DEFAULT_WAL_ROTATE_BYTES)]
+    wal_rotate_bytes: u64,
 }
 
 fn init_logging(format: LogFormat) {
@@ -251,7 +261,7 @@ async fn main() -> Result<()> {
         }
         Command::Ingest(a) => {
             until_interrupted("ingest", a.listen, |l, s| async move {
-                run_ingest(l, &a.stats_url, s).await
+                run_ingest(l, &a.stats_url, &a.feedback_url, s).await
             })
             .await
         }
@@ -260,8 +270,8 @@ async fn main() -> Result<()> {
             until_interrupted("stats", a.listen, |l, s| run_stats(l, store, s)).await
         }
         Command::Feedback(a) => {
-            std::fs::create_dir_all(a.data_dir.join("feedback"))?;
-            until_interrupted("feedback", a.listen, run_feedback).await
+            let store = open_feedback_store(&a.data_dir.join("feedback"), a.wal_rotate_bytes)?;
+            until_interrupted("feedback", a.listen, |l, s| run_feedback(l, store, s)).await
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The W&B Weave dialect: call ingest (`/call/start`, `/call/end`,
-//! `/call/upsert_batch`, `/v2/{entity}/{project}/calls/complete`) and
-//! `POST /calls/stats`. Errors use Weave's envelope, `{"reason": "…"}`.
+//! `/call/upsert_batch`, `/v2/{entity}/{project}/calls/complete`),
+//! `POST /calls/stats`, feedback ingest and `POST /feedback/aggregate`. Errors use Weave's envelope, `{"reason": "…"}`.
 
 mod calls;
+mod feedback;
 mod stats;
 
 use crate::backends::Backends;
@@ -23,6 +24,9 @@ pub fn routes() -> Router<Backends> {
             post(calls::complete),
         )
         .route("/calls/stats", post(stats::calls_stats))
+        .route("/feedback/create", post(feedback::create))
+        .route("/feedback/batch/create", post(feedback::batch_create))
+        .route("/feedback/aggregate", post(feedback::aggregate))
 }
 
 /// A [`GatewayError`] in Weave's envelope.

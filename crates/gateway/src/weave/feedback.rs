@@ -1,0 +1,211 @@
+//! Weave feedback: `/feedback/create` and `/feedback/batch/create` →
+//! `IngestService.IngestWeaveFeedback`; `/feedback/aggregate` →
+//! `FeedbackService.AggregateFeedback`.
+
+use super::WeaveResult;
+use crate::backends::Backends;
+use crate::error::GatewayError;
+use crate::json::parse;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use chrono::{SecondsFormat, TimeZone, Utc};
+use polymeter_model::feedback::FeedbackDimension;
+use polymeter_proto::v1 as pb;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Weave's `FeedbackCreateReq` with the agent-monitor fields. Fields Polymeter
+/// does not use (`creator`, `annotation_ref`, …) are accepted and ignored.
+#[derive(Deserialize)]
+struct FeedbackCreate {
+    project_id: String,
+    weave_ref: String,
+    feedback_type: String,
+    #[serde(default)]
+    payload: Value,
+    runnable_ref: Option<String>,
+    call_ref: Option<String>,
+    trigger_ref: Option<String>,
+    wb_user_id: Option<String>,
+    #[serde(default)]
+    scorer_tags: Vec<String>,
+    #[serde(default)]
+    scorer_ratings: BTreeMap<String, f64>,
+    span_agent_name: Option<String>,
+    span_agent_version: Option<String>,
+    span_status_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchCreate {
+    batch: Vec<FeedbackCreate>,
+}
+
+impl From<FeedbackCreate> for pb::WeaveFeedback {
+    fn from(f: FeedbackCreate) -> Self {
+        pb::WeaveFeedback {
+            project_id: f.project_id,
+            weave_ref: f.weave_ref,
+            feedback_type: f.feedback_type,
+            payload_json: if f.payload.is_null() {
+                "{}".into()
+            } else {
+                f.payload.to_string()
+            },
+            runnable_ref: f.runnable_ref,
+            call_ref: f.call_ref,
+            trigger_ref: f.trigger_ref,
+            scorer_tags: f.scorer_tags,
+            scorer_ratings: f.scorer_ratings.into_iter().collect(),
+            span_agent_name: f.span_agent_name,
+            span_agent_version: f.span_agent_version,
+            span_status_code: f.span_status_code.unwrap_or_default(),
+            wb_user_id: f.wb_user_id,
+        }
+    }
+}
+
+/// Weave's `FeedbackCreateRes`.
+fn created(w: &pb::FeedbackWrite) -> Value {
+    let at = Utc
+        .timestamp_millis_opt(w.created_at_ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    json!({
+        "id": w.feedback_id,
+        "created_at": at,
+        "wb_user_id": w.wb_user_id,
+        "payload": serde_json::from_str::<Value>(&w.payload_json).unwrap_or(Value::Null),
+    })
+}
+
+async fn ingest(
+    backends: &Backends,
+    items: Vec<pb::WeaveFeedback>,
+) -> Result<Vec<pb::FeedbackWrite>, GatewayError> {
+    let request = pb::IngestWeaveFeedbackRequest {
+        tenant: backends.tenant.clone(),
+        feedback: items,
+    };
+    Ok(backends
+        .ingest
+        .clone()
+        .ingest_weave_feedback(request)
+        .await?
+        .into_inner()
+        .created)
+}
+
+pub async fn create(State(backends): State<Backends>, body: Bytes) -> WeaveResult<Json<Value>> {
+    let req: FeedbackCreate = parse(&body)?;
+    let created_records = ingest(&backends, vec![req.into()]).await?;
+    let first = created_records
+        .first()
+        .ok_or_else(|| GatewayError::Internal("ingest created nothing".into()))?;
+    Ok(Json(created(first)))
+}
+
+pub async fn batch_create(
+    State(backends): State<Backends>,
+    body: Bytes,
+) -> WeaveResult<Json<Value>> {
+    let req: BatchCreate = parse(&body)?;
+    let records = ingest(&backends, req.batch.into_iter().map(Into::into).collect()).await?;
+    Ok(Json(
+        json!({ "res": records.iter().map(created).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateReq {
+    project_id: String,
+    after_ms: u64,
+    before_ms: u64,
+    time_bucket_seconds: Option<i64>,
+    #[serde(default)]
+    feedback_types: Vec<String>,
+    #[serde(default)]
+    group_by: Vec<String>,
+    #[serde(default)]
+    monitor_ids: Vec<String>,
+    #[serde(default)]
+    scorer_ids: Vec<String>,
+    #[serde(default)]
+    span_agent_names: Vec<String>,
+    #[serde(default)]
+    span_types: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    rating_min: Option<f64>,
+    rating_max: Option<f64>,
+}
+
+pub async fn aggregate(State(backends): State<Backends>, body: Bytes) -> WeaveResult<Json<Value>> {
+    let req: AggregateReq = parse(&body)?;
+    polymeter_model::ProjectId::check(&req.project_id)
+        .map_err(|e| GatewayError::BadRequest(format!("project_id: {e}")))?;
+    let group_by: Vec<FeedbackDimension> = req
+        .group_by
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            g.parse()
+                .map_err(|e| GatewayError::BadRequest(format!("group_by[{i}]: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let request = pb::AggregateFeedbackRequest {
+        tenant: backends.tenant.clone(),
+        project_id: req.project_id,
+        after_ms: req.after_ms.min(i64::MAX as u64) as i64,
+        before_ms: req.before_ms.min(i64::MAX as u64) as i64,
+        time_bucket_seconds: req.time_bucket_seconds,
+        feedback_types: req.feedback_types,
+        monitor_ids: req.monitor_ids,
+        scorer_ids: req.scorer_ids,
+        span_agent_names: req.span_agent_names,
+        span_types: req.span_types,
+        tags: req.tags,
+        rating_min: req.rating_min,
+        rating_max: req.rating_max,
+        group_by: group_by.iter().map(|d| d.to_proto() as i32).collect(),
+    };
+    let answer = backends
+        .feedback
+        .clone()
+        .aggregate_feedback(request.clone())
+        .await?
+        .into_inner();
+    let buckets: Vec<Value> = answer
+        .buckets
+        .into_iter()
+        .map(|b| {
+            let group: Map<String, Value> = group_by
+                .iter()
+                .zip(b.group)
+                .map(|(d, v)| (d.as_str().to_owned(), Value::String(v)))
+                .collect();
+            let sorted = |m: std::collections::HashMap<String, u64>| -> BTreeMap<String, u64> {
+                m.into_iter().collect()
+            };
+            let sums: BTreeMap<String, f64> = b.rating_sums.into_iter().collect();
+            json!({
+                "time_bucket_start_ms": b.time_bucket_start_ms,
+                "group": group,
+                "total_count": b.total_count,
+                "scored_count": b.scored_count,
+                "tag_counts": sorted(b.tag_counts),
+                "rating_counts": sorted(b.rating_counts),
+                "rating_sums": sums,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "after_ms": request.after_ms,
+        "before_ms": request.before_ms,
+        "time_bucket_seconds": request.time_bucket_seconds,
+        "buckets": buckets,
+    })))
+}
