@@ -1,8 +1,13 @@
-//! Crash safety: the stats service is killed with SIGKILL at random moments
-//! while concurrent writers append, and restarted. Every acknowledged call must
-//! be there exactly once, whole; nothing unacknowledged may appear half-written.
+//! Crash safety: an owning service (stats, then feedback) is killed with
+//! SIGKILL at random moments while concurrent writers append, and restarted.
+//! Every acknowledged record must be there exactly once, whole; nothing
+//! unacknowledged may appear half-written. One harness serves both, as both
+//! sit on the same store machinery.
 
-use polymeter_proto::v1::{self as pb, stats_service_client::StatsServiceClient, Dimension, Grain};
+use polymeter_proto::v1::{
+    self as pb, feedback_service_client::FeedbackServiceClient,
+    stats_service_client::StatsServiceClient, Dimension, Grain,
+};
 use polymeter_tests::{free_port, polymeter_binary};
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -15,16 +20,27 @@ const TENANT: &str = "crash";
 const PROJECT: &str = "acme/crash";
 const BASE_US: i64 = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
 
-struct StatsProcess {
+/// The service under test.
+#[derive(Clone, Copy)]
+enum Subject {
+    Stats,
+    Feedback,
+}
+
+struct ServiceProcess {
     child: Child,
     url: String,
 }
 
-impl StatsProcess {
-    fn start(dir: &std::path::Path, port: u16) -> Self {
+impl ServiceProcess {
+    fn start(subject: Subject, dir: &std::path::Path, port: u16) -> Self {
+        let command = match subject {
+            Subject::Stats => "stats",
+            Subject::Feedback => "feedback",
+        };
         let child = Command::new(polymeter_binary())
             .args([
-                "stats",
+                command,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
@@ -36,20 +52,24 @@ impl StatsProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("cannot start polymeter stats");
+            .expect("cannot start the polymeter service");
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
         }
     }
 
-    async fn client(&self) -> StatsServiceClient<Channel> {
+    async fn channel(&self) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(c) = StatsServiceClient::connect(self.url.clone()).await {
-                return c.max_decoding_message_size(256 << 20);
+            if let Ok(c) = Channel::from_shared(self.url.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                return c;
             }
-            assert!(Instant::now() < deadline, "stats did not come up");
+            assert!(Instant::now() < deadline, "the service did not come up");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -60,7 +80,7 @@ impl StatsProcess {
     }
 }
 
-impl Drop for StatsProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -103,8 +123,91 @@ fn measure(metric: pb::Metric, aggregation: pb::Aggregation) -> pb::Measure {
     }
 }
 
-/// Every stored call: id → (rows, finished rows, input tokens, latency µs).
-async fn stored(client: &mut StatsServiceClient<Channel>) -> HashMap<String, (u64, f64, f64, f64)> {
+/// A feedback record whose scorer and rating derive from its number.
+fn feedback(n: u64) -> pb::FeedbackWrite {
+    pb::FeedbackWrite {
+        tenant: TENANT.into(),
+        project_id: PROJECT.into(),
+        feedback_id: format!("fb-{n}"),
+        created_at_ms: BASE_US / 1000 + n as i64,
+        feedback_type: "wandb.runnable.crash".into(),
+        weave_ref: "weave:///acme/crash/call/x".into(),
+        scorer_id: Some(format!("call-{n}")),
+        scorer_ratings: [("_rating_".to_owned(), (n % 1000) as f64 / 1000.0)].into(),
+        scorer_tags: vec!["t".into()],
+        payload_json: "{}".into(),
+        ..Default::default()
+    }
+}
+
+async fn write(subject: Subject, channel: Channel, batch: &[u64]) -> Result<(), tonic::Status> {
+    match subject {
+        Subject::Stats => StatsServiceClient::new(channel)
+            .append_calls(pb::AppendCallsRequest {
+                calls: batch.iter().map(|&n| call(n)).collect(),
+            })
+            .await
+            .map(|_| ()),
+        Subject::Feedback => FeedbackServiceClient::new(channel)
+            .append_feedback(pb::AppendFeedbackRequest {
+                feedback: batch.iter().map(|&n| feedback(n)).collect(),
+            })
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// Every stored record, by number: (rows, whole?).
+async fn stored(subject: Subject, channel: Channel) -> HashMap<u64, (u64, bool)> {
+    match subject {
+        Subject::Stats => {
+            stored_calls(&mut StatsServiceClient::new(channel).max_decoding_message_size(256 << 20))
+                .await
+                .into_iter()
+                .map(|(id, (rows, finished, tokens, latency_ms))| {
+                    let n: u64 = id.trim_start_matches("call-").parse().unwrap();
+                    let latency_us = ((n % 1000) + 1) * 1000;
+                    let whole = finished == 1.0
+                        && tokens == n as f64
+                        && latency_ms == latency_us as f64 / 1000.0;
+                    (n, (rows, whole))
+                })
+                .collect()
+        }
+        Subject::Feedback => {
+            let answer = FeedbackServiceClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .aggregate_feedback(pb::AggregateFeedbackRequest {
+                    tenant: TENANT.into(),
+                    project_id: PROJECT.into(),
+                    after_ms: 0,
+                    before_ms: i64::MAX / 2,
+                    group_by: vec![pb::FeedbackDimension::ScorerId as i32],
+                    ..Default::default()
+                })
+                .await
+                .expect("aggregate after restart")
+                .into_inner();
+            answer
+                .buckets
+                .into_iter()
+                .map(|b| {
+                    let n: u64 = b.group[0].trim_start_matches("call-").parse().unwrap();
+                    let rating = (n % 1000) as f64 / 1000.0;
+                    let whole = b.scored_count == b.total_count
+                        && b.tag_counts.get("t") == Some(&b.total_count)
+                        && b.rating_sums.get("_rating_") == Some(&(rating * b.total_count as f64));
+                    (n, (b.total_count, whole))
+                })
+                .collect()
+        }
+    }
+}
+
+/// Every stored call: id → (rows, finished rows, input tokens, latency ms).
+async fn stored_calls(
+    client: &mut StatsServiceClient<Channel>,
+) -> HashMap<String, (u64, f64, f64, f64)> {
     let answer = client
         .aggregate_calls(pb::AggregateCallsRequest {
             tenant: TENANT.into(),
@@ -137,41 +240,49 @@ async fn stored(client: &mut StatsServiceClient<Channel>) -> HashMap<String, (u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_calls_survive_kill_9_exactly_once() {
+    crash_rounds(Subject::Stats, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_feedback_survives_kill_9_exactly_once() {
+    crash_rounds(Subject::Feedback, 10).await;
+}
+
+async fn crash_rounds(subject: Subject, rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(20_261_123);
     let acked: Arc<Mutex<HashSet<u64>>> = Default::default();
     let sent: Arc<Mutex<HashSet<u64>>> = Default::default();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    const ROUNDS: usize = 12;
 
-    for round in 0..ROUNDS {
-        let port = free_port();
-        let process = StatsProcess::start(dir.path(), port);
-        let client = process.client().await;
+    for round in 0..rounds {
+        let process = ServiceProcess::start(subject, dir.path(), free_port());
+        let channel = process.channel().await;
 
         // What earlier rounds acknowledged is all still there, once, whole.
-        check(&mut client.clone(), &acked, &sent, round).await;
+        check(subject, channel.clone(), &acked, &sent, round).await;
 
         let writers: Vec<_> = (0..4)
             .map(|_| {
-                let (mut client, acked, sent, next) =
-                    (client.clone(), acked.clone(), sent.clone(), next.clone());
+                let (channel, acked, sent, next) =
+                    (channel.clone(), acked.clone(), sent.clone(), next.clone());
                 tokio::spawn(async move {
                     let mut previous: Vec<u64> = Vec::new();
                     for i in 0.. {
-                        // Every fourth batch re-sends the previous one: retries never double count.
-                        let batch: Vec<u64> = if i % 4 == 3 && !previous.is_empty() {
+                        // Every fourth call batch re-sends the previous one: retries never
+                        // double count. (Feedback has no retry key: ids are new each time.)
+                        let batch: Vec<u64> = if matches!(subject, Subject::Stats)
+                            && i % 4 == 3
+                            && !previous.is_empty()
+                        {
                             previous.clone()
                         } else {
                             let first = next.fetch_add(40, std::sync::atomic::Ordering::SeqCst);
                             (first..first + 40).collect()
                         };
                         sent.lock().unwrap().extend(&batch);
-                        let request = pb::AppendCallsRequest {
-                            calls: batch.iter().map(|&n| call(n)).collect(),
-                        };
-                        match client.append_calls(request).await {
-                            Ok(_) => acked.lock().unwrap().extend(&batch),
+                        match write(subject, channel.clone(), &batch).await {
+                            Ok(()) => acked.lock().unwrap().extend(&batch),
                             Err(_) => return,
                         }
                         previous = batch;
@@ -186,9 +297,8 @@ async fn acknowledged_calls_survive_kill_9_exactly_once() {
         }
     }
 
-    let process = StatsProcess::start(dir.path(), free_port());
-    let mut client = process.client().await;
-    check(&mut client, &acked, &sent, ROUNDS).await;
+    let process = ServiceProcess::start(subject, dir.path(), free_port());
+    check(subject, process.channel().await, &acked, &sent, rounds).await;
     assert!(
         acked.lock().unwrap().len() > 1000,
         "the writers made too little progress to prove anything"
@@ -196,38 +306,35 @@ async fn acknowledged_calls_survive_kill_9_exactly_once() {
 }
 
 async fn check(
-    client: &mut StatsServiceClient<Channel>,
+    subject: Subject,
+    channel: Channel,
     acked: &Mutex<HashSet<u64>>,
     sent: &Mutex<HashSet<u64>>,
     round: usize,
 ) {
-    let stored = stored(client).await;
+    let stored = stored(subject, channel).await;
     let acked = acked.lock().unwrap().clone();
     let sent = sent.lock().unwrap().clone();
     for n in &acked {
-        let id = format!("call-{n}");
         let got = stored
-            .get(&id)
-            .unwrap_or_else(|| panic!("round {round}: acknowledged {id} is lost"));
-        let latency_us = ((n % 1000) + 1) * 1000;
-        assert_eq!(got.0, 1, "round {round}: {id} stored {} times", got.0);
-        assert_eq!(got.1, 1.0, "round {round}: {id} has no end half");
-        assert_eq!(got.2, *n as f64, "round {round}: {id} has the wrong tokens");
+            .get(n)
+            .unwrap_or_else(|| panic!("round {round}: acknowledged record {n} is lost"));
         assert_eq!(
-            got.3,
-            latency_us as f64 / 1000.0,
-            "round {round}: {id} has the wrong latency"
+            *got,
+            (1, true),
+            "round {round}: record {n} stored {} times / whole: {}",
+            got.0,
+            got.1
         );
     }
-    for (id, got) in &stored {
-        let n: u64 = id.trim_start_matches("call-").parse().unwrap();
-        assert!(sent.contains(&n), "round {round}: {id} was never sent");
-        // An unacknowledged call may have landed (the crash came after its
-        // fsync), but only whole.
+    for (n, got) in &stored {
+        assert!(sent.contains(n), "round {round}: record {n} was never sent");
+        // An unacknowledged record may have landed (the crash came after its
+        // fsync), but only once and whole.
         assert_eq!(
-            (got.0, got.1, got.2),
-            (1, 1.0, n as f64),
-            "round {round}: {id} is half-written"
+            *got,
+            (1, true),
+            "round {round}: record {n} is duplicated or half-written"
         );
     }
 }

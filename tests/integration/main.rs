@@ -3,6 +3,7 @@
 
 mod calls_stats;
 mod crash;
+mod feedback;
 mod ingest;
 mod processes;
 mod support;
