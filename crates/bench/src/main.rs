@@ -14,13 +14,17 @@
 //!    `quantilesExactInclusive` is the same linear interpolation), and prints
 //!    the Polymeter/ClickHouse ratios.
 
+mod feedback;
 mod queries;
 mod workload;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use parquet::arrow::ArrowWriter;
-use polymeter_proto::v1::{self as pb, stats_service_client::StatsServiceClient};
+use polymeter_proto::v1::{
+    self as pb, feedback_service_client::FeedbackServiceClient,
+    stats_service_client::StatsServiceClient,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,6 +51,9 @@ struct Args {
     /// Python with the `chdb` package (see README: Performance).
     #[arg(long, default_value = ".venv/bin/python")]
     python: PathBuf,
+    /// Feedback records to generate.
+    #[arg(long, default_value_t = 5_000_000)]
+    feedback: u64,
     /// Skip the ClickHouse comparison.
     #[arg(long)]
     skip_clickhouse: bool,
@@ -61,19 +68,20 @@ struct Args {
     iterations: usize,
 }
 
-struct Stats {
+/// A `polymeter stats` or `polymeter feedback` child process.
+struct Service {
     child: Child,
     url: String,
 }
 
-impl Stats {
-    fn start(polymeter: &Path, data: &Path) -> Result<Self> {
+impl Service {
+    fn start(polymeter: &Path, command: &str, data: &Path) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = Command::new(polymeter)
             .args([
-                "stats",
+                command,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
@@ -89,22 +97,20 @@ impl Stats {
         })
     }
 
-    async fn client(&self) -> Result<StatsServiceClient<Channel>> {
+    async fn channel(&self) -> Result<Channel> {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            if let Ok(c) = StatsServiceClient::connect(self.url.clone()).await {
-                return Ok(c
-                    .max_decoding_message_size(512 << 20)
-                    .max_encoding_message_size(512 << 20));
+            if let Ok(c) = Channel::from_shared(self.url.clone())?.connect().await {
+                return Ok(c);
             }
             if Instant::now() > deadline {
-                bail!("stats did not come up");
+                bail!("{} did not come up", self.url);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    /// Resident memory of the stats process, bytes.
+    /// Resident memory of the process, bytes.
     fn rss(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: u64 = status
@@ -123,11 +129,26 @@ impl Stats {
     }
 }
 
-impl Drop for Stats {
+impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (up to two minutes) until background compaction has turned every
+/// closed log generation into a segment, so memory is measured at rest.
+async fn compaction_settled(data: &Path) {
+    let wal = data.join("stats").join("wal");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let logs = std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0);
+        if logs <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 fn percentile_ms(times: &mut [f64], p: f64) -> f64 {
@@ -137,12 +158,167 @@ fn percentile_ms(times: &mut [f64], p: f64) -> f64 {
     times[lo] + (times[hi] - times[lo]) * (rank - lo as f64)
 }
 
-fn progress(label: &str, done: u64, total: u64, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
-    eprint!(
-        "\r{label}: {done}/{total} ({:.0}%), {:.0}/s   ",
-        done as f64 * 100.0 / total.max(1) as f64,
-        done as f64 / secs.max(1e-9)
+/// Progress on one line, at most a few times a second.
+struct Progress {
+    label: &'static str,
+    total: u64,
+    started: Instant,
+    last: std::sync::Mutex<Instant>,
+}
+
+impl Progress {
+    fn new(label: &'static str, total: u64) -> Self {
+        Self {
+            label,
+            total,
+            started: Instant::now(),
+            last: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    fn show(&self, done: u64) {
+        let mut last = self.last.lock().unwrap();
+        if done < self.total && last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        *last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64();
+        eprint!(
+            "\r{}: {done}/{} ({:.0}%), {:.0}/s   {}",
+            self.label,
+            self.total,
+            done as f64 * 100.0 / self.total.max(1) as f64,
+            done as f64 / secs.max(1e-9),
+            if done >= self.total { "\n" } else { "" }
+        );
+    }
+}
+
+/// Generates `total` items in batches of `batch` on every core. Each thread
+/// gets its own state from `init` (its Parquet writers), builds batches with
+/// `make`, and closes the state with `finish`.
+fn generate<T: Send, S>(
+    label: &'static str,
+    total: u64,
+    batch: usize,
+    init: impl Fn(usize) -> Result<S> + Sync,
+    make: impl Fn(&mut S, u64, u64) -> Result<T> + Sync,
+    finish: impl Fn(S) -> Result<()> + Sync,
+) -> Result<Vec<T>> {
+    let ranges: Vec<(u64, u64)> = (0..total)
+        .step_by(batch)
+        .map(|s| (s, (s + batch as u64).min(total)))
+        .collect();
+    let threads = std::thread::available_parallelism()?.get();
+    let per = ranges.len().div_ceil(threads).max(1);
+    let progress = Progress::new(label, total);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let parts: Vec<Vec<T>> = std::thread::scope(|s| -> Result<Vec<Vec<T>>> {
+        let handles: Vec<_> = ranges
+            .chunks(per)
+            .enumerate()
+            .map(|(t, chunk)| {
+                let (init, make, finish, progress, done) =
+                    (&init, &make, &finish, &progress, &done);
+                s.spawn(move || -> Result<Vec<T>> {
+                    let mut state = init(t)?;
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for &(from, to) in chunk {
+                        out.push(make(&mut state, from, to)?);
+                        let n = done.fetch_add(to - from, std::sync::atomic::Ordering::Relaxed)
+                            + (to - from);
+                        progress.show(n);
+                    }
+                    finish(state)?;
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("generator panicked"))
+            .collect()
+    })?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+fn parquet_writer(
+    dir: &Path,
+    name: &str,
+    t: usize,
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<ArrowWriter<std::fs::File>> {
+    let file = std::fs::File::create(dir.join(format!("{name}-{t:03}.parquet")))?;
+    Ok(ArrowWriter::try_new(file, schema, None)?)
+}
+
+/// Sends every `(items, request)` over `writers` concurrent streams; returns
+/// the seconds taken.
+async fn ingest_all<R, F, Fut>(
+    label: &'static str,
+    requests: Vec<(u64, R)>,
+    writers: usize,
+    send: F,
+) -> Result<f64>
+where
+    R: Send + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let total: u64 = requests.iter().map(|(n, _)| n).sum();
+    let progress = std::sync::Arc::new(Progress::new(label, total));
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(
+        requests.into_iter().rev().collect::<Vec<_>>(),
+    ));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (queue, sent, progress, send) =
+                (queue.clone(), sent.clone(), progress.clone(), send.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap().pop();
+                    let Some((n, request)) = next else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    send(request).await?;
+                    progress.show(sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs `run` twice to warm up, then `iterations` times; returns the timed
+/// runs' milliseconds and the last answer.
+async fn timed<T, Fut>(iterations: usize, mut run: impl FnMut() -> Fut) -> Result<(Vec<f64>, T)>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut times = Vec::new();
+    let mut last = None;
+    for i in 0..2 + iterations {
+        let t = Instant::now();
+        let answer = run().await?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        last = Some(answer);
+    }
+    Ok((times, last.expect("at least one run")))
+}
+
+fn report(engine: &str, name: &str, times: &[f64]) {
+    let mut t = times.to_vec();
+    println!(
+        "{engine:<10} {name:<56} p50 {:>8.1} ms  p95 {:>8.1} ms",
+        percentile_ms(&mut t, 50.0),
+        percentile_ms(&mut t, 95.0)
     );
 }
 
@@ -170,125 +346,86 @@ async fn main() -> Result<()> {
         start_us: end_us - span_us,
         span_us,
     };
-
     println!(
-        "polymeter-bench: {} calls over 30 days, {} cores",
+        "polymeter-bench: {} calls and {} feedback records over 30 days, {} cores",
         args.calls,
+        args.feedback,
         std::thread::available_parallelism()?
     );
 
-    // 1. Generate (in parallel), keeping the requests and writing Parquet.
+    // 1. Generate the calls, keeping the requests and writing Parquet for ClickHouse.
     let started = Instant::now();
-    let batches: Vec<(u64, u64)> = (0..args.calls)
-        .step_by(args.batch)
-        .map(|s| (s, (s + args.batch as u64).min(args.calls)))
-        .collect();
-    let threads = std::thread::available_parallelism()?.get();
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let mut requests: Vec<Option<pb::AppendCallsRequest>> =
-        (0..batches.len()).map(|_| None).collect();
-    std::thread::scope(|s| -> Result<()> {
-        let chunks: Vec<_> = requests
-            .chunks_mut(batches.len().div_ceil(threads).max(1))
-            .collect();
-        let mut handles = Vec::new();
-        for (t, chunk) in chunks.into_iter().enumerate() {
-            let (w, batches, done, parquet_dir) = (&w, &batches, &done, &parquet_dir);
-            let per = batches.len().div_ceil(threads).max(1);
-            handles.push(s.spawn(move || -> Result<()> {
-                let open = |name: &str, schema| -> Result<ArrowWriter<std::fs::File>> {
-                    let file =
-                        std::fs::File::create(parquet_dir.join(format!("{name}-{t:03}.parquet")))?;
-                    Ok(ArrowWriter::try_new(file, schema, None)?)
-                };
-                let mut calls_out = open("calls", workload::calls_schema())?;
-                let mut usage_out = open("usage", workload::usage_schema())?;
-                for (k, slot) in chunk.iter_mut().enumerate() {
-                    let (from, to) = batches[t * per + k];
-                    let calls: Vec<_> = (from..to).map(|i| w.call(i)).collect();
-                    let (c, u) = workload::to_arrow(&calls);
-                    calls_out.write(&c)?;
-                    usage_out.write(&u)?;
-                    *slot = Some(pb::AppendCallsRequest {
-                        calls: calls.into_iter().map(|c| c.write).collect(),
-                    });
-                    let n = done.fetch_add(to - from, std::sync::atomic::Ordering::Relaxed)
-                        + (to - from);
-                    if t == 0 {
-                        progress("generate", n, w.calls, started);
-                    }
-                }
-                calls_out.close()?;
-                usage_out.close()?;
-                Ok(())
-            }));
-        }
-        for h in handles {
-            h.join().expect("generator panicked")?;
-        }
-        Ok(())
-    })?;
-    eprintln!();
+    let requests = generate(
+        "generate calls",
+        args.calls,
+        args.batch,
+        |t| {
+            Ok((
+                parquet_writer(&parquet_dir, "calls", t, workload::calls_schema())?,
+                parquet_writer(&parquet_dir, "usage", t, workload::usage_schema())?,
+            ))
+        },
+        |(calls_out, usage_out), from, to| {
+            let calls: Vec<_> = (from..to).map(|i| w.call(i)).collect();
+            let (c, u) = workload::to_arrow(&calls);
+            calls_out.write(&c)?;
+            usage_out.write(&u)?;
+            let request = pb::AppendCallsRequest {
+                calls: calls.into_iter().map(|c| c.write).collect(),
+            };
+            Ok((to - from, request))
+        },
+        |(calls_out, usage_out)| {
+            calls_out.close()?;
+            usage_out.close()?;
+            Ok(())
+        },
+    )?;
     println!("generated in {:.1} s", started.elapsed().as_secs_f64());
 
     // 2. Ingest through gRPC into a fresh stats process.
-    let stats = Stats::start(&polymeter, &data_dir)?;
-    let client = stats.client().await?;
+    let stats = Service::start(&polymeter, "stats", &data_dir)?;
+    let client = StatsServiceClient::new(stats.channel().await?)
+        .max_decoding_message_size(512 << 20)
+        .max_encoding_message_size(512 << 20);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_empty = stats.rss()?;
-    let started = Instant::now();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(
-        requests.into_iter().map(Option::unwrap).collect::<Vec<_>>(),
-    ));
-    queue.lock().unwrap().reverse();
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let total = args.calls;
-    let writers: Vec<_> = (0..args.writers)
-        .map(|_| {
-            let (mut client, queue, sent) = (client.clone(), queue.clone(), sent.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Some(request) = queue.lock().unwrap().pop() else {
-                        return Ok::<_, anyhow::Error>(());
-                    };
-                    let n = request.calls.len() as u64;
-                    client.append_calls(request).await?;
-                    let done = sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-                    if done % 500_000 < n {
-                        progress("ingest", done, total, started);
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await??;
-    }
-    let ingest_secs = started.elapsed().as_secs_f64();
-    eprintln!();
-    let ingest_rate = args.calls as f64 / ingest_secs;
+    let send = {
+        let client = client.clone();
+        move |r: pb::AppendCallsRequest| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .append_calls(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
+        }
+    };
+    let secs = ingest_all("ingest calls", requests, args.writers, send).await?;
     println!(
         "ingest: {} calls in {:.2} s = {:.0} calls/s (durable, gRPC batches of {}, {} streams)",
-        args.calls, ingest_secs, ingest_rate, args.batch, args.writers
+        args.calls,
+        secs,
+        args.calls as f64 / secs,
+        args.batch,
+        args.writers
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    compaction_settled(&data_dir).await;
     let rss = stats.rss()?;
-    let bytes_per_call = (rss.saturating_sub(rss_empty)) as f64 / args.calls as f64;
     println!(
         "memory: stats RSS {:.0} MiB (empty: {:.0} MiB) = {:.1} bytes per call",
         rss as f64 / 1048576.0,
         rss_empty as f64 / 1048576.0,
-        bytes_per_call
+        rss.saturating_sub(rss_empty) as f64 / args.calls as f64
     );
 
     // 3. Queries on Polymeter.
     let set = queries::query_set(&w);
     let mut ours = Vec::new();
     for q in &set {
-        let mut times = Vec::new();
-        let mut last = Vec::new();
-        for i in 0..2 + args.iterations {
-            let t = Instant::now();
+        let (times, answer) = timed(args.iterations, || async {
             let mut parts = Vec::new();
             for r in &q.requests {
                 parts.push(
@@ -299,27 +436,23 @@ async fn main() -> Result<()> {
                         .into_inner(),
                 );
             }
-            if i >= 2 {
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            last = parts;
-        }
-        println!(
-            "polymeter  {:<44} p50 {:>8.1} ms  p95 {:>8.1} ms",
-            q.name,
-            percentile_ms(&mut times.clone(), 50.0),
-            percentile_ms(&mut times.clone(), 95.0)
-        );
-        ours.push((times, last));
+            Ok(parts)
+        })
+        .await?;
+        report("polymeter", q.name, &times);
+        ours.push((times, answer));
     }
 
     // Restart to first answer, after kill -9.
     stats.kill9()?;
     let started = Instant::now();
-    let stats = Stats::start(&polymeter, &data_dir)?;
+    let stats = Service::start(&polymeter, "stats", &data_dir)?;
     let restart = loop {
-        if let Ok(mut c) = stats.client().await {
-            if c.aggregate_calls(set[1].requests[0].clone()).await.is_ok() {
+        if let Ok(channel) = stats.channel().await {
+            let probe = StatsServiceClient::new(channel)
+                .aggregate_calls(set[1].requests[0].clone())
+                .await;
+            if probe.is_ok() {
                 break started.elapsed();
             }
         }
@@ -329,7 +462,7 @@ async fn main() -> Result<()> {
         "restart: kill -9 → first answer in {:.2} s",
         restart.as_secs_f64()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    compaction_settled(&data_dir).await;
     let reloaded = stats.rss()?;
     println!(
         "memory after restart: stats RSS {:.0} MiB = {:.1} bytes per call",
@@ -338,13 +471,79 @@ async fn main() -> Result<()> {
     );
     drop(stats);
 
+    // 4. Feedback: generate, ingest into a feedback process, query.
+    let fb = feedback::Feedback {
+        count: args.feedback,
+        seed: args.seed,
+        start_ms: w.start_us / 1000,
+        span_ms: w.span_us / 1000,
+    };
+    let fb_requests = generate(
+        "generate feedback",
+        args.feedback,
+        args.batch,
+        |t| parquet_writer(&parquet_dir, "feedback", t, feedback::schema()),
+        |out, from, to| {
+            let records: Vec<_> = (from..to).map(|i| fb.record(i)).collect();
+            out.write(&feedback::to_arrow(&records))?;
+            Ok((to - from, pb::AppendFeedbackRequest { feedback: records }))
+        },
+        |out| {
+            out.close()?;
+            Ok(())
+        },
+    )?;
+    let feedback_service = Service::start(&polymeter, "feedback", &data_dir)?;
+    let fb_client = FeedbackServiceClient::new(feedback_service.channel().await?)
+        .max_decoding_message_size(512 << 20)
+        .max_encoding_message_size(512 << 20);
+    let send = {
+        let client = fb_client.clone();
+        move |r: pb::AppendFeedbackRequest| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .append_feedback(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
+        }
+    };
+    let secs = ingest_all("ingest feedback", fb_requests, args.writers, send).await?;
+    println!(
+        "ingest: {} feedback records in {:.2} s = {:.0} records/s",
+        args.feedback,
+        secs,
+        args.feedback as f64 / secs
+    );
+    let fb_name = "feedback 30 d in 6 h buckets by scorer_id";
+    let (fb_times, fb_answer) = timed(args.iterations, || async {
+        Ok(fb_client
+            .clone()
+            .aggregate_feedback(fb.request())
+            .await?
+            .into_inner())
+    })
+    .await?;
+    report("polymeter", fb_name, &fb_times);
+    drop(feedback_service);
+
     if args.skip_clickhouse {
         return Ok(());
     }
 
-    // 4. The same on ClickHouse.
-    let spec =
+    // 5. The same on ClickHouse.
+    let mut spec =
         queries::clickhouse_spec(&set, &parquet_dir, &args.dir.join("chdb"), args.iterations)?;
+    let parquet = std::fs::canonicalize(&parquet_dir)?;
+    for statement in feedback::setup_sql(&parquet.display().to_string()) {
+        spec["setup"].as_array_mut().unwrap().push(statement.into());
+    }
+    spec["queries"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": fb_name, "sql": [fb.sql()]}));
     let spec_path = args.dir.join("chdb-spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_bench.py");
@@ -362,51 +561,59 @@ async fn main() -> Result<()> {
     if !output.status.success() {
         bail!("the ClickHouse side failed");
     }
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let theirs: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     println!(
         "clickhouse {} (chdb), loaded in {:.1} s",
-        report["version"].as_str().unwrap_or("?"),
-        report["load_seconds"].as_f64().unwrap_or(0.0)
+        theirs["version"].as_str().unwrap_or("?"),
+        theirs["load_seconds"].as_f64().unwrap_or(0.0)
     );
     println!();
     println!(
-        "{:<46} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
-        "query (p50 / p95 ms)", "polymeter", "", "clickhouse", "", "ratio", "same numbers"
+        "{:<56} {:>9} {:>9} {:>10} {:>9} {:>7}  same numbers",
+        "query", "ours p50", "p95", "ch p50", "p95", "ratio"
     );
     let mut all_same = true;
-    for (i, q) in set.iter().enumerate() {
-        let theirs = &report["queries"][i];
-        let mut their_times: Vec<f64> = theirs["times_ms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|v| v.as_f64())
-            .collect();
-        let mut our_times = ours[i].0.clone();
-        let (o50, o95) = (
-            percentile_ms(&mut our_times, 50.0),
-            percentile_ms(&mut our_times, 95.0),
-        );
-        let (c50, c95) = (
-            percentile_ms(&mut their_times, 50.0),
-            percentile_ms(&mut their_times, 95.0),
-        );
-        let same = queries::compare(q, &ours[i].1, &theirs["results"]);
-        all_same &= same.is_ok();
-        println!(
-            "{:<46} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.2}  {}",
-            q.name,
-            o50,
-            o95,
-            c50,
-            c95,
-            o50 / c50,
-            match &same {
+    let mut row =
+        |name: &str, ours: &[f64], theirs: &serde_json::Value, same: Result<usize, String>| {
+            let mut their_times: Vec<f64> = theirs["times_ms"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                .unwrap_or_default();
+            let mut our_times = ours.to_vec();
+            let (o50, o95) = (
+                percentile_ms(&mut our_times, 50.0),
+                percentile_ms(&mut our_times, 95.0),
+            );
+            let (c50, c95) = (
+                percentile_ms(&mut their_times, 50.0),
+                percentile_ms(&mut their_times, 95.0),
+            );
+            all_same &= same.is_ok();
+            let verdict = match &same {
                 Ok(rows) => format!("yes ({rows} rows)"),
                 Err(e) => format!("NO: {e}"),
-            }
+            };
+            println!(
+                "{name:<56} {o50:>9.1} {o95:>9.1} {c50:>10.1} {c95:>9.1} {:>7.2}  {verdict}",
+                o50 / c50
+            );
+        };
+    for (i, q) in set.iter().enumerate() {
+        let t = &theirs["queries"][i];
+        row(
+            q.name,
+            &ours[i].0,
+            t,
+            queries::compare(q, &ours[i].1, &t["results"]),
         );
     }
+    let t = &theirs["queries"][set.len()];
+    row(
+        fb_name,
+        &fb_times,
+        t,
+        feedback::compare(&fb_answer, &t["results"][0]),
+    );
     println!("(ratio = Polymeter p50 / ClickHouse p50; below 0.5 is 2× faster)");
     if !all_same {
         bail!("the engines disagree");

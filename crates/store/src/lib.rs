@@ -25,7 +25,7 @@ mod segment;
 mod wal;
 
 pub use durable::{Durable, Options};
-pub use segment::{read_segment, write_segment};
+pub use segment::{read_segment, write_segment, SegmentWriter};
 pub use wal::{read_frames, FrameLog};
 
 use arrow::array::RecordBatch;

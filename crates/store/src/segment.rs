@@ -6,6 +6,7 @@
 use crate::wal::sync_dir;
 use crate::StoreError;
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -24,36 +25,70 @@ pub(crate) fn parse_name(name: &str) -> Option<(u64, u32)> {
     Some((generation.parse().ok()?, u32::from_str_radix(crc, 16).ok()?))
 }
 
+fn encode(e: parquet::errors::ParquetError) -> StoreError {
+    StoreError::Encode(e.to_string())
+}
+
+/// A segment being written batch by batch, so compaction never holds a whole
+/// generation's rows at once.
+pub struct SegmentWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    rows: usize,
+}
+
+impl SegmentWriter {
+    pub fn new(schema: SchemaRef) -> Result<Self, StoreError> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_created_by("polymeter".into())
+            .build();
+        Ok(Self {
+            writer: ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(encode)?,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        self.rows += batch.num_rows();
+        self.writer.write(batch).map_err(encode)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Publishes the segment as generation `generation` in `dir`: written to
+    /// a temporary file, fsynced, renamed, directory fsynced. Returns its path.
+    pub fn finish(self, dir: &Path, generation: u64) -> Result<PathBuf, StoreError> {
+        let bytes = self.writer.into_inner().map_err(encode)?;
+        let crc = crc32fast::hash(&bytes);
+        let path = dir.join(segment_name(generation, crc));
+        let tmp = dir.join(format!("{generation:020}.parquet.tmp"));
+        let mut file = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        file.write_all(&bytes).map_err(StoreError::io(&tmp))?;
+        file.sync_all().map_err(StoreError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+        sync_dir(dir)?;
+        Ok(path)
+    }
+}
+
 /// Writes `batch` as segment `generation` in `dir`; returns its path.
 pub fn write_segment(
     dir: &Path,
     generation: u64,
     batch: &RecordBatch,
 ) -> Result<PathBuf, StoreError> {
-    let mut bytes = Vec::new();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by("polymeter".into())
-        .build();
-    let encode = |e: parquet::errors::ParquetError| StoreError::Encode(e.to_string());
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).map_err(encode)?;
-    writer.write(batch).map_err(encode)?;
-    writer.close().map_err(encode)?;
-
-    let crc = crc32fast::hash(&bytes);
-    let path = dir.join(segment_name(generation, crc));
-    let tmp = dir.join(format!("{generation:020}.parquet.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    file.write_all(&bytes).map_err(StoreError::io(&tmp))?;
-    file.sync_all().map_err(StoreError::io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-    sync_dir(dir)?;
-    Ok(path)
+    let mut writer = SegmentWriter::new(batch.schema())?;
+    writer.write(batch)?;
+    writer.finish(dir, generation)
 }
 
-/// Reads a segment after checking its bytes against the checksum in its name.
-pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+/// Reads a segment after checking its bytes against the checksum in its name,
+/// decoding one batch at a time.
+pub fn read_segment(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -73,7 +108,11 @@ pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
         .and_then(|b| b.with_batch_size(1 << 16).build())
         .map_err(|e| corrupt(e.to_string()))?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(e.to_string()))
+    let path = path.to_owned();
+    Ok(reader.map(move |batch| {
+        batch.map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    }))
 }
