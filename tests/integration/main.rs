@@ -7,3 +7,4 @@ mod feedback;
 mod ingest;
 mod processes;
 mod support;
+mod tracing_context;

@@ -60,6 +60,25 @@ impl Client {
         self.post_raw(path, body.to_string()).await
     }
 
+    /// A POST that carries a W3C `traceparent` header.
+    pub async fn post_traced(&self, path: &str, body: &Value, traceparent: &str) -> Answer {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("traceparent", traceparent)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("gateway unreachable");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
     pub async fn post_raw(&self, path: &str, body: String) -> Answer {
         let response = self
             .http

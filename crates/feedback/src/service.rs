@@ -93,6 +93,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (_reporter, health) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
+        .trace_fn(polymeter_telemetry::grpc_span)
         .add_service(health)
         .add_service(FeedbackServer::new(store).into_service())
         .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)

@@ -27,7 +27,11 @@ pub fn router(backends: Backends) -> Router {
         .merge(health::routes())
         .merge(weave::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |r: &axum::http::Request<axum::body::Body>| polymeter_telemetry::http_span(r),
+            ),
+        )
         .with_state(backends)
 }
 

@@ -50,7 +50,9 @@ impl ingest_service_server::IngestService for IngestServer {
         if !calls.is_empty() {
             self.stats
                 .clone()
-                .append_calls(pb::AppendCallsRequest { calls })
+                .append_calls(polymeter_telemetry::traced(pb::AppendCallsRequest {
+                    calls,
+                }))
                 .await
                 .map_err(|s| IngestError::from_downstream("stats", s))?;
         }
@@ -73,9 +75,9 @@ impl ingest_service_server::IngestService for IngestServer {
         if !created.is_empty() {
             self.feedback
                 .clone()
-                .append_feedback(pb::AppendFeedbackRequest {
+                .append_feedback(polymeter_telemetry::traced(pb::AppendFeedbackRequest {
                     feedback: created.clone(),
-                })
+                }))
                 .await
                 .map_err(|s| IngestError::from_downstream("feedback", s))?;
         }
@@ -93,6 +95,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (_reporter, health) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
+        .trace_fn(polymeter_telemetry::grpc_span)
         .add_service(health)
         .add_service(IngestServer::new(stats, feedback).into_service())
         .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)

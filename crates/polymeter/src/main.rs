@@ -173,13 +173,16 @@ struct FeedbackArgs {
     wal_rotate_bytes: u64,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+impl Command {
+    /// The OpenTelemetry `service.name` this process reports.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Command::Up(_) => "polymeter",
+            Command::Gateway(_) => "polymeter-gateway",
+            Command::Ingest(_) => "polymeter-ingest",
+            Command::Stats(_) => "polymeter-stats",
+            Command::Feedback(_) => "polymeter-feedback",
+        }
     }
 }
 
@@ -218,7 +221,11 @@ where
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Kept alive until exit, so spans still buffered are flushed.
+    let _telemetry = polymeter_telemetry::init(
+        matches!(cli.log_format, LogFormat::Json),
+        cli.command.service_name(),
+    )?;
     match cli.command {
         Command::Up(a) => {
             let mut stack = start_stack(StackConfig {

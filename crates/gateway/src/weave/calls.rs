@@ -152,7 +152,7 @@ async fn ingest(backends: &Backends, ops: Vec<Op>) -> Result<Vec<pb::CallRef>, G
     Ok(backends
         .ingest
         .clone()
-        .ingest_weave_calls(request)
+        .ingest_weave_calls(polymeter_telemetry::traced(request))
         .await?
         .into_inner()
         .results)

@@ -92,7 +92,7 @@ async fn ingest(
     Ok(backends
         .ingest
         .clone()
-        .ingest_weave_feedback(request)
+        .ingest_weave_feedback(polymeter_telemetry::traced(request))
         .await?
         .into_inner()
         .created)
@@ -175,7 +175,7 @@ pub async fn aggregate(State(backends): State<Backends>, body: Bytes) -> WeaveRe
     let answer = backends
         .feedback
         .clone()
-        .aggregate_feedback(request.clone())
+        .aggregate_feedback(polymeter_telemetry::traced(request.clone()))
         .await?
         .into_inner();
     let buckets: Vec<Value> = answer

@@ -259,14 +259,22 @@ pub async fn calls_stats(
     // The call query always runs: it also fixes the granularity echoed back.
     let mut stats = backends.stats.clone();
     let calls = stats
-        .aggregate_calls(query(Grain::Call, vec![], &call_columns))
+        .aggregate_calls(polymeter_telemetry::traced(query(
+            Grain::Call,
+            vec![],
+            &call_columns,
+        )))
         .await?
         .into_inner();
     let usage_buckets = if usage_columns.is_empty() {
         Vec::new()
     } else {
         let usage = stats
-            .aggregate_calls(query(Grain::Usage, vec![Dimension::Model], &usage_columns))
+            .aggregate_calls(polymeter_telemetry::traced(query(
+                Grain::Usage,
+                vec![Dimension::Model],
+                &usage_columns,
+            )))
             .await?
             .into_inner();
         render(usage.rows, &usage_columns, true)

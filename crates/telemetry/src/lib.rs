@@ -1,0 +1,129 @@
+//! Logs and traces for every Polymeter process.
+//!
+//! * [`init`] installs the process's subscriber: text or JSON log lines, and
+//!   OpenTelemetry spans, exported over OTLP/gRPC when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set.
+//! * W3C trace context flows through every hop: [`http_span`] and
+//!   [`grpc_span`] open a request's span as a child of the caller's
+//!   `traceparent`, and [`traced`] puts the current span's context on an
+//!   outgoing gRPC request. Spans always carry real trace ids, so the context
+//!   flows even when nothing is exported.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{global, Context};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Flushes and stops span export when dropped.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn exporting() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|e| !e.is_empty()))
+}
+
+/// W3C `traceparent`/`tracestate` for every process-wide propagation.
+pub fn install_propagator() {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+}
+
+/// Installs the subscriber for a process named `service` (`RUST_LOG` filters,
+/// default `info`).
+pub fn init(json: bool, service: &'static str) -> anyhow::Result<Telemetry> {
+    install_propagator();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service).build());
+    if exporting() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = if json {
+        tracing_subscriber::fmt::layer().json().boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("polymeter")))
+        .try_init()?;
+    Ok(Telemetry { provider })
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct Metadata<'a>(&'a mut MetadataMap);
+
+impl Injector for Metadata<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(&value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+fn caller(headers: &http::HeaderMap) -> Context {
+    global::get_text_map_propagator(|p| p.extract(&Headers(headers)))
+}
+
+/// The span of one HTTP request, a child of the caller's `traceparent`.
+pub fn http_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span =
+        tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+    let _ = span.set_parent(caller(request.headers()));
+    span
+}
+
+/// The span of one gRPC call (for tonic's `Server::trace_fn`), a child of the
+/// caller's `traceparent` metadata.
+pub fn grpc_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", rpc = %request.uri().path());
+    let _ = span.set_parent(caller(request.headers()));
+    span
+}
+
+/// A gRPC request carrying the current span's trace context.
+pub fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut Metadata(request.metadata_mut()))
+    });
+    request
+}
