@@ -4,11 +4,12 @@
 //! unacknowledged may appear half-written. One harness serves both, as both
 //! sit on the same store machinery.
 
+use crate::support::polymeter_binary;
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient,
     stats_service_client::StatsServiceClient, Dimension, Grain,
 };
-use polymeter_tests::{free_port, polymeter_binary};
+use polymeter_tests::free_port;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -337,4 +338,103 @@ async fn check(
             "round {round}: record {n} is duplicated or half-written"
         );
     }
+}
+
+/// Writes one batch of calls through a stats process with tiny log
+/// generations, so that compaction leaves segments behind, then stops it.
+async fn stats_dir_with_segments(dir: &std::path::Path) {
+    let process = ServiceProcess::start(Subject::Stats, dir, free_port());
+    let channel = process.channel().await;
+    for first in (0..6000).step_by(200) {
+        write(
+            Subject::Stats,
+            channel.clone(),
+            &(first..first + 200).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments(dir).is_empty() {
+        assert!(Instant::now() < deadline, "compaction wrote no segment");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    process.kill9();
+}
+
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("stats/segments"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_service_with_a_corrupt_segment_refuses_to_start_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    stats_dir_with_segments(dir.path()).await;
+    let segment = segments(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let output = Command::new(polymeter_binary())
+        .args([
+            "stats",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "a corrupt store must not be served"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(segment.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_torn_log_tail_is_dropped_and_the_rest_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = ServiceProcess::start(Subject::Stats, dir.path(), free_port());
+    let channel = process.channel().await;
+    write(Subject::Stats, channel.clone(), &[1, 2, 3])
+        .await
+        .unwrap();
+    write(Subject::Stats, channel, &[4, 5]).await.unwrap();
+    process.kill9();
+    // Cut the last frame short, as a crash in the middle of a write would.
+    let wal = dir.path().join("stats/wal");
+    let mut logs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    logs.sort();
+    let log = logs.pop().unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+
+    let process = ServiceProcess::start(Subject::Stats, dir.path(), free_port());
+    let stored = stored(Subject::Stats, process.channel().await).await;
+    let mut numbers: Vec<u64> = stored.keys().copied().collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        [1, 2, 3],
+        "the intact frame is served, the torn one dropped"
+    );
+    assert!(stored.values().all(|v| *v == (1, true)));
 }

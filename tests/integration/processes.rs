@@ -2,7 +2,7 @@
 //! gateway's answer when they are down, and a clean Ctrl-C.
 
 use crate::support::*;
-use polymeter_tests::{free_port, json, polymeter_binary, Client};
+use polymeter_tests::{free_port, json, Client};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,11 @@ use serde_json::Value;
 
 pub const PROJECT: &str = "acme/bot";
 
+/// The `polymeter` command line, built by cargo for these tests.
+pub fn polymeter_binary() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_polymeter-under-test").into()
+}
+
 pub fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }

@@ -4,7 +4,7 @@
 
 use polymeter::{start_stack, Stack, StackConfig};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use serde_json::json;
 
@@ -136,20 +136,6 @@ impl TestStack {
     pub async fn stop(self) {
         self.stack.shutdown().await.expect("clean shutdown");
     }
-}
-
-/// The `polymeter` binary built alongside the tests (cargo builds a
-/// workspace's binaries before running its tests).
-pub fn polymeter_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(format!("polymeter{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the binary is built",
-        bin.display()
-    );
-    bin
 }
 
 /// A loopback port that was free a moment ago.

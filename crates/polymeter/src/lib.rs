@@ -4,6 +4,8 @@
 //! on its own port and still talking gRPC. The binary is a thin clap layer over
 //! this library.
 
+pub mod cli;
+
 use anyhow::Context;
 use polymeter_feedback::FeedbackStore;
 use polymeter_gateway::{backends::channel, Backends};
