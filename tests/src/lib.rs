@@ -60,55 +60,37 @@ impl Client {
         self.post_raw(path, body.to_string()).await
     }
 
-    /// A POST that carries a W3C `traceparent` header.
-    pub async fn post_traced(&self, path: &str, body: &Value, traceparent: &str) -> Answer {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .header("traceparent", traceparent)
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("gateway unreachable");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        Answer {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+    pub async fn post_raw(&self, path: &str, body: String) -> Answer {
+        send(self.request(reqwest::Method::POST, path).body(body)).await
     }
 
-    pub async fn post_raw(&self, path: &str, body: String) -> Answer {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("gateway unreachable");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        Answer {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+    /// A POST that carries a W3C `traceparent` header.
+    pub async fn post_traced(&self, path: &str, body: &Value, traceparent: &str) -> Answer {
+        let request = self
+            .request(reqwest::Method::POST, path)
+            .header("traceparent", traceparent)
+            .body(body.to_string());
+        send(request).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("gateway unreachable");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        Answer {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("gateway unreachable");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
     }
 }
 

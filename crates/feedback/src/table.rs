@@ -31,57 +31,9 @@ use polymeter_proto::v1 as pb;
 use polymeter_store::Table;
 use prost::Message;
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-pub const NONE: u32 = u32::MAX;
-
-/// Each distinct string once, named by a dense code.
-#[derive(Default)]
-pub struct Strings {
-    codes: HashMap<Arc<str>, u32, rustc_hash::FxBuildHasher>,
-    values: Vec<Arc<str>>,
-}
-
-impl Strings {
-    pub fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&c) = self.codes.get(s) {
-            return c;
-        }
-        let c = self.values.len() as u32;
-        let v: Arc<str> = Arc::from(s);
-        self.values.push(v.clone());
-        self.codes.insert(v, c);
-        c
-    }
-
-    pub fn intern_opt(&mut self, s: Option<&str>) -> u32 {
-        s.map_or(NONE, |s| self.intern(s))
-    }
-
-    pub fn code(&self, s: &str) -> Option<u32> {
-        self.codes.get(s).copied()
-    }
-
-    pub fn value(&self, c: u32) -> Option<&str> {
-        (c != NONE).then(|| &*self.values[c as usize])
-    }
-
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.values
-            .iter()
-            .enumerate()
-            .map(|(c, v)| (c as u32, &**v))
-    }
-}
+pub use polymeter_store::interner::{Interner as Strings, NONE};
 
 /// One `(tenant, project)`'s feedback.
 #[derive(Default)]

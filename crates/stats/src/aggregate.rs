@@ -146,7 +146,8 @@ fn allowed_codes(strings: &Interner, f: &RowFilter) -> Vec<bool> {
         }
     }
     if !f.prefixes.is_empty() {
-        for (code, value) in strings.values().enumerate() {
+        for (code, value) in strings.iter() {
+            let code = code as usize;
             if f.prefixes.iter().any(|p| value.starts_with(p.as_str())) {
                 allowed[code] = true;
             }

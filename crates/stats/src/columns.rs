@@ -15,66 +15,14 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
-/// The code of "no value".
-pub const NONE: u32 = u32::MAX;
+pub use polymeter_store::interner::{Interner, NONE};
 /// `started_us`/`ended_us` of a half not yet known.
 pub const NO_TIME: i64 = i64::MIN;
 /// Rows per zone-map block.
 pub const BLOCK: usize = 4096;
 
 pub const FLAG_ERROR: u8 = 1;
-
-/// Each distinct string once, named by a dense `u32` code.
-#[derive(Default)]
-pub struct Interner {
-    codes: HashMap<Arc<str>, u32, FxBuildHasher>,
-    values: Vec<Arc<str>>,
-}
-
-impl Interner {
-    pub fn intern(&mut self, value: &str) -> u32 {
-        if let Some(&code) = self.codes.get(value) {
-            return code;
-        }
-        let code = self.values.len() as u32;
-        let value: Arc<str> = Arc::from(value);
-        self.values.push(value.clone());
-        self.codes.insert(value, code);
-        code
-    }
-
-    pub fn intern_opt(&mut self, value: Option<&str>) -> u32 {
-        value.map_or(NONE, |v| self.intern(v))
-    }
-
-    pub fn code(&self, value: &str) -> Option<u32> {
-        self.codes.get(value).copied()
-    }
-
-    pub fn value(&self, code: u32) -> Option<&str> {
-        (code != NONE).then(|| &*self.values[code as usize])
-    }
-
-    pub fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.values.iter().map(|v| &**v)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.values.iter().map(|v| v.len() + 16).sum::<usize>()
-            + self.values.capacity() * 16
-            + self.codes.capacity() * 20
-    }
-}
 
 const fn hex_table() -> [u8; 256] {
     let mut t = [0xFF; 256];

@@ -151,18 +151,23 @@ fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }
 
+/// A usage entry's counters in [`TOKENS`] order.
+fn tokens(u: &pb::ModelUsage) -> [i64; 6] {
+    [
+        u.input_tokens,
+        u.output_tokens,
+        u.total_tokens,
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+        u.requests,
+    ]
+}
+
 fn usage_views<'a>(usage: &'a [pb::ModelUsage], out: &mut Vec<UsageView<'a>>) {
     out.clear();
     out.extend(usage.iter().map(|u| UsageView {
         model: &u.model,
-        tokens: [
-            u.input_tokens,
-            u.output_tokens,
-            u.total_tokens,
-            u.cache_read_input_tokens,
-            u.cache_creation_input_tokens,
-            u.requests,
-        ],
+        tokens: tokens(u),
     }));
 }
 
@@ -348,7 +353,8 @@ impl Table for CallColumns {
         let mut usage_offsets = vec![0i32];
         let mut usage_valid = Vec::with_capacity(n);
         let mut models = StringBuilder::new();
-        let mut tokens: Vec<Int64Builder> = TOKENS.iter().map(|_| Int64Builder::new()).collect();
+        let mut token_builders: Vec<Int64Builder> =
+            TOKENS.iter().map(|_| Int64Builder::new()).collect();
 
         for w in batch {
             keys[0].append_value(&w.tenant);
@@ -381,15 +387,7 @@ impl Table for CallColumns {
                     output_refs.append_value(e.output_refs.iter().map(Some));
                     for u in &e.usage {
                         models.append_value(&u.model);
-                        let values = [
-                            u.input_tokens,
-                            u.output_tokens,
-                            u.total_tokens,
-                            u.cache_read_input_tokens,
-                            u.cache_creation_input_tokens,
-                            u.requests,
-                        ];
-                        for (b, v) in tokens.iter_mut().zip(values) {
+                        for (b, v) in token_builders.iter_mut().zip(tokens(u)) {
                             b.append_value(v);
                         }
                     }
@@ -406,7 +404,11 @@ impl Table for CallColumns {
             }
         }
         let mut usage_children: Vec<ArrayRef> = vec![Arc::new(models.finish())];
-        usage_children.extend(tokens.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        usage_children.extend(
+            token_builders
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         let usage_struct = StructArray::try_new(usage_fields(), usage_children, None)
             .map_err(|e| e.to_string())?;
         let usage = ListArray::try_new(

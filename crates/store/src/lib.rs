@@ -21,10 +21,12 @@
 //!   reported by path and the store refuses to open.
 
 mod durable;
+pub mod interner;
 mod segment;
 mod wal;
 
 pub use durable::{Durable, Options};
+pub use interner::Interner;
 pub use segment::{read_segment, write_segment, SegmentWriter};
 pub use wal::{read_frames, FrameLog};
 
