@@ -176,6 +176,45 @@ fn resolve(strings: &Interner, f: &RowFilter) -> Pred {
     }
 }
 
+/// Where one metric's value comes from, for one partition.
+#[derive(Clone, Copy)]
+enum ValueSource<'p> {
+    /// Usage grain: the usage row's counter (`None`: all zero so far).
+    Counter(Option<&'p [i64]>),
+    /// Call grain: the sum of the counter over the call's usage rows.
+    CounterSum(Option<&'p [i64]>),
+    Constant(i64),
+    /// `ended − started` in microseconds; none while running.
+    Latency,
+    Error,
+    Success,
+}
+
+impl ValueSource<'_> {
+    /// The row's value in fixed units; `None` where it has none.
+    #[inline]
+    fn get(self, p: &Partition, row: usize, usage_row: Option<usize>) -> Option<i64> {
+        match self {
+            ValueSource::Counter(column) => Some(match (column, usage_row) {
+                (Some(c), Some(u)) => c[u],
+                _ => 0,
+            }),
+            ValueSource::CounterSum(column) => {
+                Some(column.map_or(0, |c| c[p.usage_range(row)].iter().sum()))
+            }
+            ValueSource::Constant(v) => Some(v),
+            ValueSource::Latency => {
+                let (s, e) = (p.started_us[row], p.ended_us[row]);
+                (s != NO_TIME && e != NO_TIME).then(|| e - s)
+            }
+            ValueSource::Error => Some((p.flags[row] & FLAG_ERROR != 0) as i64),
+            ValueSource::Success => {
+                Some((p.ended_us[row] != NO_TIME && p.flags[row] & FLAG_ERROR == 0) as i64)
+            }
+        }
+    }
+}
+
 /// One query, resolved and ready to scan.
 struct Plan<'a> {
     query: &'a CallQuery,
@@ -185,6 +224,8 @@ struct Plan<'a> {
     /// Distinct metrics; each measure reads one slot.
     slots: Vec<Metric>,
     keep_values: Vec<bool>,
+    /// Whether a slot's minimum and maximum are asked for.
+    min_max: Vec<bool>,
     grid: Option<&'a BucketGrid>,
     /// Fast path when every bucket is the same length.
     uniform: Option<(i64, i64)>,
@@ -321,46 +362,44 @@ impl Plan<'_> {
         })
     }
 
-    #[inline]
-    fn value(
-        &self,
-        p: &Partition,
-        metric: Metric,
-        row: usize,
-        usage_row: Option<usize>,
-    ) -> Option<i64> {
-        let tokens = |field: usize| match usage_row {
-            Some(u) => p.usage_tokens[field].get(u),
-            None => p
-                .usage_range(row)
-                .map(|u| p.usage_tokens[field].get(u))
-                .sum(),
+    /// Each slot's metric, resolved against one partition's columns so the
+    /// per-row loop reads slices instead of matching on the metric.
+    fn sources<'p>(&self, p: &'p Partition) -> Vec<ValueSource<'p>> {
+        let counter = |field: usize| {
+            let column = p.usage_tokens[field].as_slice();
+            if self.usage_grain {
+                ValueSource::Counter(column)
+            } else {
+                ValueSource::CounterSum(column)
+            }
         };
-        match metric {
-            Metric::InputTokens => Some(tokens(0)),
-            Metric::OutputTokens => Some(tokens(1)),
-            Metric::TotalTokens => Some(tokens(2)),
-            Metric::CacheReadInputTokens => Some(tokens(3)),
-            Metric::CacheCreationInputTokens => Some(tokens(4)),
-            Metric::Requests => Some(tokens(5)),
-            // Priced when the price table lands; until then every call costs 0.
-            Metric::InputCost | Metric::OutputCost | Metric::TotalCost => Some(0),
-            Metric::LatencyMs => {
-                let (s, e) = (p.started_us[row], p.ended_us[row]);
-                (s != NO_TIME && e != NO_TIME).then(|| e - s)
-            }
-            Metric::CallCount => Some(1),
-            Metric::ErrorCount => Some((p.flags[row] & FLAG_ERROR != 0) as i64),
-            Metric::SuccessCount => {
-                Some((p.ended_us[row] != NO_TIME && p.flags[row] & FLAG_ERROR == 0) as i64)
-            }
-        }
+        self.slots
+            .iter()
+            .map(|metric| match metric {
+                Metric::InputTokens => counter(0),
+                Metric::OutputTokens => counter(1),
+                Metric::TotalTokens => counter(2),
+                Metric::CacheReadInputTokens => counter(3),
+                Metric::CacheCreationInputTokens => counter(4),
+                Metric::Requests => counter(5),
+                // Priced when the price table lands; until then every call costs 0.
+                Metric::InputCost | Metric::OutputCost | Metric::TotalCost => {
+                    ValueSource::Constant(0)
+                }
+                Metric::LatencyMs => ValueSource::Latency,
+                Metric::CallCount => ValueSource::Constant(1),
+                Metric::ErrorCount => ValueSource::Error,
+                Metric::SuccessCount => ValueSource::Success,
+            })
+            .collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fold(
         &self,
         acc: &mut Acc,
         p: &Partition,
+        sources: &[ValueSource<'_>],
         row: usize,
         usage_row: Option<usize>,
         bucket: u32,
@@ -400,13 +439,15 @@ impl Plan<'_> {
             None => acc.cell((bucket, key), nslots, &self.keep_values),
         };
         acc.rows[cell] += 1;
-        for (slot, &metric) in self.slots.iter().enumerate() {
-            if let Some(v) = self.value(p, metric, row, usage_row) {
+        for (slot, source) in sources.iter().enumerate() {
+            if let Some(v) = source.get(p, row, usage_row) {
                 let m = &mut acc.metrics[cell * nslots + slot];
                 m.sum += v as i128;
                 m.count += 1;
-                m.min = m.min.min(v);
-                m.max = m.max.max(v);
+                if self.min_max[slot] {
+                    m.min = m.min.min(v);
+                    m.max = m.max.max(v);
+                }
                 if self.keep_values[slot] {
                     acc.values[cell * nslots + slot].push(v);
                 }
@@ -433,7 +474,12 @@ impl Plan<'_> {
             self.query.start.timestamp_micros(),
             self.query.end.timestamp_micros(),
         );
+        let mut current: Option<(*const Partition, Vec<ValueSource<'_>>)> = None;
         for &(p, block) in work {
+            if current.as_ref().is_none_or(|(q, _)| !std::ptr::eq(*q, p)) {
+                current = Some((p as *const Partition, self.sources(p)));
+            }
+            let sources = &current.as_ref().expect("set above").1;
             let rows = block * BLOCK..((block + 1) * BLOCK).min(p.rows);
             for row in rows {
                 let started = p.started_us[row];
@@ -445,10 +491,10 @@ impl Plan<'_> {
                 };
                 if self.usage_grain {
                     for u in p.usage_range(row) {
-                        self.fold(&mut acc, p, row, Some(u), bucket);
+                        self.fold(&mut acc, p, sources, row, Some(u), bucket);
                     }
                 } else {
-                    self.fold(&mut acc, p, row, None, bucket);
+                    self.fold(&mut acc, p, sources, row, None, bucket);
                 }
             }
         }
@@ -523,6 +569,14 @@ pub fn aggregate(query: &CallQuery, columns: &CallColumns) -> Result<AggregateRe
                 .any(|m| m.metric == *s && m.aggregation == Aggregation::Percentile)
         })
         .collect();
+    let min_max = slots
+        .iter()
+        .map(|s| {
+            query.measures.iter().any(|m| {
+                m.metric == *s && matches!(m.aggregation, Aggregation::Min | Aggregation::Max)
+            })
+        })
+        .collect();
     let plan = Plan {
         query,
         usage_grain: query.grain == Grain::Usage,
@@ -534,6 +588,7 @@ pub fn aggregate(query: &CallQuery, columns: &CallColumns) -> Result<AggregateRe
         group: query.group_by.iter().map(|d| source(*d)).collect(),
         slots,
         keep_values,
+        min_max,
         grid: grid.as_ref(),
         uniform,
     };

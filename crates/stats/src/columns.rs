@@ -296,6 +296,11 @@ impl TokenColumn {
         self.0.as_ref().map_or(0, |c| c[row])
     }
 
+    /// The values, or `None` while every row is 0.
+    pub fn as_slice(&self) -> Option<&[i64]> {
+        self.0.as_deref()
+    }
+
     fn push(&mut self, value: i64, rows_before: usize) {
         match &mut self.0 {
             Some(c) => c.push(value),
