@@ -93,11 +93,10 @@ pub async fn serve(
     feedback: Channel,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    tonic::transport::Server::builder()
-        .trace_fn(polymeter_telemetry::grpc_span)
-        .add_service(health)
-        .add_service(IngestServer::new(stats, feedback).into_service())
-        .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)
-        .await
+    polymeter_proto::serve(
+        listener,
+        tonic::service::Routes::new(IngestServer::new(stats, feedback).into_service()),
+        shutdown,
+    )
+    .await
 }

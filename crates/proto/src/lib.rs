@@ -1,7 +1,7 @@
 //! The internal protocol every Polymeter process speaks: `polymeter.v1`, generated
 //! from `proto/polymeter/v1/polymeter.proto`. Nothing but generated code lives
-//! here, besides [`incoming`], so every service depends on one definition of
-//! the wire and serves it the same way.
+//! here, besides [`serve`], so every service depends on one definition of the
+//! wire and serves it the same way.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -12,7 +12,7 @@ pub mod v1 {
 /// Accepted connections of a gRPC server, with Nagle's algorithm off: tonic
 /// only sets `TCP_NODELAY` on listeners it binds itself, and small unary
 /// answers otherwise wait out the peer's delayed ACK (~40 ms each).
-pub fn incoming(
+fn incoming(
     listener: tokio::net::TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use tokio_stream::StreamExt;
@@ -21,4 +21,20 @@ pub fn incoming(
         conn.set_nodelay(true)?;
         Ok(conn)
     })
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, as every Polymeter
+/// gRPC service is served: with the standard gRPC health service, a span per
+/// call that joins the caller's trace, and Nagle's algorithm off.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tonic::transport::Server::builder()
+        .trace_fn(polymeter_telemetry::grpc_span)
+        .add_routes(routes.add_service(health))
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await
 }

@@ -108,11 +108,10 @@ pub async fn serve(
     store: Arc<dyn CallStore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    tonic::transport::Server::builder()
-        .trace_fn(polymeter_telemetry::grpc_span)
-        .add_service(health)
-        .add_service(StatsServer::new(store).into_service())
-        .serve_with_incoming_shutdown(polymeter_proto::incoming(listener), shutdown)
-        .await
+    polymeter_proto::serve(
+        listener,
+        tonic::service::Routes::new(StatsServer::new(store).into_service()),
+        shutdown,
+    )
+    .await
 }
