@@ -503,6 +503,10 @@ async fn bad_requests_are_400_naming_the_problem() {
         ),
         (with("granularity", json!(0)), &["granularity", "positive"]),
         (with("granularity", json!(-5)), &["granularity", "positive"]),
+        (
+            with("granularity", json!(1_000_000_000_000_000i64)),
+            &["granularity", "at most"],
+        ),
         (with("colour", json!("blue")), &["unknown field `colour`"]),
         (
             with("filter", json!({"op_name": ["x"]})),

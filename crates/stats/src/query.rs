@@ -8,6 +8,10 @@ use polymeter_model::buckets::{auto_width, capped_width};
 use polymeter_model::{Aggregation, Metric, ProjectId, TenantId};
 use polymeter_proto::v1::{self as pb, order::Key as PbOrderKey, Dimension, Grain};
 
+/// The widest bucket a query may ask for; wider ones would overflow
+/// microsecond arithmetic and say nothing a single bucket does not.
+pub const MAX_WIDTH_SECONDS: u64 = 10_000_000_000;
+
 #[derive(Debug, Clone)]
 pub struct Bucketing {
     pub width_seconds: u64,
@@ -133,6 +137,11 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
                 let range = end - start;
                 let width = match b.width_seconds {
                     0 => auto_width(range),
+                    w if w > MAX_WIDTH_SECONDS => {
+                        return Err(StatsError::invalid(format!(
+                            "granularity: at most {MAX_WIDTH_SECONDS} seconds (about 300 years), got {w}"
+                        )))
+                    }
                     w => w,
                 };
                 Ok(Bucketing {
