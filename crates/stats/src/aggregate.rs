@@ -45,17 +45,36 @@ pub struct AggregateResult {
 /// Exact percentile by linear interpolation between the closest ranks
 /// (numpy's default, SQL's `percentile_cont`) of `values`, which it reorders.
 pub fn percentile(values: &mut [i64], p: f64) -> Option<f64> {
-    let last = values.len().checked_sub(1)?;
-    let rank = p / 100.0 * last as f64;
-    let lo = rank.floor() as usize;
-    let (_, &mut a, above) = values.select_nth_unstable(lo);
-    let a = a as f64;
-    let frac = rank - lo as f64;
-    if frac == 0.0 || above.is_empty() {
-        return Some(a);
+    percentiles(values, &[p])[0]
+}
+
+/// Several exact percentiles of the same values, in the order of `ps`. Ranks
+/// are taken in ascending order, each selection working only on the part above
+/// the previous one, so three percentiles cost about twice one, not three times.
+pub fn percentiles(values: &mut [i64], ps: &[f64]) -> Vec<Option<f64>> {
+    let mut out = vec![None; ps.len()];
+    let Some(last) = values.len().checked_sub(1) else {
+        return out;
+    };
+    let mut order: Vec<usize> = (0..ps.len()).collect();
+    order.sort_by(|a, b| ps[*a].total_cmp(&ps[*b]));
+    // values[..from] are all <= values[from..]
+    let mut from = 0;
+    for i in order {
+        let rank = ps[i] / 100.0 * last as f64;
+        let lo = (rank.floor() as usize).clamp(from, last);
+        let (_, &mut a, above) = values[from..].select_nth_unstable(lo - from);
+        let frac = rank - lo as f64;
+        let a = a as f64;
+        out[i] = Some(if frac <= 0.0 || above.is_empty() {
+            a
+        } else {
+            let b = *above.iter().min().expect("not empty") as f64;
+            a + (b - a) * frac
+        });
+        from = lo;
     }
-    let b = *above.iter().min().unwrap() as f64;
-    Some(a + (b - a) * frac)
+    out
 }
 
 /// Where a dimension's value lives in the columns.
@@ -313,6 +332,7 @@ impl Plan<'_> {
         }
     }
 
+    #[inline(always)]
     fn passes(&self, p: &Partition, row: usize, usage_row: Option<usize>) -> bool {
         self.preds.iter().all(|pred| match pred {
             Pred::Codes {
@@ -395,6 +415,7 @@ impl Plan<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn fold(
         &self,
         acc: &mut Acc,
@@ -404,9 +425,6 @@ impl Plan<'_> {
         usage_row: Option<usize>,
         bucket: u32,
     ) {
-        if !self.passes(p, row, usage_row) {
-            return;
-        }
         let mut key = [NONE; MAX_GROUP_BY];
         for (k, source) in key.iter_mut().zip(&self.group) {
             *k = match source {
@@ -486,15 +504,22 @@ impl Plan<'_> {
                 if started < start || started >= end {
                     continue;
                 }
-                let Some(bucket) = self.bucket(started) else {
-                    continue;
-                };
+                // Filters first: they are cheaper than placing a row in a bucket.
                 if self.usage_grain {
+                    let mut bucket = None;
                     for u in p.usage_range(row) {
-                        self.fold(&mut acc, p, sources, row, Some(u), bucket);
+                        if !self.passes(p, row, Some(u)) {
+                            continue;
+                        }
+                        let b = *bucket.get_or_insert_with(|| self.bucket(started));
+                        if let Some(b) = b {
+                            self.fold(&mut acc, p, sources, row, Some(u), b);
+                        }
                     }
-                } else {
-                    self.fold(&mut acc, p, sources, row, None, bucket);
+                } else if self.passes(p, row, None) {
+                    if let Some(bucket) = self.bucket(started) {
+                        self.fold(&mut acc, p, sources, row, None, bucket);
+                    }
                 }
             }
         }
@@ -691,21 +716,9 @@ fn finish(
             _ => columns.strings.value(code).map(str::to_owned),
         }
     };
+    let computed = cell_values(plan, acc.keys.len(), &acc.metrics, &mut acc.values);
     let mut rows = Vec::with_capacity(acc.keys.len());
-    for (cell, (bucket, key)) in acc.keys.iter().enumerate() {
-        let values = query
-            .measures
-            .iter()
-            .map(|m| {
-                let slot = plan.slots.iter().position(|s| *s == m.metric).unwrap();
-                let i = cell * nslots + slot;
-                finish_measure(
-                    m,
-                    &acc.metrics[i],
-                    acc.values.get_mut(i).map_or(&mut [][..], |v| &mut v[..]),
-                )
-            })
-            .collect();
+    for ((cell, (bucket, key)), values) in acc.keys.iter().enumerate().zip(computed) {
         let bucket = (*bucket != NO_BUCKET).then_some(*bucket as usize);
         rows.push(ResultRow {
             bucket_start_us: bucket.map(|b| grid.unwrap().starts_us()[b]),
@@ -733,7 +746,89 @@ fn scale(metric: Metric) -> f64 {
     }
 }
 
-fn finish_measure(measure: &MeasureSpec, acc: &MetricAcc, values: &mut [i64]) -> Option<f64> {
+/// Every cell's measure values; percentile selection is split across two
+/// threads when there are many values.
+fn cell_values(
+    plan: &Plan<'_>,
+    cells: usize,
+    metrics: &[MetricAcc],
+    values: &mut [Vec<i64>],
+) -> Vec<Vec<Option<f64>>> {
+    let nslots = plan.slots.len();
+    let slot_of: Vec<usize> = plan
+        .query
+        .measures
+        .iter()
+        .map(|m| {
+            plan.slots
+                .iter()
+                .position(|s| *s == m.metric)
+                .expect("every metric has a slot")
+        })
+        .collect();
+    let one = |cell: usize, values: &mut [Vec<i64>]| -> Vec<Option<f64>> {
+        let mut out: Vec<Option<f64>> = plan
+            .query
+            .measures
+            .iter()
+            .zip(&slot_of)
+            .map(|(m, &slot)| finish_measure(m, &metrics[cell * nslots + slot]))
+            .collect();
+        for (slot, metric) in plan.slots.iter().enumerate() {
+            let asked: Vec<usize> = (0..out.len())
+                .filter(|&i| {
+                    slot_of[i] == slot
+                        && plan.query.measures[i].aggregation == Aggregation::Percentile
+                })
+                .collect();
+            if asked.is_empty() {
+                continue;
+            }
+            let ps: Vec<f64> = asked
+                .iter()
+                .map(|&i| plan.query.measures[i].percentile)
+                .collect();
+            let found = percentiles(&mut values[slot], &ps);
+            for (&i, v) in asked.iter().zip(found) {
+                out[i] = v.map(|v| v / scale(*metric));
+            }
+        }
+        out
+    };
+    if nslots == 0 || values.is_empty() {
+        let mut empty: Vec<Vec<i64>> = vec![Vec::new(); nslots];
+        return (0..cells).map(|c| one(c, &mut empty)).collect();
+    }
+    let total: usize = values.iter().map(Vec::len).sum();
+    if total < 200_000 || cells < 2 {
+        return values
+            .chunks_mut(nslots)
+            .enumerate()
+            .map(|(c, v)| one(c, v))
+            .collect();
+    }
+    let mid = cells / 2;
+    let (left, right) = values.split_at_mut(mid * nslots);
+    std::thread::scope(|s| {
+        let upper = s.spawn(|| {
+            right
+                .chunks_mut(nslots)
+                .enumerate()
+                .map(|(c, v)| one(mid + c, v))
+                .collect::<Vec<_>>()
+        });
+        let mut lower: Vec<_> = left
+            .chunks_mut(nslots)
+            .enumerate()
+            .map(|(c, v)| one(c, v))
+            .collect();
+        lower.extend(upper.join().expect("percentile thread panicked"));
+        lower
+    })
+}
+
+/// A measure other than a percentile, from its accumulator.
+fn finish_measure(measure: &MeasureSpec, acc: &MetricAcc) -> Option<f64> {
     let scale = scale(measure.metric);
     let any = acc.count > 0;
     match measure.aggregation {
@@ -743,7 +838,8 @@ fn finish_measure(measure: &MeasureSpec, acc: &MetricAcc, values: &mut [i64]) ->
         Aggregation::Avg => Some(acc.sum as f64 / acc.count as f64 / scale),
         Aggregation::Min => any.then(|| acc.min as f64 / scale),
         Aggregation::Max => any.then(|| acc.max as f64 / scale),
-        Aggregation::Percentile => percentile(values, measure.percentile).map(|v| v / scale),
+        // Filled in from the kept values by `cell_values`.
+        Aggregation::Percentile => None,
     }
 }
 
@@ -957,9 +1053,52 @@ mod query_tests {
     }
 
     #[test]
+    fn a_query_without_measures_still_counts_rows() {
+        let mut req = request(vec![Dimension::ModelId], vec![], 0, 0);
+        req.measures.clear();
+        let r = run(req);
+        let counts: Vec<u64> = r.rows.iter().map(|row| row.row_count).collect();
+        assert_eq!(counts, [1, 2, 1]);
+    }
+
+    #[test]
     fn grouping_by_refs_is_refused() {
         let err =
             CallQuery::try_from(request(vec![Dimension::InputRefs], vec![], 0, 0)).unwrap_err();
         assert!(err.to_string().contains("group_by[0]"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod percentile_tests {
+    use super::{percentile, percentiles};
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn several_percentiles_at_once_match_one_at_a_time() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for n in [1usize, 2, 3, 10, 101, 1000] {
+            let values: Vec<i64> = (0..n).map(|_| rng.random_range(-1000..1000)).collect();
+            let ps = [99.0, 0.0, 50.0, 95.0, 100.0, 99.9, 12.5];
+            let together = percentiles(&mut values.clone(), &ps);
+            for (p, got) in ps.iter().zip(together) {
+                assert_eq!(got, percentile(&mut values.clone(), *p), "n={n} p={p}");
+                let mut sorted = values.clone();
+                sorted.sort();
+                let rank = p / 100.0 * (n - 1) as f64;
+                let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+                let want =
+                    sorted[lo] as f64 + (sorted[hi] - sorted[lo]) as f64 * (rank - lo as f64);
+                assert!(
+                    (got.unwrap() - want).abs() < 1e-9,
+                    "n={n} p={p}: {got:?} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_values_have_no_percentiles() {
+        assert_eq!(percentiles(&mut [], &[50.0, 99.0]), vec![None, None]);
     }
 }
