@@ -93,83 +93,68 @@ impl<T: Table> Durable<T> {
                 }
             }
         }
-        let last_segment = segments.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        // A log whose generation is already a segment was compacted before a
+        // crash that came ahead of its deletion. Any other log is replayed,
+        // even one older than the newest segment (its compaction failed), and
+        // every generation is applied in order, segment or log.
+        let compacted: std::collections::HashSet<u64> = segments.iter().map(|(g, _)| *g).collect();
+        let mut last_generation = segments.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        let mut logs = Vec::new();
+        for path in list(&wal_dir)? {
+            let Some(generation) = generation_of(&path, ".wal") else {
+                continue;
+            };
+            last_generation = last_generation.max(generation);
+            if compacted.contains(&generation) {
+                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            } else {
+                logs.push((generation, path));
+            }
+        }
+        sync_dir(&wal_dir)?;
+        let mut pending_logs = logs.iter().peekable();
+        let mut replay_until = |table: &mut T, below: u64| -> Result<(), StoreError> {
+            while let Some((generation, path)) = pending_logs.next_if(|(g, _)| *g < below) {
+                replay_log(table, *generation, path)?;
+            }
+            Ok(())
+        };
         // One thread reads and decodes segments while this one applies them.
         std::thread::scope(|scope| -> Result<(), StoreError> {
             let (tx, rx) = mpsc::sync_channel(2);
-            let paths: Vec<PathBuf> = segments.iter().map(|(_, p)| p.clone()).collect();
+            let paths: Vec<(u64, PathBuf)> = segments.clone();
             scope.spawn(move || {
-                for path in paths {
+                for (generation, path) in paths {
                     let batches = match read_segment(&path) {
                         Ok(batches) => batches,
                         Err(e) => {
-                            let _ = tx.send((path, Err(e)));
+                            let _ = tx.send((generation, path, Err(e)));
                             return;
                         }
                     };
                     for batch in batches {
                         let failed = batch.is_err();
-                        if tx.send((path.clone(), batch)).is_err() || failed {
+                        if tx.send((generation, path.clone(), batch)).is_err() || failed {
                             return;
                         }
                     }
                 }
             });
-            for (path, batch) in rx {
+            for (generation, path, batch) in rx {
+                replay_until(&mut table, generation)?;
                 table
                     .load_arrow(&batch?)
                     .map_err(|reason| StoreError::Corrupt { path, reason })?;
             }
             Ok(())
         })?;
+        replay_until(&mut table, u64::MAX)?;
+        let to_compact: Vec<u64> = logs.iter().map(|(g, _)| *g).collect();
         tracing::info!(
             elapsed_ms = loading.elapsed().as_millis() as u64,
-            "segments loaded"
-        );
-        let replaying = std::time::Instant::now();
-        let mut last_generation = last_segment;
-        let mut to_compact = Vec::new();
-        for path in list(&wal_dir)? {
-            let Some(generation) = generation_of(&path, ".wal") else {
-                continue;
-            };
-            last_generation = last_generation.max(generation);
-            if generation <= last_segment {
-                // Compacted before a crash that came ahead of its deletion.
-                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
-                continue;
-            }
-            let frames = read_frames(&path)?;
-            if let Some(why) = &frames.torn {
-                tracing::warn!(
-                    path = %path.display(),
-                    dropped_bytes = frames.file_len - frames.valid_len,
-                    "dropping torn log tail: {why}"
-                );
-                truncate(
-                    &path,
-                    frames
-                        .valid_len
-                        .max(crate::wal::MAGIC.len() as u64)
-                        .min(frames.file_len),
-                )?;
-            }
-            for payload in &frames.payloads {
-                table
-                    .replay(payload)
-                    .map_err(|reason| StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: format!(
-                            "a frame passed its checksum but does not decode: {reason}"
-                        ),
-                    })?;
-            }
-            to_compact.push(generation);
-        }
-        sync_dir(&wal_dir)?;
-        tracing::info!(
-            elapsed_ms = replaying.elapsed().as_millis() as u64,
-            "log replayed"
+            segments = segments.len(),
+            logs = logs.len(),
+            "store loaded"
         );
 
         let log = FrameLog::create(&wal_dir.join(format!("{:020}.wal", last_generation + 1)))?;
@@ -250,6 +235,35 @@ impl<T: Table> Drop for Durable<T> {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Replays one log file into `table`, cutting off a torn tail first.
+fn replay_log<T: Table>(table: &mut T, generation: u64, path: &Path) -> Result<(), StoreError> {
+    let frames = read_frames(path)?;
+    if let Some(why) = &frames.torn {
+        tracing::warn!(
+            path = %path.display(),
+            generation,
+            dropped_bytes = frames.file_len - frames.valid_len,
+            "dropping torn log tail: {why}"
+        );
+        truncate(
+            path,
+            frames
+                .valid_len
+                .max(crate::wal::MAGIC.len() as u64)
+                .min(frames.file_len),
+        )?;
+    }
+    for payload in &frames.payloads {
+        table
+            .replay(payload)
+            .map_err(|reason| StoreError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("a frame passed its checksum but does not decode: {reason}"),
+            })?;
+    }
+    Ok(())
 }
 
 type CompactJob = (u64, Option<Ack>);
@@ -563,6 +577,41 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains(segment.to_str().unwrap()), "{message}");
         assert!(message.contains("checksum mismatch"), "{message}");
+    }
+
+    #[test]
+    fn a_log_whose_compaction_failed_survives_a_newer_segment() {
+        // A segment of generation 2 (from a store whose generation 1 was empty) …
+        let other = tempfile::tempdir().unwrap();
+        {
+            let store = open(other.path()).unwrap();
+            store.checkpoint().unwrap();
+            store.append(vec![kv("b", 2)]).unwrap();
+            store.checkpoint().unwrap();
+        }
+        let segment = list(&other.path().join("segments")).unwrap().remove(0);
+        assert!(segment
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("00000000000000000002-"));
+        // … beside a log of generation 1 that was never compacted.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path()).unwrap();
+            store.append(vec![kv("a", 1), kv("b", 1)]).unwrap();
+        }
+        std::fs::copy(
+            &segment,
+            dir.path()
+                .join("segments")
+                .join(segment.file_name().unwrap()),
+        )
+        .unwrap();
+        let store = open(dir.path()).unwrap();
+        // Generation 1 is replayed, then generation 2 applies over it.
+        assert_eq!(contents(&store), [kv("a", 1), kv("b", 2)]);
     }
 
     #[test]
