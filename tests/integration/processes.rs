@@ -167,3 +167,34 @@ async fn up_prints_its_addresses_and_stops_cleanly_on_ctrl_c() {
         assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let stack = polymeter_tests::TestStack::start().await;
+    let c = &stack.client;
+    let body = stats_body(json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z"}));
+    c.post("/calls/stats", &body).await.ok();
+    c.post("/calls/stats", &json!({"project_id": PROJECT}))
+        .await
+        .reason(400);
+    let response = reqwest::get(format!("{}/metrics", c.base)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for status in ["200", "400"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("polymeter_http_requests_total{")
+                    && l.contains("route=\"/calls/stats\"")
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .unwrap_or_else(|| panic!("no /calls/stats {status} counter in:\n{text}"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 1.0, "{line}");
+    }
+    assert!(
+        text.contains("polymeter_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    stack.stop().await;
+}

@@ -6,6 +6,7 @@
 
 pub mod backends;
 pub mod error;
+mod exposition;
 mod health;
 pub mod json;
 pub mod weave;
@@ -23,9 +24,12 @@ const BODY_LIMIT: usize = 64 << 20;
 
 /// Every route the gateway serves.
 pub fn router(backends: Backends) -> Router {
+    exposition::init();
     Router::new()
         .merge(health::routes())
         .merge(weave::routes())
+        .route("/metrics", axum::routing::get(exposition::render))
+        .route_layer(axum::middleware::from_fn(exposition::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
