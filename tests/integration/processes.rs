@@ -198,3 +198,12 @@ async fn metrics_count_requests_by_route_and_status() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn unknown_routes_answer_in_the_weave_envelope() {
+    let stack = polymeter_tests::TestStack::start().await;
+    let c = &stack.client;
+    let answer = c.post("/calls/statistics", &json!({})).await;
+    assert!(answer.reason(404).contains("POST /calls/statistics"));
+    stack.stop().await;
+}

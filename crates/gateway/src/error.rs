@@ -10,6 +10,12 @@ pub enum GatewayError {
     /// The request is malformed; the message names the field.
     #[error("{0}")]
     BadRequest(String),
+    /// The body is larger than the gateway accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// No route answers this method and path.
+    #[error("{0}")]
+    NotFound(String),
     /// A service behind the gateway is down; the client should retry.
     #[error("{0}")]
     Unavailable(String),
@@ -21,6 +27,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

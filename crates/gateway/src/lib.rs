@@ -30,6 +30,7 @@ pub fn router(backends: Backends) -> Router {
         .merge(weave::routes())
         .route("/metrics", axum::routing::get(exposition::render))
         .route_layer(axum::middleware::from_fn(exposition::track))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
@@ -37,6 +38,11 @@ pub fn router(backends: Backends) -> Router {
             ),
         )
         .with_state(backends)
+}
+
+/// Unknown routes answer in the Weave envelope, the gateway's default dialect.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> weave::WeaveError {
+    GatewayError::NotFound(format!("no route for {method} {}", uri.path())).into()
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, letting requests in

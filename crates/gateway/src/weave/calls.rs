@@ -1,11 +1,10 @@
 //! Weave call ingest → `IngestService.IngestWeaveCalls`. JSON-valued fields go
 //! through as JSON text; ingest extracts refs and usage.
 
-use super::WeaveResult;
+use super::{WeaveBody, WeaveResult};
 use crate::backends::Backends;
 use crate::error::GatewayError;
 use crate::json::{parse, Instant};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use polymeter_proto::v1::{self as pb, weave_call_op::Op};
@@ -158,14 +157,20 @@ async fn ingest(backends: &Backends, ops: Vec<Op>) -> Result<Vec<pb::CallRef>, G
         .results)
 }
 
-pub async fn start(State(backends): State<Backends>, body: Bytes) -> WeaveResult<Json<Value>> {
+pub async fn start(
+    State(backends): State<Backends>,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Json<Value>> {
     let req: StartReq = parse(&body)?;
     let results = ingest(&backends, vec![Op::Start(req.start.into())]).await?;
     let r = results.into_iter().next().unwrap_or_default();
     Ok(Json(json!({ "id": r.id, "trace_id": r.trace_id })))
 }
 
-pub async fn end(State(backends): State<Backends>, body: Bytes) -> WeaveResult<Json<Value>> {
+pub async fn end(
+    State(backends): State<Backends>,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Json<Value>> {
     let req: EndReq = parse(&body)?;
     ingest(&backends, vec![Op::End(req.end.into())]).await?;
     Ok(Json(json!({})))
@@ -173,7 +178,7 @@ pub async fn end(State(backends): State<Backends>, body: Bytes) -> WeaveResult<J
 
 pub async fn upsert_batch(
     State(backends): State<Backends>,
-    body: Bytes,
+    WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: BatchReq = parse(&body)?;
     let is_start: Vec<bool> = req
@@ -207,7 +212,7 @@ pub async fn upsert_batch(
 pub async fn complete(
     State(backends): State<Backends>,
     Path((entity, project)): Path<(String, String)>,
-    body: Bytes,
+    WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: CompleteReq = parse(&body)?;
     let project_id = format!("{entity}/{project}");

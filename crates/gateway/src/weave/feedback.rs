@@ -2,11 +2,10 @@
 //! `IngestService.IngestWeaveFeedback`; `/feedback/aggregate` →
 //! `FeedbackService.AggregateFeedback`.
 
-use super::WeaveResult;
+use super::{WeaveBody, WeaveResult};
 use crate::backends::Backends;
 use crate::error::GatewayError;
 use crate::json::parse;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use chrono::{SecondsFormat, TimeZone, Utc};
@@ -98,7 +97,10 @@ async fn ingest(
         .created)
 }
 
-pub async fn create(State(backends): State<Backends>, body: Bytes) -> WeaveResult<Json<Value>> {
+pub async fn create(
+    State(backends): State<Backends>,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Json<Value>> {
     let req: FeedbackCreate = parse(&body)?;
     let created_records = ingest(&backends, vec![req.into()]).await?;
     let first = created_records
@@ -109,7 +111,7 @@ pub async fn create(State(backends): State<Backends>, body: Bytes) -> WeaveResul
 
 pub async fn batch_create(
     State(backends): State<Backends>,
-    body: Bytes,
+    WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: BatchCreate = parse(&body)?;
     let records = ingest(&backends, req.batch.into_iter().map(Into::into).collect()).await?;
@@ -143,7 +145,10 @@ struct AggregateReq {
     rating_max: Option<f64>,
 }
 
-pub async fn aggregate(State(backends): State<Backends>, body: Bytes) -> WeaveResult<Json<Value>> {
+pub async fn aggregate(
+    State(backends): State<Backends>,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Json<Value>> {
     let req: AggregateReq = parse(&body)?;
     polymeter_model::ProjectId::check(&req.project_id)
         .map_err(|e| GatewayError::BadRequest(format!("project_id: {e}")))?;

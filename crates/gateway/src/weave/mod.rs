@@ -47,3 +47,26 @@ impl IntoResponse for WeaveError {
 }
 
 pub type WeaveResult<T> = Result<T, WeaveError>;
+
+/// A request body whose rejections (too large, unreadable) come back in
+/// Weave's envelope rather than as axum's plain text.
+pub struct WeaveBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for WeaveBody {
+    type Rejection = WeaveError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, WeaveError> {
+        use axum::extract::rejection::BytesRejection;
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(WeaveBody)
+            .map_err(|rejection: BytesRejection| {
+                let message = format!("request body: {}", rejection.body_text());
+                WeaveError(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    GatewayError::TooLarge(message)
+                } else {
+                    GatewayError::BadRequest(message)
+                })
+            })
+    }
+}

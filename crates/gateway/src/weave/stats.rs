@@ -2,11 +2,10 @@
 //! metrics per bucket (call grain), usage metrics per bucket × model (usage
 //! grain). Both are zero-filled on the same zone-aligned grid.
 
-use super::WeaveResult;
+use super::{WeaveBody, WeaveResult};
 use crate::backends::Backends;
 use crate::error::GatewayError;
 use crate::json::{parse, Instant};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use chrono::{FixedOffset, SecondsFormat, TimeZone, Utc};
@@ -199,7 +198,7 @@ fn render(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<V
 
 pub async fn calls_stats(
     State(backends): State<Backends>,
-    body: Bytes,
+    WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: CallsStatsReq = parse(&body)?;
     ProjectId::parse(&req.project_id)
