@@ -10,7 +10,7 @@
 //! blocks with their min/max start time, so a time range skips whole blocks.
 //! Nothing on the scan path allocates per row.
 
-use polymeter_model::{CallRecord, ModelUsage, ProjectId, TenantId};
+use polymeter_model::{CallRecord, ProjectId, TenantId};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -252,11 +252,10 @@ impl RefLists {
         self.spans.get_or_insert_with(|| vec![(0, 0); rows])[row] = span;
     }
 
-    fn push(&mut self, rows_before: usize) {
+    fn push(&mut self) {
         if let Some(s) = &mut self.spans {
             s.push((0, 0));
         }
-        let _ = rows_before;
     }
 
     fn heap_bytes(&self) -> usize {
@@ -441,8 +440,8 @@ impl Partition {
         for a in &mut self.attrs {
             a.push(NONE, row);
         }
-        self.input_refs.push(row);
-        self.output_refs.push(row);
+        self.input_refs.push();
+        self.output_refs.push();
         self.usage_first.push(0);
         self.usage_len.push(0);
         if row % BLOCK == 0 {
@@ -635,55 +634,10 @@ impl CallColumns {
         }
     }
 
-    /// [`CallColumns::upsert_view`] for an owned record.
+    /// [`CallColumns::upsert_view`] for an owned record, through the same
+    /// path log frames take.
     pub fn upsert(&mut self, record: &CallRecord) {
-        let input_refs: Vec<&str> = record
-            .start
-            .iter()
-            .flat_map(|s| s.input_refs.iter().map(String::as_str))
-            .collect();
-        let output_refs: Vec<&str> = record
-            .end
-            .iter()
-            .flat_map(|e| e.output_refs.iter().map(String::as_str))
-            .collect();
-        let usage: Vec<UsageView<'_>> = record.usage().iter().map(usage_view).collect();
-        let view = CallView {
-            tenant: record.tenant.as_str(),
-            project: record.project_id.as_str(),
-            call_id: record.call_id.as_str(),
-            start: record.start.as_ref().map(|s| {
-                let v = &s.vendor;
-                StartView {
-                    started_us: s.started_at.timestamp_micros(),
-                    trace_id: &s.trace_id,
-                    parent_id: s.parent_id.as_deref(),
-                    op_name: &s.op_name,
-                    attrs: [
-                        s.thread_id.as_deref(),
-                        s.turn_id.as_deref(),
-                        s.wb_user_id.as_deref(),
-                        s.wb_run_id.as_deref(),
-                        s.display_name.as_deref(),
-                        v.service_id.as_deref(),
-                        v.service_name.as_deref(),
-                        v.app_id.as_deref(),
-                        v.client_id.as_deref(),
-                        v.api_key_id.as_deref(),
-                        v.model_id.as_deref(),
-                        v.resource_id.as_deref(),
-                    ],
-                    input_refs: &input_refs,
-                }
-            }),
-            end: record.end.as_ref().map(|e| EndView {
-                ended_us: e.ended_at.timestamp_micros(),
-                error: record.is_error(),
-                usage: &usage,
-                output_refs: &output_refs,
-            }),
-        };
-        self.upsert_view(&view);
+        crate::table::apply_writes(self, &[record.clone().into()]);
     }
 
     pub fn rows(&self) -> usize {
@@ -697,20 +651,6 @@ impl CallColumns {
             .map(Partition::heap_bytes)
             .sum::<usize>()
             + self.strings.heap_bytes()
-    }
-}
-
-pub fn usage_view(u: &ModelUsage) -> UsageView<'_> {
-    UsageView {
-        model: &u.model,
-        tokens: [
-            u.input_tokens,
-            u.output_tokens,
-            u.total_tokens,
-            u.cache_read_input_tokens,
-            u.cache_creation_input_tokens,
-            u.requests,
-        ],
     }
 }
 

@@ -15,4 +15,4 @@ pub mod table;
 pub use columns::CallColumns;
 pub use error::StatsError;
 pub use service::{serve, StatsServer};
-pub use store::{CallStore, DurableStore, MemoryStore, StoreError, StoreSize};
+pub use store::{CallStore, DurableStore, StoreError, StoreSize};

@@ -1,15 +1,13 @@
 //! Where call records live. The query code sees only [`CallStore`]: upsert a
 //! batch, and read the [`CallColumns`] a query scans.
 //!
-//! [`DurableStore`] (the default) keeps them behind the write-ahead log and
-//! Parquet segments of `polymeter-store`; [`MemoryStore`] keeps them in memory
-//! only, for tests.
+//! [`DurableStore`] keeps them behind the write-ahead log and Parquet segments
+//! of `polymeter-store`; a ClickHouse store is to implement the same trait.
 
 use crate::columns::CallColumns;
 use polymeter_model::CallRecord;
 use polymeter_store::{Durable, Options};
 use std::path::Path;
-use std::sync::RwLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,31 +53,6 @@ pub trait CallStore: Send + Sync + 'static {
             }
         });
         size
-    }
-}
-
-/// Calls in memory only, lost on exit.
-#[derive(Default)]
-pub struct MemoryStore {
-    columns: RwLock<CallColumns>,
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl CallStore for MemoryStore {
-    fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError> {
-        let mut columns = self.columns.write().unwrap_or_else(|p| p.into_inner());
-        batch.iter().for_each(|r| columns.upsert(r));
-        Ok(())
-    }
-
-    fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError> {
-        read(&self.columns.read().unwrap_or_else(|p| p.into_inner()));
-        Ok(())
     }
 }
 

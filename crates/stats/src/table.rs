@@ -171,7 +171,7 @@ fn usage_views<'a>(usage: &'a [pb::ModelUsage], out: &mut Vec<UsageView<'a>>) {
     }));
 }
 
-fn apply_writes(columns: &mut CallColumns, batch: &[pb::CallWrite]) {
+pub(crate) fn apply_writes(columns: &mut CallColumns, batch: &[pb::CallWrite]) {
     let mut usage: Vec<UsageView<'_>> = Vec::new();
     let mut input_refs: Vec<&str> = Vec::new();
     let mut output_refs: Vec<&str> = Vec::new();

@@ -27,7 +27,7 @@ mod wal;
 
 pub use durable::{Durable, Options};
 pub use interner::Interner;
-pub use segment::{read_segment, write_segment, SegmentWriter};
+pub use segment::{read_segment, SegmentWriter};
 pub use wal::{read_frames, FrameLog};
 
 use arrow::array::RecordBatch;

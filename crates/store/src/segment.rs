@@ -73,17 +73,6 @@ impl SegmentWriter {
     }
 }
 
-/// Writes `batch` as segment `generation` in `dir`; returns its path.
-pub fn write_segment(
-    dir: &Path,
-    generation: u64,
-    batch: &RecordBatch,
-) -> Result<PathBuf, StoreError> {
-    let mut writer = SegmentWriter::new(batch.schema())?;
-    writer.write(batch)?;
-    writer.finish(dir, generation)
-}
-
 /// Reads a segment after checking its bytes against the checksum in its name,
 /// decoding one batch at a time.
 pub fn read_segment(
