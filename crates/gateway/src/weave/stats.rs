@@ -255,19 +255,12 @@ pub async fn calls_stats(
             offset: 0,
             fill_empty_buckets: true,
         };
-    // The call query always runs: it also fixes the granularity echoed back.
+    // Each asked-for list is one query; with neither, the call query still runs
+    // (without measures) because the service decides the granularity echoed back.
     let mut stats = backends.stats.clone();
-    let calls = stats
-        .aggregate_calls(polymeter_telemetry::traced(query(
-            Grain::Call,
-            vec![],
-            &call_columns,
-        )))
-        .await?
-        .into_inner();
-    let usage_buckets = if usage_columns.is_empty() {
-        Vec::new()
-    } else {
+    let mut granularity = 0;
+    let mut usage_buckets = Vec::new();
+    if !usage_columns.is_empty() {
         let usage = stats
             .aggregate_calls(polymeter_telemetry::traced(query(
                 Grain::Usage,
@@ -276,17 +269,28 @@ pub async fn calls_stats(
             )))
             .await?
             .into_inner();
-        render(usage.rows, &usage_columns, true)
-    };
-    let call_buckets = if call_columns.is_empty() {
-        Vec::new()
-    } else {
-        render(calls.rows, &call_columns, false)
-    };
+        granularity = usage.bucket_width_seconds;
+        usage_buckets = render(usage.rows, &usage_columns, true);
+    }
+    let mut call_buckets = Vec::new();
+    if !call_columns.is_empty() || usage_columns.is_empty() {
+        let calls = stats
+            .aggregate_calls(polymeter_telemetry::traced(query(
+                Grain::Call,
+                vec![],
+                &call_columns,
+            )))
+            .await?
+            .into_inner();
+        granularity = calls.bucket_width_seconds;
+        if !call_columns.is_empty() {
+            call_buckets = render(calls.rows, &call_columns, false);
+        }
+    }
     Ok(Json(json!({
         "start": start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "end": end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        "granularity": calls.bucket_width_seconds,
+        "granularity": granularity,
         "timezone": timezone,
         "usage_buckets": usage_buckets,
         "call_buckets": call_buckets,
