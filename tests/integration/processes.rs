@@ -2,7 +2,7 @@
 //! gateway's answer when they are down, and a clean Ctrl-C.
 
 use crate::support::*;
-use polymeter_tests::{free_port, json, Client};
+use polymeter_tests::{fixture, free_port, json, Client};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,15 @@ impl Drop for Process {
     }
 }
 
+/// Starts `polymeter <args>` in `dir`, whose `./data/credentials.toml` (the
+/// default path) holds the fixture credentials.
 fn spawn(args: &[&str], dir: &std::path::Path) -> Process {
+    let credentials = dir.join("data").join("credentials.toml");
+    if !credentials.exists() {
+        polymeter_tests::fixture::credentials()
+            .save(&credentials)
+            .unwrap();
+    }
     Process(
         Command::new(polymeter_binary())
             .args(args)
@@ -103,9 +111,23 @@ async fn a_missing_service_is_503_retry_in_the_weave_envelope() {
             stats: &peers,
             feedback: &peers,
         };
-        polymeter::run_gateway(listener, peers, shutdown).await
+        let keyring = polymeter_auth::Keyring::fixed(&polymeter_tests::fixture::credentials());
+        polymeter::run_gateway(listener, peers, keyring, shutdown).await
     });
     let client = Client::new(base);
+    let alibaba = client.alibaba(&fixture::ACME_ALIBABA, "timeRange=1h").await;
+    assert_eq!(alibaba.status, 503, "{}", alibaba.body);
+    assert_eq!(alibaba.body["Code"], "ServiceUnavailable");
+    assert_eq!(alibaba.body["success"], false);
+    let qianfan = client
+        .qianfan(
+            &fixture::ACME_QIANFAN,
+            &json!({"startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T11:00:00Z"}),
+        )
+        .await;
+    assert_eq!(qianfan.status, 503, "{}", qianfan.body);
+    assert_eq!(qianfan.body["code"], "ServiceUnavailable");
+    assert_eq!(qianfan.headers["x-bce-error-code"], "ServiceUnavailable");
     let answer = client
         .post(
             "/calls/stats",
@@ -166,6 +188,20 @@ async fn up_prints_its_addresses_and_stops_cleanly_on_ctrl_c() {
     for port in [gw, ing, st, fb] {
         assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
     }
+    // With no credentials file, `up` made a development tenant and printed
+    // its keys; the file keeps only the Weave key's hash.
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("pm-"))
+        .unwrap_or_else(|| panic!("no Weave key printed: {out}"));
+    let file = dir.path().join("data").join("credentials.toml");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(key));
+    let keyring = polymeter_auth::Keyring::open(&file).unwrap();
+    let principal = keyring.current().weave(key).unwrap();
+    assert_eq!(principal.tenant, "local");
+    assert!(principal.may_access("any-entity/any-project"));
+    assert!(out.contains("alibaba access key: LTAI"), "{out}");
+    assert!(out.contains("qianfan access key:"), "{out}");
 }
 
 #[tokio::test]

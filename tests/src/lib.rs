@@ -1,24 +1,32 @@
 //! The integration-test harness: [`TestStack`] boots the real stack (gateway,
 //! ingest, stats, feedback, each on its own ephemeral port, talking gRPC) in
-//! this process, and [`Client`] speaks HTTP to its gateway.
+//! this process with the [`fixture`] credentials, and [`Client`] speaks HTTP
+//! to its gateway — Weave with an API key, Alibaba and Qianfan signed as their
+//! SDKs sign.
+
+pub mod fixture;
+pub mod signing;
 
 use polymeter::{start_stack, Stack, StackConfig};
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::path::Path;
 
 pub use serde_json::json;
 
-/// HTTP to one gateway.
+/// HTTP to one gateway. Weave requests carry `weave_key` as Basic auth.
 #[derive(Clone)]
 pub struct Client {
     pub base: String,
     http: reqwest::Client,
+    weave_key: Option<String>,
 }
 
-/// An HTTP answer: status code and JSON body (`Value::Null` when not JSON).
+/// An HTTP answer: status code, headers and JSON body (`Value::Null` when not JSON).
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Value,
 }
 
@@ -49,11 +57,82 @@ impl Answer {
 }
 
 impl Client {
+    /// A client of `base` acting as the `acme` tenant's Weave key.
     pub fn new(base: String) -> Self {
         Self {
             base,
             http: reqwest::Client::new(),
+            weave_key: Some(fixture::ACME_WEAVE_KEY.to_owned()),
         }
+    }
+
+    /// The same gateway with another Weave key (`None`: no Authorization).
+    pub fn with_weave_key(&self, key: Option<&str>) -> Self {
+        Self {
+            weave_key: key.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    /// `host:port` of the gateway, as signatures cover it.
+    pub fn host(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Sends a request with exactly these headers (signed by the caller).
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Answer {
+        let request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .headers(headers)
+            .body(body);
+        send(request).await
+    }
+
+    /// `GET` the Alibaba metrics route with `query`, signed with ACS3-HMAC-SHA256.
+    pub async fn alibaba(&self, key: &fixture::AccessKey, query: &str) -> Answer {
+        let headers = signing::acs3_headers(
+            self.host(),
+            key,
+            query,
+            b"",
+            chrono::Utc::now(),
+            &signing::nonce(),
+        );
+        self.send_with(
+            reqwest::Method::GET,
+            &format!("{}?{query}", signing::ALIBABA_PATH),
+            headers,
+            vec![],
+        )
+        .await
+    }
+
+    /// `POST /v2/service?Action=DescribeServiceMetric` with `body`, signed with bce-auth-v1.
+    pub async fn qianfan(&self, key: &fixture::AccessKey, body: &Value) -> Answer {
+        let query = "Action=DescribeServiceMetric";
+        let headers = signing::bce_headers(
+            self.host(),
+            key,
+            "POST",
+            signing::QIANFAN_PATH,
+            query,
+            chrono::Utc::now(),
+            1800,
+        );
+        self.send_with(
+            reqwest::Method::POST,
+            &format!("{}?{query}", signing::QIANFAN_PATH),
+            headers,
+            body.to_string().into_bytes(),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
@@ -78,18 +157,25 @@ impl Client {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
+        let request = self
+            .http
             .request(method, format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        match &self.weave_key {
+            Some(key) => request.basic_auth("api", Some(key)),
+            None => request,
+        }
     }
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Answer {
     let response = request.send().await.expect("gateway unreachable");
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();
     Answer {
         status,
+        headers,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
     }
 }
@@ -104,9 +190,9 @@ pub struct TestStack {
 impl TestStack {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let stack = start_stack(StackConfig::ephemeral(dir.path().to_owned()))
-            .await
-            .expect("stack failed to start");
+        let config = StackConfig::ephemeral(dir.path().to_owned());
+        fixture::credentials().save(&config.credentials).unwrap();
+        let stack = start_stack(config).await.expect("stack failed to start");
         let client = Client::new(format!("http://{}", stack.gateway));
         Self { stack, client, dir }
     }

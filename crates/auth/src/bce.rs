@@ -10,7 +10,9 @@
 //! too) for the signed headers plus every `x-bce-*` header, skipping empty
 //! values. The body is not signed.
 
-use crate::canonical::{canonical_query, decode, encode, encode_path, hmac_hex, query_pairs, SignedRequest};
+use crate::canonical::{
+    canonical_query, decode, encode, encode_path, hmac_hex, query_pairs, SignedRequest,
+};
 use crate::{same_hex, AuthError, Index, SigningKey, CLOCK_SKEW_SECONDS};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
@@ -46,7 +48,11 @@ pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> 
         .parse::<i64>()
         .ok()
         .filter(|e| *e >= 0)
-        .ok_or_else(|| AuthError::Malformed(format!("Authorization: expiration {expiration:?} is not a number of seconds")))?;
+        .ok_or_else(|| {
+            AuthError::Malformed(format!(
+                "Authorization: expiration {expiration:?} is not a number of seconds"
+            ))
+        })?;
     Ok(Authorization {
         access_key,
         timestamp,
@@ -68,7 +74,11 @@ fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 
 /// The canonical request; `host` replaces the Host header's value when given
 /// (to try the host without its port).
-pub fn canonical_request(request: &SignedRequest<'_>, signed_headers: &[String], host: Option<&str>) -> String {
+pub fn canonical_request(
+    request: &SignedRequest<'_>,
+    signed_headers: &[String],
+    host: Option<&str>,
+) -> String {
     let query = query_pairs(request.query)
         .into_iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
@@ -102,7 +112,12 @@ pub fn canonical_request(request: &SignedRequest<'_>, signed_headers: &[String],
     )
 }
 
-pub fn signing_key(secret: &str, access_key: &str, timestamp: &str, expiration_seconds: i64) -> String {
+pub fn signing_key(
+    secret: &str,
+    access_key: &str,
+    timestamp: &str,
+    expiration_seconds: i64,
+) -> String {
     hmac_hex(
         secret.as_bytes(),
         format!("{PREFIX}/{access_key}/{timestamp}/{expiration_seconds}").as_bytes(),
@@ -110,19 +125,36 @@ pub fn signing_key(secret: &str, access_key: &str, timestamp: &str, expiration_s
 }
 
 /// Verifies a signed request and returns its key.
-pub fn verify(index: &Index, request: &SignedRequest<'_>, now: DateTime<Utc>) -> Result<SigningKey, AuthError> {
-    let header = request
-        .header("authorization")
-        .ok_or_else(|| AuthError::Missing("the request is not signed: Authorization is missing".into()))?;
-    let auth = parse_authorization(header)?;
-    let key = index.qianfan(auth.access_key).ok_or(AuthError::UnknownAccessKey)?;
-    let signed_at = parse_timestamp(auth.timestamp).ok_or_else(|| {
-        AuthError::Malformed(format!("Authorization: timestamp {:?} is not like 2024-01-01T00:00:00Z", auth.timestamp))
+pub fn verify(
+    index: &Index,
+    request: &SignedRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<SigningKey, AuthError> {
+    let header = request.header("authorization").ok_or_else(|| {
+        AuthError::Missing("the request is not signed: Authorization is missing".into())
     })?;
-    let signing_key = signing_key(&key.secret, auth.access_key, auth.timestamp, auth.expiration_seconds);
+    let auth = parse_authorization(header)?;
+    let key = index
+        .qianfan(auth.access_key)
+        .ok_or(AuthError::UnknownAccessKey)?;
+    let signed_at = parse_timestamp(auth.timestamp).ok_or_else(|| {
+        AuthError::Malformed(format!(
+            "Authorization: timestamp {:?} is not like 2024-01-01T00:00:00Z",
+            auth.timestamp
+        ))
+    })?;
+    let signing_key = signing_key(
+        &key.secret,
+        auth.access_key,
+        auth.timestamp,
+        auth.expiration_seconds,
+    );
     let matches = |host: Option<&str>| {
         let canonical = canonical_request(request, &auth.signed_headers, host);
-        same_hex(auth.signature, &hmac_hex(signing_key.as_bytes(), canonical.as_bytes()))
+        same_hex(
+            auth.signature,
+            &hmac_hex(signing_key.as_bytes(), canonical.as_bytes()),
+        )
     };
     // A client may sign the host with or without its port.
     let portless = request
@@ -179,18 +211,26 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         map
     }
 
     fn index(secret: &str, disabled: bool) -> Index {
         let mut c = Credentials::default();
-        c.ensure_tenant("acme", &["acme".into()]).qianfan_keys.push(QianfanKey {
-            access_key: "qianfanTestAK".into(),
-            secret_key: secret.into(),
-            meta: KeyMeta { disabled, ..Default::default() },
-        });
+        c.ensure_tenant("acme", &["acme".into()])
+            .qianfan_keys
+            .push(QianfanKey {
+                access_key: "qianfanTestAK".into(),
+                secret_key: secret.into(),
+                meta: KeyMeta {
+                    disabled,
+                    ..Default::default()
+                },
+            });
         Index::build(&c)
     }
 
@@ -199,17 +239,35 @@ mod tests {
     }
 
     fn request<'a>(h: &'a HeaderMap, query: &'a str) -> SignedRequest<'a> {
-        SignedRequest { method: "POST", path: "/v2/service", query, headers: h, body: b"{}" }
+        SignedRequest {
+            method: "POST",
+            path: "/v2/service",
+            query,
+            headers: h,
+            body: b"{}",
+        }
     }
 
     #[test]
     fn the_canonical_request_is_the_one_the_official_sdk_signs() {
         let h = headers(SDK_HEADERS);
         let auth = parse_authorization(h["authorization"].to_str().unwrap()).unwrap();
-        let canonical = canonical_request(&request(&h, "Action=DescribeServiceMetric"), &auth.signed_headers, None);
+        let canonical = canonical_request(
+            &request(&h, "Action=DescribeServiceMetric"),
+            &auth.signed_headers,
+            None,
+        );
         assert_eq!(canonical, SDK_CANONICAL);
-        let key = signing_key("qianfanTestSK", "qianfanTestAK", auth.timestamp, auth.expiration_seconds);
-        assert_eq!(hmac_hex(key.as_bytes(), canonical.as_bytes()), auth.signature);
+        let key = signing_key(
+            "qianfanTestSK",
+            "qianfanTestAK",
+            auth.timestamp,
+            auth.expiration_seconds,
+        );
+        assert_eq!(
+            hmac_hex(key.as_bytes(), canonical.as_bytes()),
+            auth.signature
+        );
     }
 
     #[test]
@@ -219,14 +277,21 @@ mod tests {
         // key; x-bce-* headers are signed although only `host` is named, and
         // the query value's space and slash are percent-encoded.
         let key = signing_key("sk", "ak", "2024-01-10T08:39:09Z", 1800);
-        assert_eq!(key, "98121051393d93aac9b5c3b8e595b7cee990c649838d941f845af247a2dfc421");
+        assert_eq!(
+            key,
+            "98121051393d93aac9b5c3b8e595b7cee990c649838d941f845af247a2dfc421"
+        );
         let h = headers(&[
             ("host", "qianfan.baidubce.com"),
             ("x-bce-date", "2024-01-10T08:39:09Z"),
             ("content-type", "application/json"),
             ("x-other", "no"),
         ]);
-        let canonical = canonical_request(&request(&h, "Action=DescribeServiceMetric&b=a%20b%2Fc"), &["host".to_owned()], None);
+        let canonical = canonical_request(
+            &request(&h, "Action=DescribeServiceMetric&b=a%20b%2Fc"),
+            &["host".to_owned()],
+            None,
+        );
         assert_eq!(
             canonical,
             "POST\n/v2/service\nAction=DescribeServiceMetric&b=a%20b%2Fc\nhost:qianfan.baidubce.com\nx-bce-date:2024-01-10T08%3A39%3A09Z"
@@ -241,10 +306,19 @@ mod tests {
     fn the_sdk_request_verifies_within_its_expiry_and_not_after() {
         let h = headers(SDK_HEADERS);
         let r = request(&h, "Action=DescribeServiceMetric");
-        let key = verify(&index("qianfanTestSK", false), &r, at("2026-11-23T09:07:00Z")).unwrap();
+        let key = verify(
+            &index("qianfanTestSK", false),
+            &r,
+            at("2026-11-23T09:07:00Z"),
+        )
+        .unwrap();
         assert_eq!(key.principal.tenant, "acme");
         assert!(matches!(
-            verify(&index("qianfanTestSK", false), &r, at("2026-11-23T09:10:37Z")),
+            verify(
+                &index("qianfanTestSK", false),
+                &r,
+                at("2026-11-23T09:10:37Z")
+            ),
             Err(AuthError::Expired(_))
         ));
         assert!(matches!(
@@ -272,8 +346,14 @@ mod tests {
             Err(AuthError::SignatureMismatch(_))
         ));
         let q = "Action=DescribeServiceMetric";
-        assert!(matches!(verify(&index("wrong", false), &request(&h, q), now), Err(AuthError::SignatureMismatch(_))));
-        assert!(matches!(verify(&index("qianfanTestSK", true), &request(&h, q), now), Err(AuthError::DisabledKey(_))));
+        assert!(matches!(
+            verify(&index("wrong", false), &request(&h, q), now),
+            Err(AuthError::SignatureMismatch(_))
+        ));
+        assert!(matches!(
+            verify(&index("qianfanTestSK", true), &request(&h, q), now),
+            Err(AuthError::DisabledKey(_))
+        ));
         assert!(matches!(
             verify(&Index::build(&Credentials::default()), &request(&h, q), now),
             Err(AuthError::UnknownAccessKey)
@@ -283,17 +363,32 @@ mod tests {
     #[test]
     fn the_host_may_be_signed_without_its_port() {
         let ts = "2026-11-23T09:05:36Z";
-        let portless = headers(&[("host", "127.0.0.1"), ("content-type", "application/json"), ("x-bce-date", ts)]);
+        let portless = headers(&[
+            ("host", "127.0.0.1"),
+            ("content-type", "application/json"),
+            ("x-bce-date", ts),
+        ]);
         let signed = vec!["host".to_owned(), "content-type".to_owned()];
         let r = request(&portless, "Action=DescribeServiceMetric");
         let key = signing_key("qianfanTestSK", "qianfanTestAK", ts, 1800);
-        let signature = hmac_hex(key.as_bytes(), canonical_request(&r, &signed, None).as_bytes());
+        let signature = hmac_hex(
+            key.as_bytes(),
+            canonical_request(&r, &signed, None).as_bytes(),
+        );
         let sent = headers(&[
             ("host", "127.0.0.1:8080"),
             ("content-type", "application/json"),
             ("x-bce-date", ts),
-            ("authorization", &format!("bce-auth-v1/qianfanTestAK/{ts}/1800/host;content-type/{signature}")),
+            (
+                "authorization",
+                &format!("bce-auth-v1/qianfanTestAK/{ts}/1800/host;content-type/{signature}"),
+            ),
         ]);
-        verify(&index("qianfanTestSK", false), &request(&sent, "Action=DescribeServiceMetric"), at(ts)).unwrap();
+        verify(
+            &index("qianfanTestSK", false),
+            &request(&sent, "Action=DescribeServiceMetric"),
+            at(ts),
+        )
+        .unwrap();
     }
 }

@@ -46,7 +46,7 @@ pub(crate) fn decode(text: &str) -> String {
 }
 
 /// Query parameters decoded (`+` is a literal plus, as RFC 3986 has it).
-pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

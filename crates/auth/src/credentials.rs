@@ -115,9 +115,18 @@ pub enum KeyKind {
 /// A key just made: the only moment its secret is known in full.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NewKey {
-    Weave { id: String, key: String },
-    Alibaba { access_key_id: String, access_key_secret: String },
-    Qianfan { access_key: String, secret_key: String },
+    Weave {
+        id: String,
+        key: String,
+    },
+    Alibaba {
+        access_key_id: String,
+        access_key_secret: String,
+    },
+    Qianfan {
+        access_key: String,
+        secret_key: String,
+    },
 }
 
 impl std::fmt::Display for NewKey {
@@ -221,14 +230,25 @@ impl Credentials {
                 .weave_keys
                 .iter()
                 .map(|k| (k.id.as_str(), &k.meta))
-                .chain(t.alibaba_keys.iter().map(|k| (k.access_key_id.as_str(), &k.meta)))
-                .chain(t.qianfan_keys.iter().map(|k| (k.access_key.as_str(), &k.meta)));
+                .chain(
+                    t.alibaba_keys
+                        .iter()
+                        .map(|k| (k.access_key_id.as_str(), &k.meta)),
+                )
+                .chain(
+                    t.qianfan_keys
+                        .iter()
+                        .map(|k| (k.access_key.as_str(), &k.meta)),
+                );
             for (id, meta) in keys {
                 if id.is_empty() {
                     return Err(format!("tenant {:?}: a key has an empty id", t.name));
                 }
                 if let Some(other) = ids.insert(id, &t.name) {
-                    return Err(format!("key {id:?} appears twice (tenants {other:?} and {:?})", t.name));
+                    return Err(format!(
+                        "key {id:?} appears twice (tenants {other:?} and {:?})",
+                        t.name
+                    ));
                 }
                 for p in &meta.projects {
                     let entity = p.split_once('/').map(|(e, _)| e).unwrap_or("");
@@ -243,7 +263,10 @@ impl Credentials {
             }
             for k in &t.weave_keys {
                 if k.sha256.len() != 64 || hex::decode(&k.sha256).is_err() {
-                    return Err(format!("weave key {:?}: sha256 must be 64 hex digits", k.id));
+                    return Err(format!(
+                        "weave key {:?}: sha256 must be 64 hex digits",
+                        k.id
+                    ));
                 }
             }
         }
@@ -388,7 +411,11 @@ impl Credentials {
                 id: id.to_owned(),
                 meta: meta.clone(),
             };
-            out.extend(t.weave_keys.iter().map(|k| listing(KeyKind::Weave, &k.id, &k.meta)));
+            out.extend(
+                t.weave_keys
+                    .iter()
+                    .map(|k| listing(KeyKind::Weave, &k.id, &k.meta)),
+            );
             out.extend(
                 t.alibaba_keys
                     .iter()
@@ -410,8 +437,16 @@ impl Credentials {
                 .weave_keys
                 .iter_mut()
                 .map(|k| (k.id.as_str(), &mut k.meta))
-                .chain(t.alibaba_keys.iter_mut().map(|k| (k.access_key_id.as_str(), &mut k.meta)))
-                .chain(t.qianfan_keys.iter_mut().map(|k| (k.access_key.as_str(), &mut k.meta)));
+                .chain(
+                    t.alibaba_keys
+                        .iter_mut()
+                        .map(|k| (k.access_key_id.as_str(), &mut k.meta)),
+                )
+                .chain(
+                    t.qianfan_keys
+                        .iter_mut()
+                        .map(|k| (k.access_key.as_str(), &mut k.meta)),
+                );
             for (key_id, meta) in metas {
                 if key_id == id {
                     meta.disabled = disabled;
@@ -465,14 +500,20 @@ mod tests {
         let (credentials, keys) = Credentials::development("local");
         credentials.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let NewKey::Weave { key, .. } = &keys[0] else { panic!() };
+        let NewKey::Weave { key, .. } = &keys[0] else {
+            panic!()
+        };
         assert!(!text.contains(key.as_str()));
         assert_eq!(Credentials::load(&path).unwrap(), credentials);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "credentials must not be readable by others");
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "credentials must not be readable by others"
+            );
         }
     }
 
@@ -509,9 +550,14 @@ mod tests {
     #[test]
     fn disabling_finds_a_key_by_its_public_id() {
         let (mut c, keys) = Credentials::development("local");
-        let NewKey::Alibaba { access_key_id, .. } = &keys[1] else { panic!() };
+        let NewKey::Alibaba { access_key_id, .. } = &keys[1] else {
+            panic!()
+        };
         c.set_disabled(access_key_id, true).unwrap();
         assert!(c.tenants[0].alibaba_keys[0].meta.disabled);
-        assert!(matches!(c.set_disabled("nope", true), Err(AuthError::UnknownKey(_))));
+        assert!(matches!(
+            c.set_disabled("nope", true),
+            Err(AuthError::UnknownKey(_))
+        ));
     }
 }

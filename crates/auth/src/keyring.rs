@@ -1,7 +1,9 @@
 //! The credentials file indexed for lookups, re-read when the file changes so
 //! `polymeter keys add|disable` takes effect without a restart.
 
-use crate::credentials::{hash_weave_key, Credentials, KeyMeta, ALIBABA_METRICS_ACTION, ANY_ENTITY};
+use crate::credentials::{
+    hash_weave_key, Credentials, KeyMeta, ALIBABA_METRICS_ACTION, ANY_ENTITY,
+};
 use crate::AuthError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -270,7 +272,10 @@ mod tests {
         assert!(!p.may_access("globex/bot"));
         assert!(!p.may_access("nobody/bot"));
         assert!(!p.may_access("acme"));
-        assert!(matches!(index.weave("pm-wrong"), Err(AuthError::UnknownAccessKey)));
+        assert!(matches!(
+            index.weave("pm-wrong"),
+            Err(AuthError::UnknownAccessKey)
+        ));
     }
 
     #[test]
@@ -309,9 +314,15 @@ mod tests {
         // Same size file, so make sure the modification time moves.
         std::thread::sleep(std::time::Duration::from_millis(20));
         disabled.save(&path).unwrap();
-        assert!(matches!(ring.current().weave(&acme), Err(AuthError::DisabledKey(_))));
+        assert!(matches!(
+            ring.current().weave(&acme),
+            Err(AuthError::DisabledKey(_))
+        ));
         std::fs::write(&path, "not toml [").unwrap();
-        assert!(matches!(ring.current().weave(&acme), Err(AuthError::DisabledKey(_))));
+        assert!(matches!(
+            ring.current().weave(&acme),
+            Err(AuthError::DisabledKey(_))
+        ));
     }
 
     #[test]

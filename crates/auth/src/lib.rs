@@ -12,7 +12,7 @@ pub mod credentials;
 pub mod keyring;
 mod nonce;
 
-pub use canonical::SignedRequest;
+pub use canonical::{query_pairs, SignedRequest};
 pub use credentials::{Credentials, KeyKind, KeyRequest, NewKey};
 pub use keyring::{Index, Keyring, Principal, SigningKey, METRICS_ACTION};
 pub use nonce::NonceCache;
@@ -76,15 +76,22 @@ pub fn verify_basic(index: &Index, authorization: Option<&str>) -> Result<Princi
         .decode(encoded.trim())
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| AuthError::Malformed("Authorization: Basic credentials are not valid base64".into()))?;
-    let (_, key) = decoded
-        .split_once(':')
-        .ok_or_else(|| AuthError::Malformed("Authorization: Basic credentials must be \"api:<key>\"".into()))?;
+        .ok_or_else(|| {
+            AuthError::Malformed("Authorization: Basic credentials are not valid base64".into())
+        })?;
+    let (_, key) = decoded.split_once(':').ok_or_else(|| {
+        AuthError::Malformed("Authorization: Basic credentials must be \"api:<key>\"".into())
+    })?;
     index.weave(key)
 }
 
 /// Constant-time equality of two signatures or hashes written in hex.
 pub(crate) fn same_hex(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.to_ascii_lowercase().as_bytes().ct_eq(b.to_ascii_lowercase().as_bytes()))
+    a.len() == b.len()
+        && bool::from(
+            a.to_ascii_lowercase()
+                .as_bytes()
+                .ct_eq(b.to_ascii_lowercase().as_bytes()),
+        )
 }

@@ -31,7 +31,13 @@ impl NonceCache {
 
     /// Records `nonce` for `access_key`, signed at `signed_at` (seconds);
     /// refuses it if seen before within the window.
-    pub fn check(&self, access_key: &str, nonce: &str, signed_at: i64, now: i64) -> Result<(), AuthError> {
+    pub fn check(
+        &self,
+        access_key: &str,
+        nonce: &str,
+        signed_at: i64,
+        now: i64,
+    ) -> Result<(), AuthError> {
         let mut state = self.state.lock().expect("nonce lock");
         // A request signed before this is refused by the date check, so its
         // nonce no longer needs remembering.
@@ -50,7 +56,9 @@ impl NonceCache {
         if state.seen.len() >= self.capacity {
             return Err(AuthError::NonceCacheFull);
         }
-        state.by_time.insert((signed_at, key.0.clone(), key.1.clone()));
+        state
+            .by_time
+            .insert((signed_at, key.0.clone(), key.1.clone()));
         state.seen.insert(key);
         Ok(())
     }
@@ -70,7 +78,10 @@ mod tests {
     fn a_nonce_is_accepted_once_per_key() {
         let cache = NonceCache::new(10);
         cache.check("ak", "n1", 1000, 1000).unwrap();
-        assert!(matches!(cache.check("ak", "n1", 1000, 1001), Err(AuthError::NonceReused(_))));
+        assert!(matches!(
+            cache.check("ak", "n1", 1000, 1001),
+            Err(AuthError::NonceReused(_))
+        ));
         cache.check("other", "n1", 1000, 1001).unwrap();
     }
 
@@ -79,7 +90,10 @@ mod tests {
         let cache = NonceCache::new(2);
         cache.check("ak", "a", 1000, 1000).unwrap();
         cache.check("ak", "b", 1000, 1000).unwrap();
-        assert!(matches!(cache.check("ak", "c", 1000, 1000), Err(AuthError::NonceCacheFull)));
+        assert!(matches!(
+            cache.check("ak", "c", 1000, 1000),
+            Err(AuthError::NonceCacheFull)
+        ));
         let later = 1000 + CLOCK_SKEW_SECONDS + 1;
         cache.check("ak", "c", later, later).unwrap();
         cache.check("ak", "a", later, later).unwrap();

@@ -17,8 +17,6 @@ pub struct Backends {
     pub feedback: FeedbackServiceClient<Channel>,
     /// Raw channels, for health checks.
     pub(crate) channels: Vec<(&'static str, Channel)>,
-    /// The tenant every request acts for until credentials are checked.
-    pub tenant: String,
 }
 
 /// A lazily connecting channel to `url` (`http://host:port`).
@@ -30,7 +28,7 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 impl Backends {
-    pub fn new(ingest: Channel, stats: Channel, feedback: Channel, tenant: String) -> Self {
+    pub fn new(ingest: Channel, stats: Channel, feedback: Channel) -> Self {
         Self {
             ingest: IngestServiceClient::new(ingest.clone())
                 .max_decoding_message_size(MESSAGE_LIMIT)
@@ -42,7 +40,6 @@ impl Backends {
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
             channels: vec![("ingest", ingest), ("stats", stats), ("feedback", feedback)],
-            tenant,
         }
     }
 }

@@ -10,6 +10,13 @@ pub enum GatewayError {
     /// The request is malformed; the message names the field.
     #[error("{0}")]
     BadRequest(String),
+    /// Missing, unknown, disabled or badly signed credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that may not do this (another tenant's project, a
+    /// missing permission).
+    #[error("{0}")]
+    Forbidden(String),
     /// The body is larger than the gateway accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -27,6 +34,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

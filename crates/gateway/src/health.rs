@@ -1,6 +1,7 @@
 //! `/healthz` (the gateway process is up) and `/readyz` (every service behind
 //! it answers its gRPC health check).
 
+use crate::auth::AppState;
 use crate::backends::Backends;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-pub fn routes() -> Router<Backends> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -4,30 +4,37 @@
 //! gRPC. A reader finds the internal request a route builds one hop away, in
 //! its dialect module.
 
+pub mod alibaba;
+pub mod auth;
 pub mod backends;
 pub mod error;
 mod exposition;
 mod health;
 pub mod json;
+pub mod qianfan;
 pub mod weave;
 
+pub use auth::{AppState, Auth};
 pub use backends::Backends;
 pub use error::GatewayError;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Batches of calls can be large; 64 MiB matches the gRPC message limit.
 const BODY_LIMIT: usize = 64 << 20;
 
 /// Every route the gateway serves.
-pub fn router(backends: Backends) -> Router {
+pub fn router(backends: Backends, auth: Arc<Auth>) -> Router {
     exposition::init();
     Router::new()
         .merge(health::routes())
         .merge(weave::routes())
+        .merge(alibaba::routes())
+        .merge(qianfan::routes())
         .route("/metrics", axum::routing::get(exposition::render))
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)
@@ -37,7 +44,7 @@ pub fn router(backends: Backends) -> Router {
                 |r: &axum::http::Request<axum::body::Body>| polymeter_telemetry::http_span(r),
             ),
         )
-        .with_state(backends)
+        .with_state(AppState { backends, auth })
 }
 
 /// Unknown routes answer in the Weave envelope, the gateway's default dialect.
@@ -50,13 +57,14 @@ async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> weave::W
 pub async fn serve(
     listener: TcpListener,
     backends: Backends,
+    auth: Arc<Auth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(backends))
+    axum::serve(listener, router(backends, auth))
         .with_graceful_shutdown(shutdown)
         .await
 }

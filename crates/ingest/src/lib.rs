@@ -6,6 +6,7 @@
 pub mod error;
 pub mod feedback;
 pub mod service;
+pub mod vendor;
 pub mod weave;
 
 pub use error::IngestError;

@@ -161,6 +161,9 @@ fn start_write(
     let id = s.id.filter(|i| !i.is_empty()).unwrap_or_else(new_id);
     let trace_id = s.trace_id.filter(|t| !t.is_empty()).unwrap_or_else(new_id);
     let inputs = parse_json(at, "start.inputs", &s.inputs_json)?;
+    let attributes = parse_json(at, "start.attributes", &s.attributes_json)?;
+    let vendor = crate::vendor::from_json(&attributes)
+        .map_err(|e| invalid(at, format!("start.attributes.{e}")))?;
     let write = pb::CallWrite {
         tenant: String::new(),
         project_id: s.project_id,
@@ -176,7 +179,7 @@ fn start_write(
             wb_user_id: s.wb_user_id,
             wb_run_id: s.wb_run_id,
             input_refs: refs_in(&inputs),
-            vendor: Some(pb::VendorDimensions::default()),
+            vendor: Some(vendor),
         }),
         end: None,
     };

@@ -4,11 +4,12 @@
 //! name so they can run services as real child processes.
 
 use crate::{
-    bind, open_call_store, open_feedback_store, run_feedback, run_gateway, run_ingest, run_stats,
-    start_stack, GatewayPeers, Shutdown, StackConfig,
+    bind, open_call_store, open_credentials, open_feedback_store, run_feedback, run_gateway,
+    run_ingest, run_stats, start_stack, GatewayPeers, Shutdown, StackConfig,
 };
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use polymeter_auth::{Credentials, KeyKind, KeyRequest};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -44,6 +45,142 @@ enum Command {
     Stats(StatsArgs),
     /// Run the feedback service (feedback records) alone.
     Feedback(FeedbackArgs),
+    /// Manage tenants and their keys in the credentials file (the gateway
+    /// picks changes up without a restart).
+    Keys(KeysArgs),
+}
+
+#[derive(Args)]
+struct KeysArgs {
+    /// The credentials file.
+    #[arg(
+        long,
+        env = "POLYMETER_CREDENTIALS",
+        default_value = "./data/credentials.toml"
+    )]
+    credentials: PathBuf,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key (creating the tenant if needed) and print its secret, once.
+    Add {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Give the tenant this Weave entity (`entity/…` project ids); repeatable.
+        #[arg(long = "entity")]
+        entities: Vec<String>,
+        /// Limit the key to this project (`entity/project`); repeatable.
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Alibaba actions the key may call (default: aicontent:ModelRouterQueryObservationMetrics); repeatable.
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// A note to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List every key (never a secret).
+    List,
+    /// Refuse a key from now on (Weave key id or access key).
+    Disable { id: String },
+    /// Accept a disabled key again.
+    Enable { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Weave,
+    Alibaba,
+    Qianfan,
+}
+
+impl From<KindArg> for KeyKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Weave => KeyKind::Weave,
+            KindArg::Alibaba => KeyKind::Alibaba,
+            KindArg::Qianfan => KeyKind::Qianfan,
+        }
+    }
+}
+
+fn load_or_empty(path: &std::path::Path) -> Result<Credentials> {
+    if path.exists() {
+        Ok(Credentials::load(path)?)
+    } else {
+        Ok(Credentials::default())
+    }
+}
+
+fn run_keys(args: KeysArgs) -> Result<()> {
+    let path = &args.credentials;
+    match args.command {
+        KeysCommand::Add {
+            tenant,
+            kind,
+            entities,
+            projects,
+            actions,
+            label,
+        } => {
+            let mut credentials = load_or_empty(path)?;
+            credentials.ensure_tenant(&tenant, &entities);
+            let key = credentials.add_key(&KeyRequest {
+                tenant,
+                kind: kind.into(),
+                label,
+                projects,
+                actions,
+            })?;
+            credentials.save(path)?;
+            println!("{key}\nThe secret is shown only now; store it safely.");
+        }
+        KeysCommand::List => {
+            let credentials = Credentials::load(path)?;
+            println!(
+                "{:<12} {:<8} {:<34} {:<8} {:<22} label / projects",
+                "tenant", "kind", "id", "state", "created"
+            );
+            for k in credentials.list() {
+                println!(
+                    "{:<12} {:<8} {:<34} {:<8} {:<22} {} {}",
+                    k.tenant,
+                    k.kind,
+                    k.id,
+                    if k.meta.disabled {
+                        "disabled"
+                    } else {
+                        "active"
+                    },
+                    k.meta.created,
+                    k.meta.label,
+                    k.meta.projects.join(",")
+                );
+            }
+        }
+        KeysCommand::Disable { id } | KeysCommand::Enable { id } if !path.exists() => {
+            anyhow::bail!("no credentials file at {} (no key {id:?})", path.display())
+        }
+        KeysCommand::Disable { id } => {
+            let mut credentials = Credentials::load(path)?;
+            credentials.set_disabled(&id, true)?;
+            credentials.save(path)?;
+            println!("{id} disabled");
+        }
+        KeysCommand::Enable { id } => {
+            let mut credentials = Credentials::load(path)?;
+            credentials.set_disabled(&id, false)?;
+            credentials.save(path)?;
+            println!("{id} enabled");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -82,10 +219,25 @@ struct UpArgs {
     /// The stats write-ahead log is compacted into a Parquet segment each time it passes this many bytes.
     #[arg(long, env = "POLYMETER_WAL_ROTATE_BYTES", default_value_t = crate::DEFAULT_WAL_ROTATE_BYTES)]
     wal_rotate_bytes: u64,
+    /// The credentials file (default: credentials.toml in the data directory).
+    /// Created with a development tenant, whose keys are printed once, when missing.
+    #[arg(long, env = "POLYMETER_CREDENTIALS")]
+    credentials: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct GatewayArgs {
+    /// The credentials file: tenants, their entities and keys.
+    #[arg(
+        long,
+        env = "POLYMETER_CREDENTIALS",
+        default_value = "./data/credentials.toml"
+    )]
+    credentials: PathBuf,
+    /// When the credentials file is missing, create it with a development
+    /// tenant and print its keys (instead of refusing to start).
+    #[arg(long, env = "POLYMETER_CREATE_DEV_CREDENTIALS")]
+    create_dev_credentials: bool,
     /// HTTP address to listen on.
     #[arg(
         long,
@@ -184,6 +336,7 @@ impl Command {
             Command::Ingest(_) => "polymeter-ingest",
             Command::Stats(_) => "polymeter-stats",
             Command::Feedback(_) => "polymeter-feedback",
+            Command::Keys(_) => "polymeter-keys",
         }
     }
 }
@@ -223,6 +376,9 @@ where
 /// Parses the command line and runs it to completion.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Keys(args) = cli.command {
+        return run_keys(args);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -242,10 +398,15 @@ async fn run(cli: Cli) -> Result<()> {
                 ingest: a.ingest_listen,
                 stats: a.stats_listen,
                 feedback: a.feedback_listen,
+                credentials: a
+                    .credentials
+                    .clone()
+                    .unwrap_or_else(|| a.data_dir.join(crate::CREDENTIALS_FILE)),
                 data_dir: a.data_dir.clone(),
                 wal_rotate_bytes: a.wal_rotate_bytes,
             })
             .await?;
+            print_created_keys(&stack.created_keys);
             println!("polymeter is up (data in {})", a.data_dir.display());
             println!("  gateway   http://{}  (REST dialects)", stack.gateway);
             println!("  ingest    grpc://{}", stack.ingest);
@@ -265,13 +426,15 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Gateway(a) => {
+            let (keyring, created) = open_credentials(&a.credentials, a.create_dev_credentials)?;
+            print_created_keys(&created);
             until_interrupted("gateway", a.listen, |l, s| async move {
                 let peers = GatewayPeers {
                     ingest: &a.ingest_url,
                     stats: &a.stats_url,
                     feedback: &a.feedback_url,
                 };
-                run_gateway(l, peers, s).await
+                run_gateway(l, peers, keyring, s).await
             })
             .await
         }
@@ -289,5 +452,19 @@ async fn run(cli: Cli) -> Result<()> {
             let store = open_feedback_store(&a.data_dir.join("feedback"), a.wal_rotate_bytes)?;
             until_interrupted("feedback", a.listen, |l, s| run_feedback(l, store, s)).await
         }
+        Command::Keys(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn print_created_keys(keys: &[polymeter_auth::NewKey]) {
+    if keys.is_empty() {
+        return;
+    }
+    println!(
+        "No credentials file: created development tenant {:?} (owns every entity). Its keys, shown only now:",
+        crate::DEV_TENANT
+    );
+    for key in keys {
+        println!("  {}", key.to_string().replace('\n', "\n  "));
     }
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 
 use anyhow::Context;
+use polymeter_auth::{Credentials, Keyring, NewKey};
 use polymeter_feedback::FeedbackStore;
 use polymeter_gateway::{backends::channel, Backends};
 use polymeter_stats::{CallStore, DurableStore};
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// The tenant requests act for until credentials are checked.
+/// The tenant `polymeter up` creates when there is no credentials file.
 pub const DEV_TENANT: &str = "local";
 
 /// A shutdown signal every service of a stack listens to.
@@ -140,18 +141,38 @@ pub struct GatewayPeers<'a> {
     pub feedback: &'a str,
 }
 
+/// Opens the gateway's credentials file. When it does not exist and
+/// `create_dev` is set, first writes one with a development tenant that owns
+/// every entity and has one key of each kind; those keys are returned so the
+/// caller can print them — the only time they are shown.
+pub fn open_credentials(path: &Path, create_dev: bool) -> anyhow::Result<(Keyring, Vec<NewKey>)> {
+    let mut created = Vec::new();
+    if create_dev && !path.exists() {
+        let (credentials, keys) = Credentials::development(DEV_TENANT);
+        credentials.save(path)?;
+        created = keys;
+    } else if !path.exists() {
+        anyhow::bail!(
+            "no credentials file at {}: create one with `polymeter keys add --tenant NAME --entity ENTITY --kind weave`",
+            path.display()
+        );
+    }
+    Ok((Keyring::open(path)?, created))
+}
+
 pub async fn run_gateway(
     listener: TcpListener,
     peers: GatewayPeers<'_>,
+    keyring: Keyring,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let backends = Backends::new(
         channel(peers.ingest).context("bad ingest address")?,
         channel(peers.stats).context("bad stats address")?,
         channel(peers.feedback).context("bad feedback address")?,
-        DEV_TENANT.to_owned(),
     );
-    polymeter_gateway::serve(listener, backends, shutdown.wait())
+    let auth = Arc::new(polymeter_gateway::Auth::new(keyring));
+    polymeter_gateway::serve(listener, backends, auth, shutdown.wait())
         .await
         .context("gateway failed")
 }
@@ -166,7 +187,12 @@ pub struct StackConfig {
     pub data_dir: PathBuf,
     /// The write-ahead log is compacted into a segment each time it passes this size.
     pub wal_rotate_bytes: u64,
+    /// The credentials file; created with a development tenant when missing.
+    pub credentials: PathBuf,
 }
+
+/// The credentials file's name inside the data directory, its default home.
+pub const CREDENTIALS_FILE: &str = "credentials.toml";
 
 /// Default size at which the write-ahead log rotates into a Parquet segment.
 pub const DEFAULT_WAL_ROTATE_BYTES: u64 = 64 << 20;
@@ -180,6 +206,7 @@ impl StackConfig {
             ingest: any,
             stats: any,
             feedback: any,
+            credentials: data_dir.join(CREDENTIALS_FILE),
             data_dir,
             wal_rotate_bytes: DEFAULT_WAL_ROTATE_BYTES,
         }
@@ -192,6 +219,8 @@ pub struct Stack {
     pub ingest: SocketAddr,
     pub stats: SocketAddr,
     pub feedback: SocketAddr,
+    /// Keys of the development tenant, when this start created it.
+    pub created_keys: Vec<NewKey>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -212,6 +241,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
     let store = open_call_store(&config.data_dir.join("stats"), config.wal_rotate_bytes)?;
     let feedback_store =
         open_feedback_store(&config.data_dir.join("feedback"), config.wal_rotate_bytes)?;
+    let (keyring, created_keys) = open_credentials(&config.credentials, true)?;
 
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
@@ -227,13 +257,14 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
             stats: &stats_url,
             feedback: &feedback_url,
         };
-        run_gateway(gateway, peers, shutdown).await
+        run_gateway(gateway, peers, keyring, shutdown).await
     });
     Ok(Stack {
         gateway: addrs[0],
         ingest: addrs[1],
         stats: addrs[2],
         feedback: addrs[3],
+        created_keys,
         stop,
         tasks,
     })

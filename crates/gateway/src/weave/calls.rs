@@ -2,6 +2,7 @@
 //! through as JSON text; ingest extracts refs and usage.
 
 use super::{WeaveBody, WeaveResult};
+use crate::auth::WeaveCaller;
 use crate::backends::Backends;
 use crate::error::GatewayError;
 use crate::json::{parse, Instant};
@@ -140,9 +141,13 @@ impl From<EndedCall> for pb::WeaveCallEnd {
     }
 }
 
-async fn ingest(backends: &Backends, ops: Vec<Op>) -> Result<Vec<pb::CallRef>, GatewayError> {
+async fn ingest(
+    backends: &Backends,
+    caller: &WeaveCaller,
+    ops: Vec<Op>,
+) -> Result<Vec<pb::CallRef>, GatewayError> {
     let request = pb::IngestWeaveCallsRequest {
-        tenant: backends.tenant.clone(),
+        tenant: caller.tenant(),
         ops: ops
             .into_iter()
             .map(|op| pb::WeaveCallOp { op: Some(op) })
@@ -159,28 +164,40 @@ async fn ingest(backends: &Backends, ops: Vec<Op>) -> Result<Vec<pb::CallRef>, G
 
 pub async fn start(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: StartReq = parse(&body)?;
-    let results = ingest(&backends, vec![Op::Start(req.start.into())]).await?;
+    caller.check("start.project_id", &req.start.project_id)?;
+    let results = ingest(&backends, &caller, vec![Op::Start(req.start.into())]).await?;
     let r = results.into_iter().next().unwrap_or_default();
     Ok(Json(json!({ "id": r.id, "trace_id": r.trace_id })))
 }
 
 pub async fn end(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: EndReq = parse(&body)?;
-    ingest(&backends, vec![Op::End(req.end.into())]).await?;
+    caller.check("end.project_id", &req.end.project_id)?;
+    ingest(&backends, &caller, vec![Op::End(req.end.into())]).await?;
     Ok(Json(json!({})))
 }
 
 pub async fn upsert_batch(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: BatchReq = parse(&body)?;
+    for (i, item) in req.batch.iter().enumerate() {
+        let (field, project_id) = match item {
+            BatchItem::Start(s) => ("req.start.project_id", &s.start.project_id),
+            BatchItem::End(e) => ("req.end.project_id", &e.end.project_id),
+        };
+        caller.check(&format!("batch[{i}].{field}"), project_id)?;
+    }
     let is_start: Vec<bool> = req
         .batch
         .iter()
@@ -194,7 +211,7 @@ pub async fn upsert_batch(
             BatchItem::End(e) => Op::End(e.end.into()),
         })
         .collect();
-    let results = ingest(&backends, ops).await?;
+    let results = ingest(&backends, &caller, ops).await?;
     let res: Vec<Value> = results
         .into_iter()
         .zip(is_start)
@@ -211,11 +228,13 @@ pub async fn upsert_batch(
 
 pub async fn complete(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     Path((entity, project)): Path<(String, String)>,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
-    let req: CompleteReq = parse(&body)?;
     let project_id = format!("{entity}/{project}");
+    caller.check("path", &project_id)?;
+    let req: CompleteReq = parse(&body)?;
     let mut ops = Vec::with_capacity(req.batch.len());
     for (i, c) in req.batch.into_iter().enumerate() {
         if let Some(p) = c.project_id.as_deref().filter(|p| *p != project_id) {
@@ -258,7 +277,7 @@ pub async fn complete(
             end: Some(end),
         }));
     }
-    let results = ingest(&backends, ops).await?;
+    let results = ingest(&backends, &caller, ops).await?;
     let res: Vec<Value> = results
         .into_iter()
         .map(|r| json!({ "id": r.id, "trace_id": r.trace_id }))

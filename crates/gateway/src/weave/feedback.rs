@@ -3,6 +3,7 @@
 //! `FeedbackService.AggregateFeedback`.
 
 use super::{WeaveBody, WeaveResult};
+use crate::auth::WeaveCaller;
 use crate::backends::Backends;
 use crate::error::GatewayError;
 use crate::json::parse;
@@ -82,10 +83,11 @@ fn created(w: &pb::FeedbackWrite) -> Value {
 
 async fn ingest(
     backends: &Backends,
+    caller: &WeaveCaller,
     items: Vec<pb::WeaveFeedback>,
 ) -> Result<Vec<pb::FeedbackWrite>, GatewayError> {
     let request = pb::IngestWeaveFeedbackRequest {
-        tenant: backends.tenant.clone(),
+        tenant: caller.tenant(),
         feedback: items,
     };
     Ok(backends
@@ -99,10 +101,12 @@ async fn ingest(
 
 pub async fn create(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: FeedbackCreate = parse(&body)?;
-    let created_records = ingest(&backends, vec![req.into()]).await?;
+    caller.check("project_id", &req.project_id)?;
+    let created_records = ingest(&backends, &caller, vec![req.into()]).await?;
     let first = created_records
         .first()
         .ok_or_else(|| GatewayError::Internal("ingest created nothing".into()))?;
@@ -111,10 +115,19 @@ pub async fn create(
 
 pub async fn batch_create(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: BatchCreate = parse(&body)?;
-    let records = ingest(&backends, req.batch.into_iter().map(Into::into).collect()).await?;
+    for (i, item) in req.batch.iter().enumerate() {
+        caller.check(&format!("batch[{i}].project_id"), &item.project_id)?;
+    }
+    let records = ingest(
+        &backends,
+        &caller,
+        req.batch.into_iter().map(Into::into).collect(),
+    )
+    .await?;
     Ok(Json(
         json!({ "res": records.iter().map(created).collect::<Vec<_>>() }),
     ))
@@ -147,11 +160,11 @@ struct AggregateReq {
 
 pub async fn aggregate(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: AggregateReq = parse(&body)?;
-    polymeter_model::ProjectId::check(&req.project_id)
-        .map_err(|e| GatewayError::BadRequest(format!("project_id: {e}")))?;
+    caller.check("project_id", &req.project_id)?;
     let group_by: Vec<FeedbackDimension> = req
         .group_by
         .iter()
@@ -162,7 +175,7 @@ pub async fn aggregate(
         })
         .collect::<Result<_, _>>()?;
     let request = pb::AggregateFeedbackRequest {
-        tenant: backends.tenant.clone(),
+        tenant: caller.tenant(),
         project_id: req.project_id,
         after_ms: req.after_ms.min(i64::MAX as u64) as i64,
         before_ms: req.before_ms.min(i64::MAX as u64) as i64,

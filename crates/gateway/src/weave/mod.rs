@@ -6,7 +6,7 @@ mod calls;
 mod feedback;
 mod stats;
 
-use crate::backends::Backends;
+use crate::auth::AppState;
 use crate::error::GatewayError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
-pub fn routes() -> Router<Backends> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/call/start", post(calls::start))
         .route("/call/end", post(calls::end))
@@ -42,7 +42,14 @@ impl<E: Into<GatewayError>> From<E> for WeaveError {
 impl IntoResponse for WeaveError {
     fn into_response(self) -> Response {
         let status: StatusCode = self.0.status();
-        (status, Json(json!({ "reason": self.0.to_string() }))).into_response()
+        let mut response = (status, Json(json!({ "reason": self.0.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"polymeter\""),
+            );
+        }
+        response
     }
 }
 

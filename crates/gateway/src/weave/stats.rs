@@ -3,13 +3,14 @@
 //! grain). Both are zero-filled on the same zone-aligned grid.
 
 use super::{WeaveBody, WeaveResult};
+use crate::auth::WeaveCaller;
 use crate::backends::Backends;
 use crate::error::GatewayError;
 use crate::json::{parse, Instant};
 use axum::extract::State;
 use axum::Json;
 use chrono::{FixedOffset, SecondsFormat, TimeZone, Utc};
-use polymeter_model::{Aggregation, Metric, ProjectId};
+use polymeter_model::{Aggregation, Metric};
 use polymeter_proto::v1::{self as pb, Dimension, Grain};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -198,11 +199,11 @@ fn render(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<V
 
 pub async fn calls_stats(
     State(backends): State<Backends>,
+    caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: CallsStatsReq = parse(&body)?;
-    ProjectId::parse(&req.project_id)
-        .map_err(|e| GatewayError::BadRequest(format!("project_id: {e}")))?;
+    caller.check("project_id", &req.project_id)?;
     let start = req.start.0;
     let end = req.end.map(|e| e.0).unwrap_or_else(Utc::now);
     if end <= start {
@@ -238,7 +239,7 @@ pub async fn calls_stats(
 
     let query =
         |grain: Grain, group_by: Vec<Dimension>, columns: &[Column]| pb::AggregateCallsRequest {
-            tenant: backends.tenant.clone(),
+            tenant: caller.tenant(),
             project_ids: vec![req.project_id.clone()],
             start_us: start.timestamp_micros(),
             end_us: end.timestamp_micros(),

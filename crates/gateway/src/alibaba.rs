@@ -1,0 +1,514 @@
+//! The Alibaba Cloud Model Router dialect:
+//! `GET /api/v1/modelRouter/open/observation/metrics` (ModelRouterQueryObservationMetrics,
+//! version 20240611), signed with ACS3-HMAC-SHA256. It becomes one
+//! `StatsService.AggregateCalls` over every project the credential reaches,
+//! with no time buckets, grouped by the asked field. Errors use Alibaba's
+//! envelope with both spellings of code and message.
+
+use crate::auth::{request_id, signed_request, AppState};
+use crate::error::GatewayError;
+use crate::json::Instant;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use polymeter_auth::{AuthError, METRICS_ACTION};
+use polymeter_model::{Aggregation, Metric};
+use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+pub const PATH: &str = "/api/v1/modelRouter/open/observation/metrics";
+const ACTION: &str = "ModelRouterQueryObservationMetrics";
+const VERSION: &str = "20240611";
+const MAX_PAGE: u64 = 1000;
+const DEFAULT_PAGE: u64 = 10;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(PATH, get(metrics))
+}
+
+/// Alibaba's error codes, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidParameter,
+    IncompleteSignature,
+    SignatureDoesNotMatch,
+    AccessKeyNotFound,
+    AccessKeyInactive,
+    TimestampExpired,
+    NonceUsed,
+    PermissionDenied,
+    ServiceUnavailable,
+    UnknownError,
+}
+
+impl Code {
+    fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidParameter => "InvalidParameter",
+            Code::IncompleteSignature => "IncompleteSignature",
+            Code::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Code::AccessKeyNotFound => "InvalidAccessKeyId.NotFound",
+            Code::AccessKeyInactive => "InvalidAccessKeyId.Inactive",
+            Code::TimestampExpired => "InvalidTimeStamp.Expired",
+            Code::NonceUsed => "SignatureNonceUsed",
+            Code::PermissionDenied => "B.Permission.DeniedException",
+            Code::ServiceUnavailable => "ServiceUnavailable",
+            Code::UnknownError => "Server.Internal.UnknownError",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Code::AccessKeyNotFound => StatusCode::NOT_FOUND,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::UnknownError => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AlibabaError {
+    code: Code,
+    message: String,
+}
+
+fn invalid(message: impl Into<String>) -> AlibabaError {
+    AlibabaError {
+        code: Code::InvalidParameter,
+        message: message.into(),
+    }
+}
+
+impl From<GatewayError> for AlibabaError {
+    fn from(err: GatewayError) -> Self {
+        let code = match &err {
+            GatewayError::BadRequest(_) | GatewayError::TooLarge(_) | GatewayError::NotFound(_) => {
+                Code::InvalidParameter
+            }
+            GatewayError::Unauthorized(_) => Code::IncompleteSignature,
+            GatewayError::Forbidden(_) => Code::PermissionDenied,
+            GatewayError::Unavailable(_) => Code::ServiceUnavailable,
+            GatewayError::Internal(_) => Code::UnknownError,
+        };
+        AlibabaError {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<AuthError> for AlibabaError {
+    fn from(err: AuthError) -> Self {
+        let code = match &err {
+            AuthError::Missing(_) | AuthError::Malformed(_) => Code::IncompleteSignature,
+            AuthError::UnknownAccessKey => Code::AccessKeyNotFound,
+            AuthError::DisabledKey(_) => Code::AccessKeyInactive,
+            AuthError::SignatureMismatch(_) => Code::SignatureDoesNotMatch,
+            AuthError::Expired(_) => Code::TimestampExpired,
+            AuthError::NonceReused(_) => Code::NonceUsed,
+            AuthError::Forbidden(_) => Code::PermissionDenied,
+            AuthError::NonceCacheFull => Code::ServiceUnavailable,
+            _ => Code::UnknownError,
+        };
+        AlibabaError {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for AlibabaError {
+    fn into_response(self) -> Response {
+        let id = request_id();
+        let status = self.code.status();
+        let body = json!({
+            "requestId": id,
+            "RequestId": id,
+            "success": false,
+            "errCode": self.code.as_str(),
+            "errMessage": self.message,
+            "Code": self.code.as_str(),
+            "Message": self.message,
+            "httpStatusCode": status.as_u16(),
+        });
+        (status, [("x-acs-request-id", id)], Json(body)).into_response()
+    }
+}
+
+/// A field `groupBy` may name, with the dimensions it groups by and the keys
+/// each adds to a ModelMetricsDTO.
+struct GroupField {
+    name: &'static str,
+    dimensions: &'static [(Dimension, &'static str)],
+}
+
+const GROUP_FIELDS: &[GroupField] = &[
+    GroupField {
+        name: "modelId",
+        dimensions: &[
+            (Dimension::ModelId, "modelId"),
+            (Dimension::Model, "modelName"),
+        ],
+    },
+    GroupField {
+        name: "modelName",
+        dimensions: &[(Dimension::Model, "modelName")],
+    },
+    GroupField {
+        name: "clientId",
+        dimensions: &[(Dimension::ClientId, "clientId")],
+    },
+    GroupField {
+        name: "apiKeyId",
+        dimensions: &[(Dimension::ApiKeyId, "apiKeyId")],
+    },
+    GroupField {
+        name: "resourceId",
+        dimensions: &[(Dimension::ResourceId, "resourceId")],
+    },
+];
+
+/// ModelMetricsDTO's fields, each one measure.
+const METRICS: &[(&str, Metric, Aggregation)] = &[
+    ("totalCalls", Metric::CallCount, Aggregation::Sum),
+    ("successRate", Metric::SuccessCount, Aggregation::Avg),
+    ("avgResponseTime", Metric::LatencyMs, Aggregation::Avg),
+    ("inputTokens", Metric::InputTokens, Aggregation::Sum),
+    ("outputTokens", Metric::OutputTokens, Aggregation::Sum),
+];
+
+const TIME_RANGES: &[(&str, i64)] = &[
+    ("1h", 3600),
+    ("6h", 6 * 3600),
+    ("24h", 24 * 3600),
+    ("7d", 7 * 86400),
+    ("30d", 30 * 86400),
+];
+
+/// The query parameters, decoded; the last value wins for a repeated name.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, AlibabaError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{name}: {v:?} must be an integer from {min} to {max}"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
+    fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, AlibabaError> {
+        self.get(name)
+            .map(|v| {
+                Instant::parse(v).map(|i| i.0).ok_or_else(|| {
+                    invalid(format!(
+                        "{name}: {v:?} is not an ISO 8601 time such as 2024-01-01T00:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+fn time_window(
+    p: &Params,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), AlibabaError> {
+    let (start, end) = (p.time("startTime")?, p.time("endTime")?);
+    let (start, end) = match (p.get("timeRange"), start, end) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(invalid(
+                "timeRange: give either timeRange or startTime/endTime, not both",
+            ))
+        }
+        (Some(range), None, None) => {
+            let seconds = TIME_RANGES
+                .iter()
+                .find(|(name, _)| *name == range)
+                .map(|(_, s)| *s)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "timeRange: {range:?} is not one of 1h, 6h, 24h, 7d, 30d"
+                    ))
+                })?;
+            (now - Duration::seconds(seconds), now)
+        }
+        (None, Some(start), end) => (start, end.unwrap_or(now)),
+        (None, None, Some(_)) => return Err(invalid("startTime: required when endTime is given")),
+        (None, None, None) => (now - Duration::hours(24), now),
+    };
+    if end <= start {
+        return Err(invalid("endTime: must be after startTime"));
+    }
+    Ok((start, end))
+}
+
+fn filters(p: &Params) -> Result<Vec<pb::Filter>, AlibabaError> {
+    let mut out = Vec::new();
+    for (name, dimension) in [
+        ("clientId", Dimension::ClientId),
+        ("apiKeyId", Dimension::ApiKeyId),
+        ("modelId", Dimension::ModelId),
+    ] {
+        if let Some(id) = p.integer(name, i64::MIN, i64::MAX)? {
+            out.push(pb::Filter {
+                dimension: dimension as i32,
+                any_of: vec![id.to_string()],
+                prefixes: vec![],
+                absent: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn group_fields(p: &Params) -> Result<Vec<&'static GroupField>, AlibabaError> {
+    let Some(text) = p.get("groupBy") else {
+        return Ok(vec![]);
+    };
+    let mut fields: Vec<&'static GroupField> = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let field = GROUP_FIELDS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| {
+                let allowed: Vec<&str> = GROUP_FIELDS.iter().map(|f| f.name).collect();
+                invalid(format!(
+                    "groupBy: {name:?} is not one of {}",
+                    allowed.join(", ")
+                ))
+            })?;
+        if !fields.iter().any(|f| f.name == field.name) {
+            fields.push(field);
+        }
+    }
+    Ok(fields)
+}
+
+fn order(p: &Params, keys: &[&'static str]) -> Result<Vec<pb::Order>, AlibabaError> {
+    let descending = match p
+        .get("orderDirection")
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("DESC") => true,
+        Some("ASC") => false,
+        Some(_) => return Err(invalid("orderDirection: must be ASC or DESC")),
+    };
+    let Some(name) = p.get("orderBy") else {
+        return Ok(vec![]);
+    };
+    let key = if let Some(i) = METRICS.iter().position(|(m, _, _)| *m == name) {
+        order::Key::Measure(i as u32)
+    } else if let Some(i) = keys.iter().position(|k| *k == name) {
+        order::Key::Dimension(i as i32)
+    } else {
+        let mut allowed: Vec<&str> = METRICS.iter().map(|(m, _, _)| *m).collect();
+        allowed.extend(keys);
+        return Err(invalid(format!(
+            "orderBy: {name:?} is not one of {} (a group field must also be in groupBy)",
+            allowed.join(", ")
+        )));
+    };
+    Ok(vec![pb::Order {
+        key: Some(key),
+        descending,
+    }])
+}
+
+/// Page-number or token paging; both select an offset and a size.
+struct Paging {
+    offset: u64,
+    size: u64,
+}
+
+fn paging(p: &Params) -> Result<Paging, AlibabaError> {
+    let token_mode = p.get("maxResults").is_some() || p.get("nextToken").is_some();
+    let page_mode = p.get("pageIndex").is_some() || p.get("pageSize").is_some();
+    if token_mode && page_mode {
+        return Err(invalid(
+            "pageIndex: use either pageIndex/pageSize or maxResults/nextToken, not both",
+        ));
+    }
+    if token_mode {
+        let size = p
+            .integer("maxResults", 1, MAX_PAGE as i64)?
+            .unwrap_or(DEFAULT_PAGE as i64) as u64;
+        let offset = match p.get("nextToken") {
+            None => 0,
+            Some(t) => t.parse::<u64>().map_err(|_| {
+                invalid(format!("nextToken: {t:?} is not a token this API returned"))
+            })?,
+        };
+        Ok(Paging { offset, size })
+    } else {
+        let index = p
+            .integer("pageIndex", 1, i64::MAX / MAX_PAGE as i64)?
+            .unwrap_or(1) as u64;
+        let size = p
+            .integer("pageSize", 1, MAX_PAGE as i64)?
+            .unwrap_or(DEFAULT_PAGE as i64) as u64;
+        Ok(Paging {
+            offset: (index - 1) * size,
+            size,
+        })
+    }
+}
+
+fn need_total(p: &Params) -> Result<bool, AlibabaError> {
+    match p.get("needTotalCount") {
+        None | Some("false") | Some("False") => Ok(false),
+        Some("true") | Some("True") => Ok(true),
+        Some(v) => Err(invalid(format!(
+            "needTotalCount: {v:?} must be true or false"
+        ))),
+    }
+}
+
+/// Ids are integers in Alibaba's schema; a value that is not one stays text.
+fn id_value(value: Option<String>) -> Value {
+    match value {
+        None => Value::Null,
+        Some(v) => v
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(v)),
+    }
+}
+
+fn dto(row: &pb::AggregateRow, keys: &[&str]) -> Value {
+    let value = |i: usize| row.values.get(i).and_then(|v| v.value).unwrap_or(0.0);
+    let mut out = Map::new();
+    for (key, group) in keys.iter().zip(&row.group) {
+        let v = if *key == "modelName" {
+            group
+                .value
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null)
+        } else {
+            id_value(group.value.clone())
+        };
+        out.insert((*key).to_owned(), v);
+    }
+    out.insert("totalCalls".into(), json!(value(0) as i64));
+    out.insert("successRate".into(), json!(value(1) * 100.0));
+    out.insert("avgResponseTime".into(), json!(value(2)));
+    out.insert("inputTokens".into(), json!(value(3) as i64));
+    out.insert("outputTokens".into(), json!(value(4) as i64));
+    Value::Object(out)
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AlibabaError> {
+    let key = state
+        .auth
+        .verify_acs3(&signed_request(&method, &uri, &headers, &body))?;
+    for (header, expected) in [("x-acs-action", ACTION), ("x-acs-version", VERSION)] {
+        let got = headers.get(header).and_then(|v| v.to_str().ok());
+        if got != Some(expected) {
+            return Err(invalid(format!(
+                "{header}: must be {expected}, got {got:?}"
+            )));
+        }
+    }
+    if !key.allows(METRICS_ACTION) {
+        return Err(AuthError::Forbidden(format!(
+            "the access key {} is not allowed {METRICS_ACTION}",
+            key.principal.key_id
+        ))
+        .into());
+    }
+    let params = Params(
+        polymeter_auth::query_pairs(uri.query().unwrap_or(""))
+            .into_iter()
+            .collect(),
+    );
+    let (start, end) = time_window(&params, Utc::now())?;
+    let fields = group_fields(&params)?;
+    let (dimensions, keys): (Vec<Dimension>, Vec<&'static str>) = fields
+        .iter()
+        .flat_map(|f| f.dimensions.iter().copied())
+        .unzip();
+    let paging = paging(&params)?;
+    let request = pb::AggregateCallsRequest {
+        tenant: key.principal.tenant.clone(),
+        project_ids: key.principal.projects.clone(),
+        start_us: start.timestamp_micros(),
+        end_us: end.timestamp_micros(),
+        grain: Grain::Call as i32,
+        bucketing: None,
+        filters: filters(&params)?,
+        group_by: dimensions.iter().map(|d| *d as i32).collect(),
+        measures: METRICS
+            .iter()
+            .map(|(_, metric, aggregation)| pb::Measure {
+                metric: metric.to_proto() as i32,
+                aggregation: aggregation.to_proto() as i32,
+                percentile: 0.0,
+            })
+            .collect(),
+        order_by: order(&params, &keys)?,
+        limit: paging.size,
+        offset: paging.offset,
+        fill_empty_buckets: false,
+    };
+    let answer = state
+        .backends
+        .stats
+        .clone()
+        .aggregate_calls(polymeter_telemetry::traced(request))
+        .await
+        .map_err(GatewayError::from)?
+        .into_inner();
+    let mut data: Vec<Value> = answer.rows.iter().map(|r| dto(r, &keys)).collect();
+    let mut total = answer.total_rows;
+    // Without groups the range is one element even when it holds no calls.
+    if keys.is_empty() && total == 0 {
+        total = 1;
+        if paging.offset == 0 {
+            data.push(dto(&pb::AggregateRow::default(), &keys));
+        }
+    }
+    let next = paging.offset + data.len() as u64;
+    let mut body = json!({
+        "requestId": request_id(),
+        "success": true,
+        "httpStatusCode": 200,
+        "data": data,
+        "pageIndex": paging.offset / paging.size + 1,
+        "pageSize": paging.size,
+        "maxResults": paging.size,
+        "nextToken": if next < total { next.to_string() } else { String::new() },
+    });
+    if need_total(&params)? {
+        body["totalCount"] = json!(total);
+    }
+    Ok(Json(body).into_response())
+}

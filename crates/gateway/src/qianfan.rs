@@ -1,0 +1,357 @@
+//! The Baidu Qianfan dialect: `POST /v2/service?Action=DescribeServiceMetric`,
+//! signed with bce-auth-v1. It becomes `StatsService.AggregateCalls` over every
+//! project the credential reaches, grouped by service and app, with no time
+//! buckets; a second, label-only query names each service. Errors are
+//! `{requestId, code, message}` plus `X-Bce-Error-Code`/`X-Bce-Error-Message`.
+
+use crate::auth::{request_id, signed_request, AppState};
+use crate::error::GatewayError;
+use crate::json::Instant;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use polymeter_auth::AuthError;
+use polymeter_model::{Aggregation, Metric};
+use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub const PATH: &str = "/v2/service";
+const ACTION: &str = "DescribeServiceMetric";
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(PATH, post(service))
+}
+
+/// Qianfan's error codes, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    AccessDenied,
+    InvalidAccessKeyId,
+    SignatureDoesNotMatch,
+    RequestExpired,
+    MalformedJson,
+    InappropriateJson,
+    InvalidParameter,
+    ServiceUnavailable,
+    InternalError,
+}
+
+impl Code {
+    fn as_str(self) -> &'static str {
+        match self {
+            Code::AccessDenied => "AccessDenied",
+            Code::InvalidAccessKeyId => "InvalidAccessKeyId",
+            Code::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Code::RequestExpired => "RequestExpired",
+            Code::MalformedJson => "MalformedJSON",
+            Code::InappropriateJson => "InappropriateJSON",
+            Code::InvalidParameter => "InvalidParameter",
+            Code::ServiceUnavailable => "ServiceUnavailable",
+            Code::InternalError => "InternalError",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Code::AccessDenied | Code::InvalidAccessKeyId => StatusCode::FORBIDDEN,
+            Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct QianfanError {
+    code: Code,
+    message: String,
+}
+
+fn error(code: Code, message: impl Into<String>) -> QianfanError {
+    QianfanError {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<GatewayError> for QianfanError {
+    fn from(err: GatewayError) -> Self {
+        let code = match &err {
+            GatewayError::BadRequest(_) | GatewayError::TooLarge(_) | GatewayError::NotFound(_) => {
+                Code::InvalidParameter
+            }
+            GatewayError::Unauthorized(_) | GatewayError::Forbidden(_) => Code::AccessDenied,
+            GatewayError::Unavailable(_) => Code::ServiceUnavailable,
+            GatewayError::Internal(_) => Code::InternalError,
+        };
+        error(code, err.to_string())
+    }
+}
+
+impl From<AuthError> for QianfanError {
+    fn from(err: AuthError) -> Self {
+        let code = match &err {
+            AuthError::UnknownAccessKey | AuthError::DisabledKey(_) => Code::InvalidAccessKeyId,
+            AuthError::SignatureMismatch(_) => Code::SignatureDoesNotMatch,
+            AuthError::Expired(_) => Code::RequestExpired,
+            AuthError::Missing(_) | AuthError::Malformed(_) | AuthError::Forbidden(_) => {
+                Code::AccessDenied
+            }
+            AuthError::NonceReused(_) | AuthError::NonceCacheFull => Code::ServiceUnavailable,
+            _ => Code::InternalError,
+        };
+        error(code, err.to_string())
+    }
+}
+
+/// Header values must be visible ASCII; anything else becomes `?`.
+fn header_text(text: &str) -> HeaderValue {
+    let ascii: String = text
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    HeaderValue::from_str(&ascii).unwrap_or(HeaderValue::from_static("error"))
+}
+
+impl IntoResponse for QianfanError {
+    fn into_response(self) -> Response {
+        let id = request_id();
+        let body = json!({ "requestId": id, "code": self.code.as_str(), "message": self.message });
+        let mut response = (self.code.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-bce-error-code",
+            HeaderValue::from_static(self.code.as_str()),
+        );
+        headers.insert("x-bce-error-message", header_text(&self.message));
+        headers.insert("x-bce-request-id", header_text(&id));
+        response
+    }
+}
+
+/// `appId` is a list in the API document but a single string from the Python SDK.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetricRequest {
+    service_id: Option<Vec<String>>,
+    app_id: Option<OneOrMany>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+}
+
+fn parse_body(body: &[u8]) -> Result<MetricRequest, QianfanError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    crate::json::parse(body).map_err(|e| {
+        let message = e.to_string();
+        let code = if message.starts_with("request body is not valid JSON") {
+            Code::MalformedJson
+        } else {
+            Code::InappropriateJson
+        };
+        error(code, message)
+    })
+}
+
+/// A required minute-precision time; `round_up` makes `12:05:xx` mean the
+/// end of minute 12:05.
+fn minute(name: &str, value: Option<&str>, round_up: bool) -> Result<DateTime<Utc>, QianfanError> {
+    let text = value.ok_or_else(|| error(Code::InvalidParameter, format!("{name}: required")))?;
+    let t = Instant::parse(text).map(|i| i.0).ok_or_else(|| {
+        error(
+            Code::InvalidParameter,
+            format!("{name}: {text:?} is not a UTC time such as 2024-04-23T00:00:00Z"),
+        )
+    })?;
+    let floor = t
+        .duration_trunc(Duration::minutes(1))
+        .expect("a minute divides any instant");
+    Ok(if round_up {
+        floor + Duration::minutes(1)
+    } else {
+        floor
+    })
+}
+
+fn any_of(dimension: Dimension, values: Vec<String>) -> Option<pb::Filter> {
+    (!values.is_empty()).then(|| pb::Filter {
+        dimension: dimension as i32,
+        any_of: values,
+        prefixes: vec![],
+        absent: false,
+    })
+}
+
+/// The metric object's fields, each one measure (in this order).
+const METRICS: &[(&str, Metric)] = &[
+    ("inputTokensTotal", Metric::InputTokens),
+    ("outputTokensTotal", Metric::OutputTokens),
+    ("tokensTotal", Metric::TotalTokens),
+    ("succeedCallTotal", Metric::SuccessCount),
+    ("failureCallTotal", Metric::ErrorCount),
+    ("callTotal", Metric::CallCount),
+];
+
+fn text(group: &[pb::GroupValue], i: usize) -> String {
+    group
+        .get(i)
+        .and_then(|g| g.value.clone())
+        .unwrap_or_default()
+}
+
+async fn service(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, QianfanError> {
+    let key = state
+        .auth
+        .verify_bce(&signed_request(&method, &uri, &headers, &body))?;
+    let action = polymeter_auth::query_pairs(uri.query().unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v);
+    if action.as_deref() != Some(ACTION) {
+        return Err(error(
+            Code::InvalidParameter,
+            format!("Action: {action:?} is not supported; supported: {ACTION}"),
+        ));
+    }
+    let req = parse_body(&body)?;
+    let start = minute("startTime", req.start_time.as_deref(), false)?;
+    let end = minute("endTime", req.end_time.as_deref(), true)?;
+    if end <= start {
+        return Err(error(
+            Code::InvalidParameter,
+            "endTime: must not be before startTime",
+        ));
+    }
+    let apps = match req.app_id {
+        None => vec![],
+        Some(OneOrMany::One(a)) => vec![a],
+        Some(OneOrMany::Many(a)) => a,
+    };
+    let filters: Vec<pb::Filter> = [
+        any_of(Dimension::ServiceId, req.service_id.unwrap_or_default()),
+        any_of(Dimension::AppId, apps),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let query =
+        |group_by: &[Dimension], measures: Vec<pb::Measure>, order_by| pb::AggregateCallsRequest {
+            tenant: key.principal.tenant.clone(),
+            project_ids: key.principal.projects.clone(),
+            start_us: start.timestamp_micros(),
+            end_us: end.timestamp_micros(),
+            grain: Grain::Call as i32,
+            bucketing: None,
+            filters: filters.clone(),
+            group_by: group_by.iter().map(|d| *d as i32).collect(),
+            measures,
+            order_by,
+            limit: 0,
+            offset: 0,
+            fill_empty_buckets: false,
+        };
+    let mut stats = state.backends.stats.clone();
+    let sums = METRICS
+        .iter()
+        .map(|(_, metric)| pb::Measure {
+            metric: metric.to_proto() as i32,
+            aggregation: Aggregation::Sum.to_proto() as i32,
+            percentile: 0.0,
+        })
+        .collect();
+    let rows = stats
+        .aggregate_calls(polymeter_telemetry::traced(query(
+            &[Dimension::ServiceId, Dimension::AppId],
+            sums,
+            vec![],
+        )))
+        .await
+        .map_err(GatewayError::from)?
+        .into_inner()
+        .rows;
+    // A service's name is a label: the one most of its calls carry.
+    let by_calls = vec![
+        pb::Order {
+            key: Some(order::Key::Dimension(0)),
+            descending: false,
+        },
+        pb::Order {
+            key: Some(order::Key::RowCount(true)),
+            descending: true,
+        },
+    ];
+    let mut names: HashMap<String, String> = HashMap::new();
+    if !rows.is_empty() {
+        let labels = stats
+            .aggregate_calls(polymeter_telemetry::traced(query(
+                &[Dimension::ServiceId, Dimension::ServiceName],
+                vec![],
+                by_calls,
+            )))
+            .await
+            .map_err(GatewayError::from)?
+            .into_inner()
+            .rows;
+        for row in labels {
+            let name = text(&row.group, 1);
+            if !name.is_empty() {
+                names.entry(text(&row.group, 0)).or_insert(name);
+            }
+        }
+    }
+    // Rows come sorted by service, then app: consecutive rows share a service.
+    let mut services: Vec<Value> = Vec::new();
+    let mut current: Option<String> = None;
+    for row in &rows {
+        let service_id = text(&row.group, 0);
+        let mut metric = serde_json::Map::new();
+        for (i, (name, _)) in METRICS.iter().enumerate() {
+            let v = row.values.get(i).and_then(|v| v.value).unwrap_or(0.0);
+            metric.insert((*name).to_owned(), json!(v as i64));
+        }
+        let app = json!({ "appId": text(&row.group, 1), "metric": metric });
+        if current.as_ref() != Some(&service_id) {
+            services.push(json!({
+                "serviceId": service_id,
+                "serviceName": names.get(&service_id).cloned().unwrap_or_default(),
+                "appList": [],
+            }));
+            current = Some(service_id);
+        }
+        services.last_mut().expect("just pushed")["appList"]
+            .as_array_mut()
+            .expect("appList is an array")
+            .push(app);
+    }
+    Ok(Json(json!({
+        "requestId": request_id(),
+        "result": {
+            "startTime": req.start_time,
+            "endTime": req.end_time,
+            "serviceList": services,
+        },
+    }))
+    .into_response())
+}
