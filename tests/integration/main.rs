@@ -7,4 +7,5 @@ mod feedback;
 mod ingest;
 mod processes;
 mod support;
+mod tenancy;
 mod tracing_context;

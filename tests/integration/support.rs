@@ -102,3 +102,50 @@ pub fn column(buckets: &Value, key: &str) -> Vec<Value> {
         .map(|b| b[key].clone())
         .collect()
 }
+
+impl Call {
+    /// Sets the call's Weave `attributes` (where vendor dimensions come from).
+    pub fn attributes(self, attributes: Value) -> Self {
+        self.set("attributes", attributes)
+    }
+
+    /// One model's token usage.
+    pub fn tokens(self, model: &str, input: i64, output: i64) -> Self {
+        self.usage(json!({ model: { "input_tokens": input, "output_tokens": output, "requests": 1 } }))
+    }
+}
+
+/// The Alibaba metrics DTOs of an answer, after asserting success.
+pub fn alibaba_data(answer: polymeter_tests::Answer) -> Vec<Value> {
+    let body = answer.ok();
+    assert_eq!(body["success"], true, "{body}");
+    body["data"].as_array().expect("data is an array").clone()
+}
+
+/// Asserts Alibaba's error envelope: status, both code spellings, both
+/// message spellings; returns the message.
+#[track_caller]
+pub fn alibaba_error(answer: &polymeter_tests::Answer, status: u16, code: &str) -> String {
+    let b = &answer.body;
+    assert_eq!(answer.status, status, "{b}");
+    assert_eq!(b["Code"], code, "{b}");
+    assert_eq!(b["errCode"], code, "{b}");
+    assert_eq!(b["success"], false, "{b}");
+    assert_eq!(b["httpStatusCode"], status, "{b}");
+    assert_eq!(b["Message"], b["errMessage"], "{b}");
+    assert!(b["requestId"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+    assert_eq!(b["RequestId"], b["requestId"], "{b}");
+    b["Message"].as_str().unwrap().to_owned()
+}
+
+/// Asserts Qianfan's error envelope and headers; returns the message.
+#[track_caller]
+pub fn qianfan_error(answer: &polymeter_tests::Answer, status: u16, code: &str) -> String {
+    let b = &answer.body;
+    assert_eq!(answer.status, status, "{b}");
+    assert_eq!(b["code"], code, "{b}");
+    assert!(b["requestId"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+    assert_eq!(answer.headers["x-bce-error-code"], code);
+    assert!(answer.headers.contains_key("x-bce-error-message"));
+    b["message"].as_str().unwrap().to_owned()
+}

@@ -306,7 +306,12 @@ fn group_fields(p: &Params) -> Result<Vec<&'static GroupField>, AlibabaError> {
     Ok(fields)
 }
 
-fn order(p: &Params, keys: &[&'static str]) -> Result<Vec<pb::Order>, AlibabaError> {
+/// `keys[i]` names the DTO field of `dimensions[i]`.
+fn order(
+    p: &Params,
+    dimensions: &[Dimension],
+    keys: &[&'static str],
+) -> Result<Vec<pb::Order>, AlibabaError> {
     let descending = match p
         .get("orderDirection")
         .map(str::to_ascii_uppercase)
@@ -322,7 +327,7 @@ fn order(p: &Params, keys: &[&'static str]) -> Result<Vec<pb::Order>, AlibabaErr
     let key = if let Some(i) = METRICS.iter().position(|(m, _, _)| *m == name) {
         order::Key::Measure(i as u32)
     } else if let Some(i) = keys.iter().position(|k| *k == name) {
-        order::Key::Dimension(i as i32)
+        order::Key::Dimension(dimensions[i] as i32)
     } else {
         let mut allowed: Vec<&str> = METRICS.iter().map(|(m, _, _)| *m).collect();
         allowed.extend(keys);
@@ -474,7 +479,7 @@ async fn metrics(
                 percentile: 0.0,
             })
             .collect(),
-        order_by: order(&params, &keys)?,
+        order_by: order(&params, &dimensions, &keys)?,
         limit: paging.size,
         offset: paging.offset,
         fill_empty_buckets: false,

@@ -294,7 +294,7 @@ async fn service(
     // A service's name is a label: the one most of its calls carry.
     let by_calls = vec![
         pb::Order {
-            key: Some(order::Key::Dimension(0)),
+            key: Some(order::Key::Dimension(Dimension::ServiceId as i32)),
             descending: false,
         },
         pb::Order {
