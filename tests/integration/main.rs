@@ -1,6 +1,7 @@
 //! Polymeter's integration suite, one binary. Each test boots the real stack
 //! (HTTP → gateway → gRPC → services → store) on ephemeral loopback ports.
 
+mod alibaba;
 mod calls_stats;
 mod crash;
 mod feedback;
