@@ -7,6 +7,7 @@ mod crash;
 mod feedback;
 mod ingest;
 mod processes;
+mod qianfan;
 mod support;
 mod tenancy;
 mod tracing_context;
