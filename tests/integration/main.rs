@@ -3,6 +3,7 @@
 
 mod alibaba;
 mod calls_stats;
+mod consistency;
 mod crash;
 mod feedback;
 mod ingest;
