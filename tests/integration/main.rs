@@ -12,3 +12,4 @@ mod qianfan;
 mod support;
 mod tenancy;
 mod tracing_context;
+mod vendor_sdks;

@@ -1,0 +1,168 @@
+//! The vendors' own Python SDKs, pointed at a local gateway, get correct
+//! answers: Alibaba's `alibabacloud_aicontent20240611` (whose response model
+//! wants `data` as a list) and Baidu's `qianfan`. The SDKs live in a venv
+//! under `target/`; `.ci/run` builds it and names its python in
+//! `POLYMETER_SDK_PYTHON`. If the SDKs cannot be installed the test fails —
+//! it never skips.
+
+use crate::support::*;
+use chrono::{Duration, SecondsFormat, Utc};
+use polymeter_tests::{fixture, json, TestStack};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn has_sdks(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import qianfan, alibabacloud_aicontent20240611"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A python that can import both SDKs, installing them into a venv first if
+/// needed. Panics, with pip's output, when that is impossible.
+fn sdk_python() -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(python) = std::env::var_os("POLYMETER_SDK_PYTHON") {
+        let python = PathBuf::from(python);
+        assert!(has_sdks(&python), "POLYMETER_SDK_PYTHON={} cannot import the vendor SDKs", python.display());
+        return python;
+    }
+    let venv = repo().join("target").join("sdk-venv");
+    let python = venv.join("bin").join("python");
+    if has_sdks(&python) {
+        return python;
+    }
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(repo().join("tests/sdk/requirements.txt")));
+    assert!(has_sdks(&python), "the vendor SDKs installed but cannot be imported");
+    python
+}
+
+fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, String)]) -> Value {
+    let out = Command::new(python)
+        .arg(repo().join("tests/sdk").join(script))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
+
+fn stamp(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[tokio::test]
+async fn the_official_sdks_read_correct_numbers_from_a_local_gateway() {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    // Within the last hour, so the SDK's own 30d preset sees them too.
+    let at = Utc::now() - Duration::minutes(20);
+    let call = |id: &str, model: &str, model_id: i64, service: &str, app: &str, input: i64, ms: i64| {
+        Call::new(id, at)
+            .attributes(json!({
+                "alibaba": {"model_id": model_id},
+                "qianfan": {"service_id": service, "service_name": format!("{service}-name"), "app_id": app},
+            }))
+            .tokens(model, input, input / 2)
+            .latency_ms(ms)
+    };
+    ingest(
+        c,
+        &[
+            call("a", "qwen-max", 1, "svco-chat", "1001", 100, 200),
+            call("b", "qwen-max", 1, "svco-chat", "1002", 200, 400).error("boom"),
+            call("c", "qwen-max", 1, "svco-search", "1001", 300, 600),
+            call("d", "qwen-plus", 2, "svco-search", "1001", 400, 800),
+        ],
+    )
+    .await;
+    let (start, end) = (stamp(at - Duration::minutes(5)), stamp(at + Duration::minutes(5)));
+
+    let ali = {
+        let python = python.clone();
+        let args: Vec<String> = vec![
+            c.host().to_owned(),
+            fixture::ACME_ALIBABA.id.into(),
+            fixture::ACME_ALIBABA.secret.into(),
+            start.clone(),
+            end.clone(),
+        ];
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_script(&python, "alibaba_metrics.py", &args, &[])
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(ali["status"], 200);
+    assert_eq!(ali["whole"]["success"], true);
+    let whole = &ali["whole"]["data"][0];
+    assert_eq!(whole["totalCalls"], 4);
+    assert_eq!(whole["successRate"], 75.0);
+    assert_eq!(whole["avgResponseTime"], 500.0);
+    assert_eq!(whole["inputTokens"], 1000);
+    assert_eq!(whole["outputTokens"], 500);
+    let grouped = &ali["grouped"];
+    assert_eq!(grouped["totalCount"], 2);
+    let totals: Vec<&Value> = grouped["data"].as_array().unwrap().iter().map(|d| &d["totalCalls"]).collect();
+    assert_eq!(totals, [&json!(3), &json!(1)], "ordered by totalCalls DESC: {grouped}");
+    assert_eq!(ali["preset"]["data"][0]["totalCalls"], 4);
+    assert_eq!(ali["preset"]["maxResults"], 1);
+    assert_eq!(ali["wrong_secret"]["code"], "SignatureDoesNotMatch", "{}", ali["wrong_secret"]);
+
+    let env = [
+        ("QIANFAN_CONSOLE_API_BASE_URL", c.base.clone()),
+        ("QIANFAN_ACCESS_KEY", fixture::ACME_QIANFAN.id.to_owned()),
+        ("QIANFAN_SECRET_KEY", fixture::ACME_QIANFAN.secret.to_owned()),
+    ];
+    let qf = tokio::task::spawn_blocking(move || {
+        run_script(&python, "qianfan_metric.py", &[&start, &end, "svco-search", "1002"], &env)
+    })
+    .await
+    .unwrap();
+    let metric = |input: i64, ok: i64, failed: i64| {
+        json!({"inputTokensTotal": input, "outputTokensTotal": input / 2, "tokensTotal": input + input / 2,
+               "succeedCallTotal": ok, "failureCallTotal": failed, "callTotal": ok + failed})
+    };
+    assert_eq!(
+        qf["all"]["result"]["serviceList"],
+        json!([
+            {"serviceId": "svco-chat", "serviceName": "svco-chat-name", "appList": [
+                {"appId": "1001", "metric": metric(100, 1, 0)},
+                {"appId": "1002", "metric": metric(200, 0, 1)},
+            ]},
+            {"serviceId": "svco-search", "serviceName": "svco-search-name", "appList": [
+                {"appId": "1001", "metric": metric(700, 2, 0)},
+            ]},
+        ])
+    );
+    assert_eq!(qf["service"]["result"]["serviceList"].as_array().unwrap().len(), 1);
+    assert_eq!(qf["service"]["result"]["serviceList"][0]["serviceId"], "svco-search");
+    assert_eq!(qf["app"]["result"]["serviceList"][0]["appList"], json!([{"appId": "1002", "metric": metric(200, 0, 1)}]));
+    let refused = qf["wrong_secret"]["message"].as_str().unwrap_or_default();
+    assert!(refused.contains("SignatureDoesNotMatch"), "{}", qf["wrong_secret"]);
+    stack.stop().await;
+}
