@@ -60,34 +60,53 @@ async fn weave_alibaba_and_qianfan_agree_on_one_dataset() {
     )
     .await;
     let bucket = &weave["call_buckets"][0];
-    let (calls_w, errors_w, latency_w) = (n(&bucket["sum_call_count"]), n(&bucket["sum_error_count"]), n(&bucket["avg_latency_ms"]));
+    let (calls_w, errors_w, latency_w) = (
+        n(&bucket["sum_call_count"]),
+        n(&bucket["sum_error_count"]),
+        n(&bucket["avg_latency_ms"]),
+    );
     let usage = weave["usage_buckets"].as_array().unwrap();
     let input_w: f64 = usage.iter().map(|u| n(&u["sum_input_tokens"])).sum();
     let output_w: f64 = usage.iter().map(|u| n(&u["sum_output_tokens"])).sum();
     assert_eq!(calls_w, 40.0);
 
     let ali = alibaba_data(
-        c.alibaba(&fixture::ACME_ALIBABA, "startTime=2024-05-01T10:00:00Z&endTime=2024-05-01T11:00:00Z")
-            .await,
+        c.alibaba(
+            &fixture::ACME_ALIBABA,
+            "startTime=2024-05-01T10:00:00Z&endTime=2024-05-01T11:00:00Z",
+        )
+        .await,
     );
     let a = &ali[0];
     assert_eq!(n(&a["totalCalls"]), calls_w);
     assert!((n(&a["totalCalls"]) * (1.0 - n(&a["successRate"]) / 100.0) - errors_w).abs() < 1e-9);
     assert_eq!(n(&a["inputTokens"]), input_w);
     assert_eq!(n(&a["outputTokens"]), output_w);
-    assert!((n(&a["avgResponseTime"]) - latency_w).abs() < 1e-9, "{a} vs {latency_w}");
+    assert!(
+        (n(&a["avgResponseTime"]) - latency_w).abs() < 1e-9,
+        "{a} vs {latency_w}"
+    );
 
     // Grouped answers add up to the same totals.
     let by_model = alibaba_data(
         c.alibaba(&fixture::ACME_ALIBABA, "startTime=2024-05-01T10:00:00Z&endTime=2024-05-01T11:00:00Z&groupBy=modelId&pageSize=100")
             .await,
     );
-    assert_eq!(by_model.iter().map(|d| n(&d["totalCalls"])).sum::<f64>(), calls_w);
-    assert_eq!(by_model.iter().map(|d| n(&d["inputTokens"])).sum::<f64>(), input_w);
+    assert_eq!(
+        by_model.iter().map(|d| n(&d["totalCalls"])).sum::<f64>(),
+        calls_w
+    );
+    assert_eq!(
+        by_model.iter().map(|d| n(&d["inputTokens"])).sum::<f64>(),
+        input_w
+    );
 
     // Qianfan's range is whole minutes, the end minute included: 10:00–10:59.
     let q = c
-        .qianfan(&fixture::ACME_QIANFAN, &json!({"startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T10:59:00Z"}))
+        .qianfan(
+            &fixture::ACME_QIANFAN,
+            &json!({"startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T10:59:00Z"}),
+        )
         .await
         .ok();
     let apps: Vec<Value> = q["result"]["serviceList"]

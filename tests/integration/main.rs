@@ -5,6 +5,7 @@ mod alibaba;
 mod calls_stats;
 mod consistency;
 mod crash;
+mod envelopes;
 mod feedback;
 mod ingest;
 mod processes;

@@ -28,10 +28,23 @@ async fn send(
     expiration: i64,
     edit: impl FnOnce(&mut reqwest::header::HeaderMap),
 ) -> Answer {
-    let mut headers = bce_headers(client.host(), key, "POST", QIANFAN_PATH, signed_query, at, expiration);
+    let mut headers = bce_headers(
+        client.host(),
+        key,
+        "POST",
+        QIANFAN_PATH,
+        signed_query,
+        at,
+        expiration,
+    );
     edit(&mut headers);
     client
-        .send_with(Method::POST, &format!("{QIANFAN_PATH}?{sent_query}"), headers, range().to_string().into_bytes())
+        .send_with(
+            Method::POST,
+            &format!("{QIANFAN_PATH}?{sent_query}"),
+            headers,
+            range().to_string().into_bytes(),
+        )
         .await
 }
 
@@ -43,10 +56,22 @@ async fn bad_signatures_and_credentials_are_refused_in_qianfans_envelope() {
     let now = Utc::now();
     send(c, key, QUERY, QUERY, now, 1800, |_| {}).await.ok();
 
-    let tampered_query = send(c, key, QUERY, "Action=DescribeServiceMetric&extra=1", now, 1800, |_| {}).await;
+    let tampered_query = send(
+        c,
+        key,
+        QUERY,
+        "Action=DescribeServiceMetric&extra=1",
+        now,
+        1800,
+        |_| {},
+    )
+    .await;
     qianfan_error(&tampered_query, 400, "SignatureDoesNotMatch");
     let tampered_header = send(c, key, QUERY, QUERY, now, 1800, |h| {
-        h.insert("x-bce-date", HeaderValue::from_static("2020-01-01T00:00:00Z"));
+        h.insert(
+            "x-bce-date",
+            HeaderValue::from_static("2020-01-01T00:00:00Z"),
+        );
     })
     .await;
     qianfan_error(&tampered_header, 400, "SignatureDoesNotMatch");
@@ -56,17 +81,75 @@ async fn bad_signatures_and_credentials_are_refused_in_qianfans_envelope() {
     })
     .await;
     qianfan_error(&injected, 400, "SignatureDoesNotMatch");
-    let wrong_secret = AccessKey { id: key.id, secret: "wrong" };
-    qianfan_error(&c.qianfan(&wrong_secret, &range()).await, 400, "SignatureDoesNotMatch");
+    let wrong_secret = AccessKey {
+        id: key.id,
+        secret: "wrong",
+    };
+    qianfan_error(
+        &c.qianfan(&wrong_secret, &range()).await,
+        400,
+        "SignatureDoesNotMatch",
+    );
 
-    let m = qianfan_error(&send(c, key, QUERY, QUERY, now - Duration::seconds(400), 300, |_| {}).await, 400, "RequestExpired");
+    let m = qianfan_error(
+        &send(
+            c,
+            key,
+            QUERY,
+            QUERY,
+            now - Duration::seconds(400),
+            300,
+            |_| {},
+        )
+        .await,
+        400,
+        "RequestExpired",
+    );
     assert!(m.contains("expired"), "{m}");
-    let m = qianfan_error(&send(c, key, QUERY, QUERY, now + Duration::minutes(16), 1800, |_| {}).await, 400, "RequestExpired");
+    let m = qianfan_error(
+        &send(
+            c,
+            key,
+            QUERY,
+            QUERY,
+            now + Duration::minutes(16),
+            1800,
+            |_| {},
+        )
+        .await,
+        400,
+        "RequestExpired",
+    );
     assert!(m.contains("ahead"), "{m}");
-    send(c, key, QUERY, QUERY, now - Duration::seconds(200), 300, |_| {}).await.ok();
+    send(
+        c,
+        key,
+        QUERY,
+        QUERY,
+        now - Duration::seconds(200),
+        300,
+        |_| {},
+    )
+    .await
+    .ok();
 
-    qianfan_error(&c.qianfan(&AccessKey { id: "nobody", secret: "x" }, &range()).await, 403, "InvalidAccessKeyId");
-    let m = qianfan_error(&c.qianfan(&fixture::ACME_QIANFAN_DISABLED, &range()).await, 403, "InvalidAccessKeyId");
+    qianfan_error(
+        &c.qianfan(
+            &AccessKey {
+                id: "nobody",
+                secret: "x",
+            },
+            &range(),
+        )
+        .await,
+        403,
+        "InvalidAccessKeyId",
+    );
+    let m = qianfan_error(
+        &c.qianfan(&fixture::ACME_QIANFAN_DISABLED, &range()).await,
+        403,
+        "InvalidAccessKeyId",
+    );
     assert!(m.contains("disabled"), "{m}");
     let unsigned = send(c, key, QUERY, QUERY, now, 1800, |h| {
         h.remove("authorization");
@@ -88,38 +171,106 @@ async fn bad_bodies_and_actions_are_refused_naming_the_field() {
     let key = &fixture::ACME_QIANFAN;
     let raw = |body: &'static str| async move {
         let headers = bce_headers(c.host(), key, "POST", QIANFAN_PATH, QUERY, Utc::now(), 1800);
-        c.send_with(Method::POST, &format!("{QIANFAN_PATH}?{QUERY}"), headers, body.as_bytes().to_vec()).await
+        c.send_with(
+            Method::POST,
+            &format!("{QIANFAN_PATH}?{QUERY}"),
+            headers,
+            body.as_bytes().to_vec(),
+        )
+        .await
     };
     qianfan_error(&raw("{not json").await, 400, "MalformedJSON");
     let m = qianfan_error(&raw(r#"{"serviceId": "svc", "startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T11:00:00Z"}"#).await, 400, "InappropriateJSON");
     assert!(m.starts_with("serviceId"), "{m}");
-    let m = qianfan_error(&c.qianfan(key, &json!({"endTime": "2024-05-01T11:00:00Z"})).await, 400, "InvalidParameter");
+    let m = qianfan_error(
+        &c.qianfan(key, &json!({"endTime": "2024-05-01T11:00:00Z"}))
+            .await,
+        400,
+        "InvalidParameter",
+    );
     assert!(m.starts_with("startTime"), "{m}");
-    let m = qianfan_error(&c.qianfan(key, &json!({"startTime": "May 1st", "endTime": "2024-05-01T11:00:00Z"})).await, 400, "InvalidParameter");
+    let m = qianfan_error(
+        &c.qianfan(
+            key,
+            &json!({"startTime": "May 1st", "endTime": "2024-05-01T11:00:00Z"}),
+        )
+        .await,
+        400,
+        "InvalidParameter",
+    );
     assert!(m.starts_with("startTime"), "{m}");
-    let m = qianfan_error(&c.qianfan(key, &json!({"startTime": "2024-05-01T11:00:00Z", "endTime": "2024-05-01T10:00:00Z"})).await, 400, "InvalidParameter");
+    let m = qianfan_error(
+        &c.qianfan(
+            key,
+            &json!({"startTime": "2024-05-01T11:00:00Z", "endTime": "2024-05-01T10:00:00Z"}),
+        )
+        .await,
+        400,
+        "InvalidParameter",
+    );
     assert!(m.starts_with("endTime"), "{m}");
     let q = "Action=DescribeService";
     let headers = bce_headers(c.host(), key, "POST", QIANFAN_PATH, q, Utc::now(), 1800);
-    let answer = c.send_with(Method::POST, &format!("{QIANFAN_PATH}?{q}"), headers, range().to_string().into_bytes()).await;
+    let answer = c
+        .send_with(
+            Method::POST,
+            &format!("{QIANFAN_PATH}?{q}"),
+            headers,
+            range().to_string().into_bytes(),
+        )
+        .await;
     let m = qianfan_error(&answer, 400, "InvalidParameter");
-    assert!(m.contains("Action") && m.contains("DescribeServiceMetric"), "{m}");
+    assert!(
+        m.contains("Action") && m.contains("DescribeServiceMetric"),
+        "{m}"
+    );
     stack.stop().await;
 }
 
 async fn dataset(client: &Client) {
     let call = |id: &str, at: &str, service: &str, name: &str, app: Value, input: i64| {
         Call::new(id, t(at))
-            .attributes(json!({"qianfan": {"service_id": service, "service_name": name, "app_id": app}}))
+            .attributes(
+                json!({"qianfan": {"service_id": service, "service_name": name, "app_id": app}}),
+            )
             .tokens("ernie-4.0", input, 1)
     };
     ingest(
         client,
         &[
-            call("a", "2024-05-01T10:00:10Z", "svco-b", "chat", json!(1483416575), 100),
-            call("b", "2024-05-01T10:05:30Z", "svco-b", "chat", json!(1483416575), 200).error("timeout"),
-            call("c", "2024-05-01T10:06:00Z", "svco-b", "chat", json!("26217442"), 300),
-            call("d", "2024-05-01T10:30:00Z", "svco-a", "search", json!("26217442"), 400),
+            call(
+                "a",
+                "2024-05-01T10:00:10Z",
+                "svco-b",
+                "chat",
+                json!(1483416575),
+                100,
+            ),
+            call(
+                "b",
+                "2024-05-01T10:05:30Z",
+                "svco-b",
+                "chat",
+                json!(1483416575),
+                200,
+            )
+            .error("timeout"),
+            call(
+                "c",
+                "2024-05-01T10:06:00Z",
+                "svco-b",
+                "chat",
+                json!("26217442"),
+                300,
+            ),
+            call(
+                "d",
+                "2024-05-01T10:30:00Z",
+                "svco-a",
+                "search",
+                json!("26217442"),
+                400,
+            ),
             // No Qianfan attributes: reported under an empty service and app.
             Call::new("e", t("2024-05-01T10:31:00Z")).tokens("ernie-4.0", 500, 1),
         ],
@@ -170,7 +321,10 @@ async fn services_hold_their_apps_metrics() {
         .qianfan(&fixture::ACME_QIANFAN, &json!({"appId": "1483416575", "startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T11:00:00Z"}))
         .await
         .ok();
-    assert_eq!(one_app["result"]["serviceList"][0]["appList"], json!([{"appId": "1483416575", "metric": metric(300, 2, 1, 1)}]));
+    assert_eq!(
+        one_app["result"]["serviceList"][0]["appList"],
+        json!([{"appId": "1483416575", "metric": metric(300, 2, 1, 1)}])
+    );
     stack.stop().await;
 }
 
@@ -180,7 +334,13 @@ async fn times_have_minute_precision_and_the_end_minute_is_included() {
     let c = &stack.client;
     dataset(c).await;
     let calls = |start: &'static str, end: &'static str| async move {
-        let body = c.qianfan(&fixture::ACME_QIANFAN, &json!({"startTime": start, "endTime": end})).await.ok();
+        let body = c
+            .qianfan(
+                &fixture::ACME_QIANFAN,
+                &json!({"startTime": start, "endTime": end}),
+            )
+            .await
+            .ok();
         body["result"]["serviceList"]
             .as_array()
             .unwrap()
@@ -190,10 +350,19 @@ async fn times_have_minute_precision_and_the_end_minute_is_included() {
             .sum::<i64>()
     };
     // 10:05:00 → 10:05:59 covers the call at 10:05:30 but not the one at 10:06:00.
-    assert_eq!(calls("2024-05-01T10:05:00Z", "2024-05-01T10:05:00Z").await, 1);
+    assert_eq!(
+        calls("2024-05-01T10:05:00Z", "2024-05-01T10:05:00Z").await,
+        1
+    );
     // Start seconds become 00: 10:00:45 still covers the call at 10:00:10.
-    assert_eq!(calls("2024-05-01T10:00:45Z", "2024-05-01T10:00:00Z").await, 1);
+    assert_eq!(
+        calls("2024-05-01T10:00:45Z", "2024-05-01T10:00:00Z").await,
+        1
+    );
     // End seconds become 59: 10:05:01 covers 10:05:30.
-    assert_eq!(calls("2024-05-01T10:00:00Z", "2024-05-01T10:05:01Z").await, 2);
+    assert_eq!(
+        calls("2024-05-01T10:00:00Z", "2024-05-01T10:05:01Z").await,
+        2
+    );
     stack.stop().await;
 }

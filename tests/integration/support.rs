@@ -111,7 +111,9 @@ impl Call {
 
     /// One model's token usage.
     pub fn tokens(self, model: &str, input: i64, output: i64) -> Self {
-        self.usage(json!({ model: { "input_tokens": input, "output_tokens": output, "requests": 1 } }))
+        self.usage(
+            json!({ model: { "input_tokens": input, "output_tokens": output, "requests": 1 } }),
+        )
     }
 }
 
@@ -133,7 +135,10 @@ pub fn alibaba_error(answer: &polymeter_tests::Answer, status: u16, code: &str) 
     assert_eq!(b["success"], false, "{b}");
     assert_eq!(b["httpStatusCode"], status, "{b}");
     assert_eq!(b["Message"], b["errMessage"], "{b}");
-    assert!(b["requestId"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+    assert!(
+        b["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        "{b}"
+    );
     assert_eq!(b["RequestId"], b["requestId"], "{b}");
     b["Message"].as_str().unwrap().to_owned()
 }
@@ -144,7 +149,10 @@ pub fn qianfan_error(answer: &polymeter_tests::Answer, status: u16, code: &str) 
     let b = &answer.body;
     assert_eq!(answer.status, status, "{b}");
     assert_eq!(b["code"], code, "{b}");
-    assert!(b["requestId"].as_str().is_some_and(|r| !r.is_empty()), "{b}");
+    assert!(
+        b["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        "{b}"
+    );
     assert_eq!(answer.headers["x-bce-error-code"], code);
     assert!(answer.headers.contains_key("x-bce-error-message"));
     b["message"].as_str().unwrap().to_owned()

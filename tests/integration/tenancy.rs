@@ -13,12 +13,27 @@ fn weave_routes(project: &str) -> Vec<(String, Value)> {
     vec![
         ("/call/start".into(), json!({ "start": start })),
         ("/call/end".into(), json!({ "end": end })),
-        ("/call/upsert_batch".into(), json!({"batch": [{"mode": "start", "req": {"start": start}}]})),
-        (format!("/v2/{project}/calls/complete"), json!({"batch": [Call::new("c2", t("2024-05-01T10:00:00Z")).body]})),
-        ("/calls/stats".into(), json!({"project_id": project, "start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})),
+        (
+            "/call/upsert_batch".into(),
+            json!({"batch": [{"mode": "start", "req": {"start": start}}]}),
+        ),
+        (
+            format!("/v2/{project}/calls/complete"),
+            json!({"batch": [Call::new("c2", t("2024-05-01T10:00:00Z")).body]}),
+        ),
+        (
+            "/calls/stats".into(),
+            json!({"project_id": project, "start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"}),
+        ),
         ("/feedback/create".into(), feedback.clone()),
-        ("/feedback/batch/create".into(), json!({ "batch": [feedback] })),
-        ("/feedback/aggregate".into(), json!({"project_id": project, "after_ms": 0, "before_ms": 1})),
+        (
+            "/feedback/batch/create".into(),
+            json!({ "batch": [feedback] }),
+        ),
+        (
+            "/feedback/aggregate".into(),
+            json!({"project_id": project, "after_ms": 0, "before_ms": 1}),
+        ),
     ]
 }
 
@@ -34,8 +49,15 @@ async fn every_weave_route_refuses_a_request_without_a_valid_key() {
         let client = stack.client.with_weave_key(key);
         for (path, body) in weave_routes(PROJECT) {
             let answer = client.post(&path, &body).await;
-            assert!(answer.reason(401).contains(reason), "{path}: {}", answer.body);
-            assert_eq!(answer.headers["www-authenticate"], "Basic realm=\"polymeter\"");
+            assert!(
+                answer.reason(401).contains(reason),
+                "{path}: {}",
+                answer.body
+            );
+            assert_eq!(
+                answer.headers["www-authenticate"],
+                "Basic realm=\"polymeter\""
+            );
         }
     }
     let wrong_scheme = stack
@@ -43,7 +65,9 @@ async fn every_weave_route_refuses_a_request_without_a_valid_key() {
         .send_with(
             reqwest::Method::POST,
             "/calls/stats",
-            [(reqwest::header::AUTHORIZATION, "Bearer x".parse().unwrap())].into_iter().collect(),
+            [(reqwest::header::AUTHORIZATION, "Bearer x".parse().unwrap())]
+                .into_iter()
+                .collect(),
             b"{}".to_vec(),
         )
         .await;
@@ -57,15 +81,32 @@ async fn a_weave_key_cannot_touch_another_tenants_projects_on_any_route() {
     let globex = stack.client.with_weave_key(Some(fixture::GLOBEX_WEAVE_KEY));
     for (path, body) in weave_routes(PROJECT) {
         let answer = globex.post(&path, &body).await;
-        assert!(answer.reason(403).contains("acme/bot"), "{path}: {}", answer.body);
+        assert!(
+            answer.reason(403).contains("acme/bot"),
+            "{path}: {}",
+            answer.body
+        );
     }
     // An entity nobody owns is refused too.
-    let answer = stack.client.post("/calls/stats", &json!({"project_id": "nobody/x", "start": "2024-05-01T00:00:00Z"})).await;
+    let answer = stack
+        .client
+        .post(
+            "/calls/stats",
+            &json!({"project_id": "nobody/x", "start": "2024-05-01T00:00:00Z"}),
+        )
+        .await;
     answer.reason(403);
     // Nothing was written by the refused requests.
     let body = stats(&stack.client, json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z", "granularity": 86400, "call_metrics": [{"metric": "call_count"}]})).await;
     assert_eq!(body["call_buckets"][0]["sum_call_count"], 0, "{body}");
-    let feedback = stack.client.post("/feedback/aggregate", &json!({"project_id": PROJECT, "after_ms": 0, "before_ms": i64::MAX})).await.ok();
+    let feedback = stack
+        .client
+        .post(
+            "/feedback/aggregate",
+            &json!({"project_id": PROJECT, "after_ms": 0, "before_ms": i64::MAX}),
+        )
+        .await
+        .ok();
     assert_eq!(feedback["buckets"][0]["total_count"], 0, "{feedback}");
     stack.stop().await;
 }
@@ -73,11 +114,18 @@ async fn a_weave_key_cannot_touch_another_tenants_projects_on_any_route() {
 #[tokio::test]
 async fn a_key_limited_to_a_project_reaches_only_that_project() {
     let stack = TestStack::start().await;
-    let bot_only = stack.client.with_weave_key(Some(fixture::ACME_BOT_ONLY_WEAVE_KEY));
+    let bot_only = stack
+        .client
+        .with_weave_key(Some(fixture::ACME_BOT_ONLY_WEAVE_KEY));
     for (path, body) in weave_routes("acme/other") {
         bot_only.post(&path, &body).await.reason(403);
     }
-    ingest_into(&bot_only, "acme/bot", &[Call::new("a", t("2024-05-01T10:00:00Z"))]).await;
+    ingest_into(
+        &bot_only,
+        "acme/bot",
+        &[Call::new("a", t("2024-05-01T10:00:00Z"))],
+    )
+    .await;
     stack.stop().await;
 }
 
@@ -89,15 +137,52 @@ async fn tenants_see_only_their_own_calls_in_every_dialect() {
     let globex = acme.with_weave_key(Some(fixture::GLOBEX_WEAVE_KEY));
     let now = chrono::Utc::now() - chrono::Duration::minutes(5);
     let svc = json!({"qianfan": {"service_id": "svc", "app_id": "1"}});
-    ingest_into(acme, "acme/bot", &[Call::new("a1", now).attributes(svc.clone()).tokens("m", 10, 1)]).await;
-    ingest_into(acme, "acme/other", &[Call::new("a2", now).attributes(svc.clone()).tokens("m", 20, 2)]).await;
-    ingest_into(&globex, "globex/bot", &[Call::new("g1", now).attributes(svc.clone()).tokens("m", 1000, 100)]).await;
+    ingest_into(
+        acme,
+        "acme/bot",
+        &[Call::new("a1", now)
+            .attributes(svc.clone())
+            .tokens("m", 10, 1)],
+    )
+    .await;
+    ingest_into(
+        acme,
+        "acme/other",
+        &[Call::new("a2", now)
+            .attributes(svc.clone())
+            .tokens("m", 20, 2)],
+    )
+    .await;
+    ingest_into(
+        &globex,
+        "globex/bot",
+        &[Call::new("g1", now)
+            .attributes(svc.clone())
+            .tokens("m", 1000, 100)],
+    )
+    .await;
 
     let one = |data: Vec<Value>| data[0]["inputTokens"].as_i64().unwrap();
-    assert_eq!(one(alibaba_data(acme.alibaba(&fixture::ACME_ALIBABA, "timeRange=1h").await)), 30);
-    assert_eq!(one(alibaba_data(acme.alibaba(&fixture::GLOBEX_ALIBABA, "timeRange=1h").await)), 1000);
+    assert_eq!(
+        one(alibaba_data(
+            acme.alibaba(&fixture::ACME_ALIBABA, "timeRange=1h").await
+        )),
+        30
+    );
+    assert_eq!(
+        one(alibaba_data(
+            acme.alibaba(&fixture::GLOBEX_ALIBABA, "timeRange=1h").await
+        )),
+        1000
+    );
     // A key limited to one project sees only that project.
-    assert_eq!(one(alibaba_data(acme.alibaba(&fixture::ACME_ALIBABA_BOT_ONLY, "timeRange=1h").await)), 10);
+    assert_eq!(
+        one(alibaba_data(
+            acme.alibaba(&fixture::ACME_ALIBABA_BOT_ONLY, "timeRange=1h")
+                .await
+        )),
+        10
+    );
 
     let range = json!({
         "startTime": (now - chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -105,10 +190,18 @@ async fn tenants_see_only_their_own_calls_in_every_dialect() {
     });
     let tokens = |answer: polymeter_tests::Answer| {
         let body = answer.ok();
-        body["result"]["serviceList"][0]["appList"][0]["metric"]["inputTokensTotal"].as_i64().unwrap()
+        body["result"]["serviceList"][0]["appList"][0]["metric"]["inputTokensTotal"]
+            .as_i64()
+            .unwrap()
     };
-    assert_eq!(tokens(acme.qianfan(&fixture::ACME_QIANFAN, &range).await), 30);
-    assert_eq!(tokens(acme.qianfan(&fixture::GLOBEX_QIANFAN, &range).await), 1000);
+    assert_eq!(
+        tokens(acme.qianfan(&fixture::ACME_QIANFAN, &range).await),
+        30
+    );
+    assert_eq!(
+        tokens(acme.qianfan(&fixture::GLOBEX_QIANFAN, &range).await),
+        1000
+    );
     stack.stop().await;
 }
 
@@ -126,32 +219,94 @@ async fn keys_added_and_disabled_with_the_cli_take_effect_without_a_restart() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
-    let out = keys(&["add", "--tenant", "initech", "--entity", "initech", "--kind", "weave", "--label", "ci"]);
-    let key = out.split_whitespace().find(|w| w.starts_with("pm-")).expect("key printed").to_owned();
-    let id = out.split_whitespace().find(|w| w.starts_with("wk-")).unwrap().trim_end_matches(':').to_owned();
-    assert!(!std::fs::read_to_string(&file).unwrap().contains(&key), "only the hash is stored");
+    let out = keys(&[
+        "add", "--tenant", "initech", "--entity", "initech", "--kind", "weave", "--label", "ci",
+    ]);
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("pm-"))
+        .expect("key printed")
+        .to_owned();
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("wk-"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().contains(&key),
+        "only the hash is stored"
+    );
     let initech = stack.client.with_weave_key(Some(&key));
-    ingest_into(&initech, "initech/app", &[Call::new("i1", t("2024-05-01T10:00:00Z"))]).await;
-    initech.post("/calls/stats", &json!({"project_id": PROJECT, "start": "2024-05-01T00:00:00Z"})).await.reason(403);
+    ingest_into(
+        &initech,
+        "initech/app",
+        &[Call::new("i1", t("2024-05-01T10:00:00Z"))],
+    )
+    .await;
+    initech
+        .post(
+            "/calls/stats",
+            &json!({"project_id": PROJECT, "start": "2024-05-01T00:00:00Z"}),
+        )
+        .await
+        .reason(403);
 
     let listing = keys(&["list"]);
-    assert!(listing.contains(&id) && listing.contains("initech") && !listing.contains(&key), "{listing}");
+    assert!(
+        listing.contains(&id) && listing.contains("initech") && !listing.contains(&key),
+        "{listing}"
+    );
     keys(&["disable", &id]);
     assert!(keys(&["list"]).contains("disabled"));
-    let answer = initech.post("/calls/stats", &json!({"project_id": "initech/app", "start": "2024-05-01T00:00:00Z"})).await;
+    let answer = initech
+        .post(
+            "/calls/stats",
+            &json!({"project_id": "initech/app", "start": "2024-05-01T00:00:00Z"}),
+        )
+        .await;
     assert!(answer.reason(401).contains("disabled"));
     keys(&["enable", &id]);
-    initech.post("/calls/stats", &json!({"project_id": "initech/app", "start": "2024-05-01T00:00:00Z"})).await.ok();
+    initech
+        .post(
+            "/calls/stats",
+            &json!({"project_id": "initech/app", "start": "2024-05-01T00:00:00Z"}),
+        )
+        .await
+        .ok();
 
-    let out = keys(&["add", "--tenant", "initech", "--kind", "alibaba", "--project", "initech/app"]);
-    assert!(out.contains("alibaba access key: LTAI") && out.contains("secret:"), "{out}");
+    let out = keys(&[
+        "add",
+        "--tenant",
+        "initech",
+        "--kind",
+        "alibaba",
+        "--project",
+        "initech/app",
+    ]);
+    assert!(
+        out.contains("alibaba access key: LTAI") && out.contains("secret:"),
+        "{out}"
+    );
     let refused = std::process::Command::new(polymeter_binary())
         .args(["keys", "--credentials"])
         .arg(&file)
-        .args(["add", "--tenant", "initech", "--kind", "qianfan", "--project", "acme/bot"])
+        .args([
+            "add",
+            "--tenant",
+            "initech",
+            "--kind",
+            "qianfan",
+            "--project",
+            "acme/bot",
+        ])
         .output()
         .unwrap();
     assert!(!refused.status.success());

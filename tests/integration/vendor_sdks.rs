@@ -14,7 +14,10 @@ use std::process::Command;
 use std::sync::Mutex;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn has_sdks(python: &Path) -> bool {
@@ -31,7 +34,11 @@ fn sdk_python() -> PathBuf {
     let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(python) = std::env::var_os("POLYMETER_SDK_PYTHON") {
         let python = PathBuf::from(python);
-        assert!(has_sdks(&python), "POLYMETER_SDK_PYTHON={} cannot import the vendor SDKs", python.display());
+        assert!(
+            has_sdks(&python),
+            "POLYMETER_SDK_PYTHON={} cannot import the vendor SDKs",
+            python.display()
+        );
         return python;
     }
     let venv = repo().join("target").join("sdk-venv");
@@ -40,7 +47,9 @@ fn sdk_python() -> PathBuf {
         return python;
     }
     let run = |cmd: &mut Command| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         assert!(
             out.status.success(),
             "{cmd:?} failed:\n{}\n{}",
@@ -50,9 +59,19 @@ fn sdk_python() -> PathBuf {
     };
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(repo().join("tests/sdk/requirements.txt")));
-    assert!(has_sdks(&python), "the vendor SDKs installed but cannot be imported");
+    assert!(
+        has_sdks(&python),
+        "the vendor SDKs installed but cannot be imported"
+    );
     python
 }
 
@@ -63,7 +82,11 @@ fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, String)]
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
@@ -80,7 +103,13 @@ async fn the_official_sdks_read_correct_numbers_from_a_local_gateway() {
     let c = &stack.client;
     // Within the last hour, so the SDK's own 30d preset sees them too.
     let at = Utc::now() - Duration::minutes(20);
-    let call = |id: &str, model: &str, model_id: i64, service: &str, app: &str, input: i64, ms: i64| {
+    let call = |id: &str,
+                model: &str,
+                model_id: i64,
+                service: &str,
+                app: &str,
+                input: i64,
+                ms: i64| {
         Call::new(id, at)
             .attributes(json!({
                 "alibaba": {"model_id": model_id},
@@ -99,7 +128,10 @@ async fn the_official_sdks_read_correct_numbers_from_a_local_gateway() {
         ],
     )
     .await;
-    let (start, end) = (stamp(at - Duration::minutes(5)), stamp(at + Duration::minutes(5)));
+    let (start, end) = (
+        stamp(at - Duration::minutes(5)),
+        stamp(at + Duration::minutes(5)),
+    );
 
     let ali = {
         let python = python.clone();
@@ -127,19 +159,40 @@ async fn the_official_sdks_read_correct_numbers_from_a_local_gateway() {
     assert_eq!(whole["outputTokens"], 500);
     let grouped = &ali["grouped"];
     assert_eq!(grouped["totalCount"], 2);
-    let totals: Vec<&Value> = grouped["data"].as_array().unwrap().iter().map(|d| &d["totalCalls"]).collect();
-    assert_eq!(totals, [&json!(3), &json!(1)], "ordered by totalCalls DESC: {grouped}");
+    let totals: Vec<&Value> = grouped["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["totalCalls"])
+        .collect();
+    assert_eq!(
+        totals,
+        [&json!(3), &json!(1)],
+        "ordered by totalCalls DESC: {grouped}"
+    );
     assert_eq!(ali["preset"]["data"][0]["totalCalls"], 4);
     assert_eq!(ali["preset"]["maxResults"], 1);
-    assert_eq!(ali["wrong_secret"]["code"], "SignatureDoesNotMatch", "{}", ali["wrong_secret"]);
+    assert_eq!(
+        ali["wrong_secret"]["code"], "SignatureDoesNotMatch",
+        "{}",
+        ali["wrong_secret"]
+    );
 
     let env = [
         ("QIANFAN_CONSOLE_API_BASE_URL", c.base.clone()),
         ("QIANFAN_ACCESS_KEY", fixture::ACME_QIANFAN.id.to_owned()),
-        ("QIANFAN_SECRET_KEY", fixture::ACME_QIANFAN.secret.to_owned()),
+        (
+            "QIANFAN_SECRET_KEY",
+            fixture::ACME_QIANFAN.secret.to_owned(),
+        ),
     ];
     let qf = tokio::task::spawn_blocking(move || {
-        run_script(&python, "qianfan_metric.py", &[&start, &end, "svco-search", "1002"], &env)
+        run_script(
+            &python,
+            "qianfan_metric.py",
+            &[&start, &end, "svco-search", "1002"],
+            &env,
+        )
     })
     .await
     .unwrap();
@@ -159,10 +212,26 @@ async fn the_official_sdks_read_correct_numbers_from_a_local_gateway() {
             ]},
         ])
     );
-    assert_eq!(qf["service"]["result"]["serviceList"].as_array().unwrap().len(), 1);
-    assert_eq!(qf["service"]["result"]["serviceList"][0]["serviceId"], "svco-search");
-    assert_eq!(qf["app"]["result"]["serviceList"][0]["appList"], json!([{"appId": "1002", "metric": metric(200, 0, 1)}]));
+    assert_eq!(
+        qf["service"]["result"]["serviceList"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        qf["service"]["result"]["serviceList"][0]["serviceId"],
+        "svco-search"
+    );
+    assert_eq!(
+        qf["app"]["result"]["serviceList"][0]["appList"],
+        json!([{"appId": "1002", "metric": metric(200, 0, 1)}])
+    );
     let refused = qf["wrong_secret"]["message"].as_str().unwrap_or_default();
-    assert!(refused.contains("SignatureDoesNotMatch"), "{}", qf["wrong_secret"]);
+    assert!(
+        refused.contains("SignatureDoesNotMatch"),
+        "{}",
+        qf["wrong_secret"]
+    );
     stack.stop().await;
 }

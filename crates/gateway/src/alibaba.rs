@@ -6,9 +6,10 @@
 //! envelope with both spellings of code and message.
 
 use crate::auth::{request_id, signed_request, AppState};
-use crate::error::GatewayError;
+use crate::error::{method_not_allowed, GatewayError};
 use crate::json::Instant;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -28,13 +29,19 @@ const MAX_PAGE: u64 = 1000;
 const DEFAULT_PAGE: u64 = 10;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(PATH, get(metrics))
+    Router::new().route(
+        PATH,
+        get(metrics).fallback(|method: Method| async move {
+            AlibabaError::from(method_not_allowed(&method, PATH, "GET"))
+        }),
+    )
 }
 
 /// Alibaba's error codes, each with its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidParameter,
+    UnsupportedHttpMethod,
     IncompleteSignature,
     SignatureDoesNotMatch,
     AccessKeyNotFound,
@@ -50,6 +57,7 @@ impl Code {
     fn as_str(self) -> &'static str {
         match self {
             Code::InvalidParameter => "InvalidParameter",
+            Code::UnsupportedHttpMethod => "UnsupportedHTTPMethod",
             Code::IncompleteSignature => "IncompleteSignature",
             Code::SignatureDoesNotMatch => "SignatureDoesNotMatch",
             Code::AccessKeyNotFound => "InvalidAccessKeyId.NotFound",
@@ -65,6 +73,7 @@ impl Code {
     fn status(self) -> StatusCode {
         match self {
             Code::AccessKeyNotFound => StatusCode::NOT_FOUND,
+            Code::UnsupportedHttpMethod => StatusCode::METHOD_NOT_ALLOWED,
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::UnknownError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +101,7 @@ impl From<GatewayError> for AlibabaError {
             GatewayError::BadRequest(_) | GatewayError::TooLarge(_) | GatewayError::NotFound(_) => {
                 Code::InvalidParameter
             }
+            GatewayError::MethodNotAllowed(_) => Code::UnsupportedHttpMethod,
             GatewayError::Unauthorized(_) => Code::IncompleteSignature,
             GatewayError::Forbidden(_) => Code::PermissionDenied,
             GatewayError::Unavailable(_) => Code::ServiceUnavailable,
@@ -430,8 +440,9 @@ async fn metrics(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AlibabaError> {
+    let body = body.map_err(GatewayError::from)?;
     let key = state
         .auth
         .verify_acs3(&signed_request(&method, &uri, &headers, &body))?;

@@ -23,6 +23,9 @@ pub enum GatewayError {
     /// No route answers this method and path.
     #[error("{0}")]
     NotFound(String),
+    /// The path exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A service behind the gateway is down; the client should retry.
     #[error("{0}")]
     Unavailable(String),
@@ -38,10 +41,28 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+}
+
+/// A body that could not be read: too large, or cut off.
+impl From<axum::extract::rejection::BytesRejection> for GatewayError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let message = format!("request body: {}", rejection.body_text());
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            GatewayError::TooLarge(message)
+        } else {
+            GatewayError::BadRequest(message)
+        }
+    }
+}
+
+/// The answer for a known path asked with the wrong method.
+pub fn method_not_allowed(method: &axum::http::Method, path: &str, allowed: &str) -> GatewayError {
+    GatewayError::MethodNotAllowed(format!("{method} is not allowed on {path}; use {allowed}"))
 }
 
 impl From<Status> for GatewayError {

@@ -5,9 +5,10 @@
 //! `{requestId, code, message}` plus `X-Bce-Error-Code`/`X-Bce-Error-Message`.
 
 use crate::auth::{request_id, signed_request, AppState};
-use crate::error::GatewayError;
+use crate::error::{method_not_allowed, GatewayError};
 use crate::json::Instant;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,12 @@ pub const PATH: &str = "/v2/service";
 const ACTION: &str = "DescribeServiceMetric";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(PATH, post(service))
+    Router::new().route(
+        PATH,
+        post(service).fallback(|method: Method| async move {
+            QianfanError::from(method_not_allowed(&method, PATH, "POST"))
+        }),
+    )
 }
 
 /// Qianfan's error codes, each with its HTTP status.
@@ -38,6 +44,8 @@ pub enum Code {
     MalformedJson,
     InappropriateJson,
     InvalidParameter,
+    MethodNotAllowed,
+    RequestEntityTooLarge,
     ServiceUnavailable,
     InternalError,
 }
@@ -52,6 +60,8 @@ impl Code {
             Code::MalformedJson => "MalformedJSON",
             Code::InappropriateJson => "InappropriateJSON",
             Code::InvalidParameter => "InvalidParameter",
+            Code::MethodNotAllowed => "MethodNotAllowed",
+            Code::RequestEntityTooLarge => "RequestEntityTooLarge",
             Code::ServiceUnavailable => "ServiceUnavailable",
             Code::InternalError => "InternalError",
         }
@@ -60,6 +70,8 @@ impl Code {
     fn status(self) -> StatusCode {
         match self {
             Code::AccessDenied | Code::InvalidAccessKeyId => StatusCode::FORBIDDEN,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -83,9 +95,9 @@ fn error(code: Code, message: impl Into<String>) -> QianfanError {
 impl From<GatewayError> for QianfanError {
     fn from(err: GatewayError) -> Self {
         let code = match &err {
-            GatewayError::BadRequest(_) | GatewayError::TooLarge(_) | GatewayError::NotFound(_) => {
-                Code::InvalidParameter
-            }
+            GatewayError::BadRequest(_) | GatewayError::NotFound(_) => Code::InvalidParameter,
+            GatewayError::TooLarge(_) => Code::RequestEntityTooLarge,
+            GatewayError::MethodNotAllowed(_) => Code::MethodNotAllowed,
             GatewayError::Unauthorized(_) | GatewayError::Forbidden(_) => Code::AccessDenied,
             GatewayError::Unavailable(_) => Code::ServiceUnavailable,
             GatewayError::Internal(_) => Code::InternalError,
@@ -220,8 +232,9 @@ async fn service(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, QianfanError> {
+    let body = body.map_err(GatewayError::from)?;
     let key = state
         .auth
         .verify_bce(&signed_request(&method, &uri, &headers, &body))?;

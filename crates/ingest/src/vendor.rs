@@ -19,8 +19,11 @@
 use polymeter_proto::v1::VendorDimensions;
 use serde_json::Value;
 
+/// Picks one dimension's slot out of [`VendorDimensions`].
+pub type Slot = fn(&mut VendorDimensions) -> &mut Option<String>;
+
 /// Each attribute, and the dimension it sets.
-pub const ATTRIBUTES: &[(&str, fn(&mut VendorDimensions) -> &mut Option<String>)] = &[
+pub const ATTRIBUTES: &[(&str, Slot)] = &[
     ("qianfan.service_id", |v| &mut v.service_id),
     ("qianfan.service_name", |v| &mut v.service_name),
     ("qianfan.app_id", |v| &mut v.app_id),

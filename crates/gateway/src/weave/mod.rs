@@ -16,17 +16,37 @@ use serde_json::json;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/call/start", post(calls::start))
-        .route("/call/end", post(calls::end))
-        .route("/call/upsert_batch", post(calls::upsert_batch))
+        .route("/call/start", post(calls::start).fallback(wrong_method))
+        .route("/call/end", post(calls::end).fallback(wrong_method))
+        .route(
+            "/call/upsert_batch",
+            post(calls::upsert_batch).fallback(wrong_method),
+        )
         .route(
             "/v2/{entity}/{project}/calls/complete",
-            post(calls::complete),
+            post(calls::complete).fallback(wrong_method),
         )
-        .route("/calls/stats", post(stats::calls_stats))
-        .route("/feedback/create", post(feedback::create))
-        .route("/feedback/batch/create", post(feedback::batch_create))
-        .route("/feedback/aggregate", post(feedback::aggregate))
+        .route(
+            "/calls/stats",
+            post(stats::calls_stats).fallback(wrong_method),
+        )
+        .route(
+            "/feedback/create",
+            post(feedback::create).fallback(wrong_method),
+        )
+        .route(
+            "/feedback/batch/create",
+            post(feedback::batch_create).fallback(wrong_method),
+        )
+        .route(
+            "/feedback/aggregate",
+            post(feedback::aggregate).fallback(wrong_method),
+        )
+}
+
+/// Every Weave route is a POST; another method gets 405 in Weave's envelope.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> WeaveError {
+    crate::error::method_not_allowed(&method, uri.path(), "POST").into()
 }
 
 /// A [`GatewayError`] in Weave's envelope.
@@ -63,17 +83,9 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for WeaveBody {
     type Rejection = WeaveError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, WeaveError> {
-        use axum::extract::rejection::BytesRejection;
         axum::body::Bytes::from_request(request, state)
             .await
             .map(WeaveBody)
-            .map_err(|rejection: BytesRejection| {
-                let message = format!("request body: {}", rejection.body_text());
-                WeaveError(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    GatewayError::TooLarge(message)
-                } else {
-                    GatewayError::BadRequest(message)
-                })
-            })
+            .map_err(|rejection| WeaveError(GatewayError::from(rejection)))
     }
 }

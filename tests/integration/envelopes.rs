@@ -1,0 +1,60 @@
+//! Errors the router itself raises (wrong method, oversized body) still come
+//! in the envelope of the dialect whose route was asked.
+
+use crate::support::*;
+use polymeter_tests::{json, TestStack};
+use reqwest::Method;
+
+#[tokio::test]
+async fn a_wrong_method_is_405_in_each_dialects_envelope() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let weave = c.get("/calls/stats").await;
+    assert!(weave.reason(405).contains("POST"), "{}", weave.body);
+    let alibaba = c
+        .send_with(
+            Method::POST,
+            "/api/v1/modelRouter/open/observation/metrics",
+            Default::default(),
+            vec![],
+        )
+        .await;
+    assert!(alibaba_error(&alibaba, 405, "UnsupportedHTTPMethod").contains("GET"));
+    let qianfan = c
+        .send_with(
+            Method::GET,
+            "/v2/service?Action=DescribeServiceMetric",
+            Default::default(),
+            vec![],
+        )
+        .await;
+    assert!(qianfan_error(&qianfan, 405, "MethodNotAllowed").contains("POST"));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_each_dialects_envelope() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    // One byte over the gateway's 64 MiB limit, as a JSON string.
+    let huge = format!("\"{}\"", "x".repeat(64 << 20));
+    let weave = c.post_raw("/call/upsert_batch", huge.clone()).await;
+    assert!(weave.reason(413).contains("request body"), "{}", weave.body);
+    let qianfan = c
+        .send_with(
+            Method::POST,
+            "/v2/service?Action=DescribeServiceMetric",
+            Default::default(),
+            huge.into_bytes(),
+        )
+        .await;
+    qianfan_error(&qianfan, 413, "RequestEntityTooLarge");
+    // The stack still answers afterwards.
+    c.post(
+        "/calls/stats",
+        &stats_body(json!({"start": "2024-05-01T00:00:00Z"})),
+    )
+    .await
+    .ok();
+    stack.stop().await;
+}
