@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod feedback;
+pub mod otlp;
 pub mod service;
 pub mod vendor;
 pub mod weave;
