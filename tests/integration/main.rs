@@ -8,6 +8,7 @@ mod crash;
 mod envelopes;
 mod feedback;
 mod ingest;
+mod otlp;
 mod processes;
 mod qianfan;
 mod support;

@@ -202,6 +202,20 @@ impl Keyring {
         })
     }
 
+    /// Like [`Keyring::open`], but a missing file is an empty keyring (every
+    /// key refused) until the file appears — for services that start before
+    /// whoever writes it.
+    pub fn open_or_empty(path: &Path) -> Result<Self, AuthError> {
+        if path.exists() {
+            return Self::open(path);
+        }
+        tracing::warn!(path = %path.display(), "no credentials file yet; every key is refused until it appears");
+        Ok(Self {
+            path: Some(path.to_owned()),
+            state: Mutex::new((None, Arc::new(Index::default()))),
+        })
+    }
+
     /// A fixed set of credentials, never reloaded; for tests and tools.
     pub fn fixed(credentials: &Credentials) -> Self {
         Self {

@@ -2,6 +2,7 @@
 //! reconnect by themselves, so the gateway starts before its peers and rides out
 //! their restarts (answering "unavailable, retry" meanwhile).
 
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use polymeter_proto::v1::{
     feedback_service_client::FeedbackServiceClient, ingest_service_client::IngestServiceClient,
     stats_service_client::StatsServiceClient,
@@ -15,6 +16,8 @@ pub struct Backends {
     pub ingest: IngestServiceClient<Channel>,
     pub stats: StatsServiceClient<Channel>,
     pub feedback: FeedbackServiceClient<Channel>,
+    /// Ingest's OTLP `TraceService`, which `/otel/v1/traces` forwards to.
+    pub traces: TraceServiceClient<Channel>,
     /// Raw channels, for health checks.
     pub(crate) channels: Vec<(&'static str, Channel)>,
 }
@@ -37,6 +40,9 @@ impl Backends {
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
             feedback: FeedbackServiceClient::new(feedback.clone())
+                .max_decoding_message_size(MESSAGE_LIMIT)
+                .max_encoding_message_size(MESSAGE_LIMIT),
+            traces: TraceServiceClient::new(ingest.clone())
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
             channels: vec![("ingest", ingest), ("stats", stats), ("feedback", feedback)],

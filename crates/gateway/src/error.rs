@@ -72,6 +72,8 @@ impl From<Status> for GatewayError {
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
                 GatewayError::BadRequest(message)
             }
+            Code::Unauthenticated => GatewayError::Unauthorized(message),
+            Code::PermissionDenied => GatewayError::Forbidden(message),
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Cancelled

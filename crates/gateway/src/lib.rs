@@ -11,6 +11,7 @@ pub mod error;
 mod exposition;
 mod health;
 pub mod json;
+pub mod otel;
 pub mod qianfan;
 pub mod weave;
 
@@ -35,6 +36,7 @@ pub fn router(backends: Backends, auth: Arc<Auth>) -> Router {
         .merge(weave::routes())
         .merge(alibaba::routes())
         .merge(qianfan::routes())
+        .merge(otel::routes())
         .route("/metrics", axum::routing::get(exposition::render))
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)

@@ -105,7 +105,9 @@ fn first_text(attrs: &[KeyValue], keys: &[&str]) -> Option<String> {
 /// `Err` names the attribute when the value is not a count.
 fn count(attrs: &[KeyValue], keys: &[&str]) -> Result<Option<i64>, String> {
     for key in keys {
-        let Some(value) = find(attrs, key) else { continue };
+        let Some(value) = find(attrs, key) else {
+            continue;
+        };
         let n = match value {
             Any::IntValue(i) => Some(*i),
             Any::DoubleValue(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => Some(*d as i64),
@@ -128,7 +130,10 @@ fn id_hex(bytes: &[u8], len: usize) -> Option<String> {
 fn vendor_dimensions(resource: &[KeyValue], span: &[KeyValue]) -> pb::VendorDimensions {
     let mut out = pb::VendorDimensions::default();
     for (name, slot) in vendor::ATTRIBUTES {
-        if let Some(v) = find(span, name).or_else(|| find(resource, name)).and_then(text) {
+        if let Some(v) = find(span, name)
+            .or_else(|| find(resource, name))
+            .and_then(text)
+        {
             *slot(&mut out) = Some(v);
         }
     }
@@ -165,11 +170,14 @@ fn exception(span: &Span) -> Option<String> {
     let error_type = first_text(&span.attributes, &["error.type"]);
     match span.status.as_ref() {
         Some(s) if s.code == StatusCode::Error as i32 => Some(
-            [Some(s.message.clone()).filter(|m| !m.is_empty()), error_type]
-                .into_iter()
-                .flatten()
-                .next()
-                .unwrap_or_else(|| "error".to_owned()),
+            [
+                Some(s.message.clone()).filter(|m| !m.is_empty()),
+                error_type,
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or_else(|| "error".to_owned()),
         ),
         _ => error_type,
     }
@@ -227,7 +235,11 @@ pub fn map(
 ) -> Mapped {
     let mut out = Mapped::default();
     for (r, rs) in request.resource_spans.iter().enumerate() {
-        let resource: &[KeyValue] = rs.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[]);
+        let resource: &[KeyValue] = rs
+            .resource
+            .as_ref()
+            .map(|r| &r.attributes[..])
+            .unwrap_or(&[]);
         let spans: Vec<&Span> = rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
         let project = header_project
             .map(str::to_owned)
@@ -256,7 +268,10 @@ pub fn map(
                     write.tenant = tenant.to_owned();
                     out.writes.push(write);
                 }
-                Err(e) => out.reject(1, format!("span {:?} ({}): {e}", span.name, hex::encode(&span.span_id))),
+                Err(e) => out.reject(
+                    1,
+                    format!("span {:?} ({}): {e}", span.name, hex::encode(&span.span_id)),
+                ),
             }
         }
     }
@@ -271,7 +286,11 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     fn kv(key: &str, value: Any) -> KeyValue {
-        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
     }
     fn s(v: &str) -> Any {
         Any::StringValue(v.into())
@@ -295,15 +314,26 @@ mod tests {
     fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(Resource { attributes: resource, ..Default::default() }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }
     }
 
     fn one(attrs: Vec<KeyValue>) -> pb::CallWrite {
-        let m = map("t", &request(vec![], vec![span("llm", attrs)]), Some("e/p"), |_| true);
+        let m = map(
+            "t",
+            &request(vec![], vec![span("llm", attrs)]),
+            Some("e/p"),
+            |_| true,
+        );
         assert_eq!(m.rejected, 0, "{}", m.message());
         m.writes.into_iter().next().unwrap()
     }
@@ -324,7 +354,10 @@ mod tests {
         assert_eq!(start.parent_id.as_deref(), Some("0303030303030303"));
         assert_eq!(start.op_name, "chat");
         assert_eq!(start.display_name.as_deref(), Some("ChatOpenAI"));
-        assert_eq!(w.end.as_ref().unwrap().ended_at_us - start.started_at_us, 250_000);
+        assert_eq!(
+            w.end.as_ref().unwrap().ended_at_us - start.started_at_us,
+            250_000
+        );
         assert_eq!(w.tenant, "t");
     }
 
@@ -337,7 +370,14 @@ mod tests {
             kv("gen_ai.response.model", s("a")),
         ]));
         assert_eq!(u.model, "a");
-        assert_eq!(usage_of(&one(vec![kv("ai.model.id", s("d")), kv("llm.model_name", s("c"))])).model, "c");
+        assert_eq!(
+            usage_of(&one(vec![
+                kv("ai.model.id", s("d")),
+                kv("llm.model_name", s("c"))
+            ]))
+            .model,
+            "c"
+        );
         assert_eq!(usage_of(&one(vec![kv("ai.model.id", s("d"))])).model, "d");
     }
 
@@ -351,7 +391,13 @@ mod tests {
             kv("gen_ai.usage.cache_creation.input_tokens", i(10)),
         ]));
         assert_eq!(
-            (current.input_tokens, current.output_tokens, current.total_tokens, current.cache_read_input_tokens, current.cache_creation_input_tokens),
+            (
+                current.input_tokens,
+                current.output_tokens,
+                current.total_tokens,
+                current.cache_read_input_tokens,
+                current.cache_creation_input_tokens
+            ),
             (100, 20, 120, 30, 10)
         );
         let older = usage_of(&one(vec![
@@ -360,7 +406,10 @@ mod tests {
             kv("gen_ai.usage.completion_tokens", s("3")),
             kv("llm.usage.total_tokens", i(11)),
         ]));
-        assert_eq!((older.input_tokens, older.output_tokens, older.total_tokens), (7, 3, 11));
+        assert_eq!(
+            (older.input_tokens, older.output_tokens, older.total_tokens),
+            (7, 3, 11)
+        );
         let openinference = usage_of(&one(vec![
             kv("llm.model_name", s("m")),
             kv("llm.token_count.prompt", i(5)),
@@ -368,20 +417,52 @@ mod tests {
             kv("llm.token_count.total", i(7)),
             kv("llm.token_count.prompt_details.cache_read", i(1)),
         ]));
-        assert_eq!((openinference.input_tokens, openinference.output_tokens, openinference.total_tokens, openinference.cache_read_input_tokens), (5, 2, 7, 1));
-        let vercel = usage_of(&one(vec![kv("ai.model.id", s("m")), kv("ai.usage.promptTokens", i(4)), kv("ai.usage.completionTokens", i(6))]));
+        assert_eq!(
+            (
+                openinference.input_tokens,
+                openinference.output_tokens,
+                openinference.total_tokens,
+                openinference.cache_read_input_tokens
+            ),
+            (5, 2, 7, 1)
+        );
+        let vercel = usage_of(&one(vec![
+            kv("ai.model.id", s("m")),
+            kv("ai.usage.promptTokens", i(4)),
+            kv("ai.usage.completionTokens", i(6)),
+        ]));
         assert_eq!((vercel.input_tokens, vercel.output_tokens), (4, 6));
-        assert!(one(vec![kv("http.method", s("GET"))]).end.unwrap().usage.is_empty());
-        assert_eq!(usage_of(&one(vec![kv("gen_ai.usage.input_tokens", i(1))])).model, "unknown");
+        assert!(one(vec![kv("http.method", s("GET"))])
+            .end
+            .unwrap()
+            .usage
+            .is_empty());
+        assert_eq!(
+            usage_of(&one(vec![kv("gen_ai.usage.input_tokens", i(1))])).model,
+            "unknown"
+        );
     }
 
     #[test]
     fn errors_come_from_the_status_or_error_type() {
         let mut sp = span("x", vec![]);
-        sp.status = Some(Status { code: StatusCode::Error as i32, message: "boom".into() });
+        sp.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "boom".into(),
+        });
         let m = map("t", &request(vec![], vec![sp]), Some("e/p"), |_| true);
-        assert_eq!(m.writes[0].end.as_ref().unwrap().exception.as_deref(), Some("boom"));
-        assert_eq!(one(vec![kv("error.type", s("RateLimitError"))]).end.unwrap().exception.as_deref(), Some("RateLimitError"));
+        assert_eq!(
+            m.writes[0].end.as_ref().unwrap().exception.as_deref(),
+            Some("boom")
+        );
+        assert_eq!(
+            one(vec![kv("error.type", s("RateLimitError"))])
+                .end
+                .unwrap()
+                .exception
+                .as_deref(),
+            Some("RateLimitError")
+        );
         assert_eq!(one(vec![]).end.unwrap().exception, None);
     }
 
@@ -390,14 +471,27 @@ mod tests {
         let m = map(
             "t",
             &request(
-                vec![kv("qianfan.service_id", s("svc")), kv("qianfan.app_id", s("resource-app"))],
-                vec![span("x", vec![kv("qianfan.app_id", i(7)), kv("alibaba.model_id", i(3))])],
+                vec![
+                    kv("qianfan.service_id", s("svc")),
+                    kv("qianfan.app_id", s("resource-app")),
+                ],
+                vec![span(
+                    "x",
+                    vec![kv("qianfan.app_id", i(7)), kv("alibaba.model_id", i(3))],
+                )],
             ),
             Some("e/p"),
             |_| true,
         );
         let v = m.writes[0].start.as_ref().unwrap().vendor.clone().unwrap();
-        assert_eq!((v.service_id.as_deref(), v.app_id.as_deref(), v.model_id.as_deref()), (Some("svc"), Some("7"), Some("3")));
+        assert_eq!(
+            (
+                v.service_id.as_deref(),
+                v.app_id.as_deref(),
+                v.model_id.as_deref()
+            ),
+            (Some("svc"), Some("7"), Some("3"))
+        );
     }
 
     #[test]
@@ -408,21 +502,42 @@ mod tests {
         backwards.end_time_unix_nano = 1;
         let bad_tokens = span("bad tokens", vec![kv("gen_ai.usage.input_tokens", i(-1))]);
         let good = span("good", vec![]);
-        let m = map("t", &request(vec![], vec![bad_id, backwards, bad_tokens, good]), Some("e/p"), |_| true);
+        let m = map(
+            "t",
+            &request(vec![], vec![bad_id, backwards, bad_tokens, good]),
+            Some("e/p"),
+            |_| true,
+        );
         assert_eq!((m.writes.len(), m.rejected), (1, 3));
         let message = m.message();
-        assert!(message.contains("trace_id") && message.contains("end_time_unix_nano") && message.contains("gen_ai.usage.input_tokens"), "{message}");
+        assert!(
+            message.contains("trace_id")
+                && message.contains("end_time_unix_nano")
+                && message.contains("gen_ai.usage.input_tokens"),
+            "{message}"
+        );
     }
 
     #[test]
     fn the_project_comes_from_the_header_or_the_resource_and_must_be_allowed() {
-        let r = request(vec![kv("project_id", s("acme/bot"))], vec![span("x", vec![])]);
-        assert_eq!(map("t", &r, None, |_| true).writes[0].project_id, "acme/bot");
-        assert_eq!(map("t", &r, Some("acme/other"), |_| true).writes[0].project_id, "acme/other");
+        let r = request(
+            vec![kv("project_id", s("acme/bot"))],
+            vec![span("x", vec![])],
+        );
+        assert_eq!(
+            map("t", &r, None, |_| true).writes[0].project_id,
+            "acme/bot"
+        );
+        assert_eq!(
+            map("t", &r, Some("acme/other"), |_| true).writes[0].project_id,
+            "acme/other"
+        );
         let refused = map("t", &r, None, |p| p != "acme/bot");
         assert_eq!(refused.rejected, 1);
         assert!(refused.message().contains("no access"));
-        let nowhere = map("t", &request(vec![], vec![span("x", vec![])]), None, |_| true);
+        let nowhere = map("t", &request(vec![], vec![span("x", vec![])]), None, |_| {
+            true
+        });
         assert!(nowhere.message().contains("no project"));
     }
 }

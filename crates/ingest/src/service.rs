@@ -1,12 +1,18 @@
 //! The gRPC face of the ingest service.
 
 use crate::error::IngestError;
-use crate::{feedback, weave};
+use crate::{feedback, otlp, weave};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    trace_service_server::{TraceService, TraceServiceServer},
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use polymeter_auth::Keyring;
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient, ingest_service_server,
     stats_service_client::StatsServiceClient,
 };
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -15,11 +21,17 @@ use tonic::{Request, Response, Status};
 pub struct IngestServer {
     stats: StatsServiceClient<Channel>,
     feedback: FeedbackServiceClient<Channel>,
+    /// OTLP clients reach ingest directly, so it checks their Weave keys itself.
+    keyring: Arc<Keyring>,
 }
 
+/// OTLP batches can be large; the same limit as every other message.
+const MESSAGE_LIMIT: usize = 64 << 20;
+
 impl IngestServer {
-    pub fn new(stats: Channel, feedback: Channel) -> Self {
+    pub fn new(stats: Channel, feedback: Channel, keyring: Arc<Keyring>) -> Self {
         Self {
+            keyring,
             stats: StatsServiceClient::new(stats)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
@@ -27,6 +39,27 @@ impl IngestServer {
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
         }
+    }
+
+    /// OTLP/gRPC `TraceService`, accepting gzip as OTLP exporters send it.
+    pub fn trace_service(self) -> TraceServiceServer<Self> {
+        TraceServiceServer::new(self)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(MESSAGE_LIMIT)
+    }
+
+    async fn append(&self, calls: Vec<pb::CallWrite>) -> Result<(), IngestError> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        self.stats
+            .clone()
+            .append_calls(polymeter_telemetry::traced(pb::AppendCallsRequest {
+                calls,
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| IngestError::from_downstream("stats", s))
     }
 
     pub fn into_service(self) -> ingest_service_server::IngestServiceServer<Self> {
@@ -47,15 +80,7 @@ impl ingest_service_server::IngestService for IngestServer {
             return Err(IngestError::InvalidArgument("tenant must not be empty".into()).into());
         }
         let (calls, results) = weave::normalise(&request.tenant, request.ops)?;
-        if !calls.is_empty() {
-            self.stats
-                .clone()
-                .append_calls(polymeter_telemetry::traced(pb::AppendCallsRequest {
-                    calls,
-                }))
-                .await
-                .map_err(|s| IngestError::from_downstream("stats", s))?;
-        }
+        self.append(calls).await?;
         Ok(Response::new(pb::IngestWeaveCallsResponse { results }))
     }
 
@@ -85,17 +110,68 @@ impl ingest_service_server::IngestService for IngestServer {
     }
 }
 
-/// Serves the ingest service on `listener` until `shutdown` resolves; calls go
-/// to the stats service over `stats`, feedback to the feedback service.
+/// OTLP/gRPC export: authenticated like the Weave routes (`authorization:
+/// Basic …` metadata with an API key), project from the `project_id` metadata
+/// or each resource's attributes. Spans that cannot be mapped are counted in
+/// `partial_success`; the others are stored before the answer.
+#[tonic::async_trait]
+impl TraceService for IngestServer {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let metadata = request.metadata();
+        let text = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let principal =
+            polymeter_auth::verify_basic(&self.keyring.current(), text("authorization").as_deref())
+                .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let header_project = text("project_id").filter(|p| !p.is_empty());
+        if let Some(project) = &header_project {
+            polymeter_model::ProjectId::check(project)
+                .map_err(|e| Status::invalid_argument(format!("project_id: {e}")))?;
+            if !principal.may_access(project) {
+                return Err(Status::permission_denied(format!(
+                    "project_id: this API key has no access to project {project:?}"
+                )));
+            }
+        }
+        let mapped = otlp::map(
+            &principal.tenant,
+            request.get_ref(),
+            header_project.as_deref(),
+            |p| principal.may_access(p),
+        );
+        let partial_success = (mapped.rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: mapped.rejected,
+            error_message: mapped.message(),
+        });
+        self.append(mapped.writes).await?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
+    }
+}
+
+/// Serves the ingest service and OTLP's `TraceService` on `listener` until
+/// `shutdown` resolves; calls go to the stats service over `stats`, feedback
+/// to the feedback service.
 pub async fn serve(
     listener: TcpListener,
     stats: Channel,
     feedback: Channel,
+    keyring: Arc<Keyring>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let server = IngestServer::new(stats, feedback, keyring);
     polymeter_proto::serve(
         listener,
-        tonic::service::Routes::new(IngestServer::new(stats, feedback).into_service()),
+        tonic::service::Routes::new(server.clone().into_service())
+            .add_service(server.trace_service()),
         shutdown,
     )
     .await

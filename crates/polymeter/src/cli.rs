@@ -291,6 +291,14 @@ struct IngestArgs {
         default_value = "http://127.0.0.1:50053"
     )]
     feedback_url: String,
+    /// The credentials file OTLP/gRPC exporters' keys are checked against
+    /// (re-read when it changes; while missing, every key is refused).
+    #[arg(
+        long,
+        env = "POLYMETER_CREDENTIALS",
+        default_value = "./data/credentials.toml"
+    )]
+    credentials: PathBuf,
 }
 
 #[derive(Args)]
@@ -439,8 +447,9 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Ingest(a) => {
+            let keyring = polymeter_auth::Keyring::open_or_empty(&a.credentials)?;
             until_interrupted("ingest", a.listen, |l, s| async move {
-                run_ingest(l, &a.stats_url, &a.feedback_url, s).await
+                run_ingest(l, &a.stats_url, &a.feedback_url, keyring, s).await
             })
             .await
         }

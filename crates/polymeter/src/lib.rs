@@ -89,13 +89,20 @@ pub async fn run_ingest(
     listener: TcpListener,
     stats: &str,
     feedback: &str,
+    keyring: Keyring,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let stats = channel(stats).context("bad stats address")?;
     let feedback = channel(feedback).context("bad feedback address")?;
-    polymeter_ingest::serve(listener, stats, feedback, shutdown.wait())
-        .await
-        .context("ingest service failed")
+    polymeter_ingest::serve(
+        listener,
+        stats,
+        feedback,
+        Arc::new(keyring),
+        shutdown.wait(),
+    )
+    .await
+    .context("ingest service failed")
 }
 
 /// Loading decodes whole segments into short-lived buffers; glibc keeps such
@@ -242,13 +249,16 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
     let feedback_store =
         open_feedback_store(&config.data_dir.join("feedback"), config.wal_rotate_bytes)?;
     let (keyring, created_keys) = open_credentials(&config.credentials, true)?;
+    let ingest_keyring = Keyring::open(&config.credentials)?;
 
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(run_stats(stats, store, shutdown.clone()));
     let (stats_url, feedback_url) = (url(addrs[2]), url(addrs[3]));
     let s = shutdown.clone();
-    tasks.spawn(async move { run_ingest(ingest, &stats_url, &feedback_url, s).await });
+    tasks.spawn(
+        async move { run_ingest(ingest, &stats_url, &feedback_url, ingest_keyring, s).await },
+    );
     tasks.spawn(run_feedback(feedback, feedback_store, shutdown.clone()));
     let (ingest_url, stats_url, feedback_url) = (url(addrs[1]), url(addrs[2]), url(addrs[3]));
     tasks.spawn(async move {
