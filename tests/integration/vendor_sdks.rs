@@ -1,6 +1,7 @@
 //! The vendors' own Python SDKs, pointed at a local gateway, get correct
 //! answers: Alibaba's `alibabacloud_aicontent20240611` (whose response model
-//! wants `data` as a list) and Baidu's `qianfan`. The SDKs live in a venv
+//! wants `data` as a list) and Baidu's `qianfan`; and OpenTelemetry's Python
+//! SDK exports spans over OTLP/HTTP that every dialect then reads. The SDKs live in a venv
 //! under `target/`; `.ci/run` builds it and names its python in
 //! `POLYMETER_SDK_PYTHON`. If the SDKs cannot be installed the test fails —
 //! it never skips.
@@ -20,9 +21,13 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
+/// What the venv must be able to import (kept in step with `.ci/run`).
+const IMPORTS: &str =
+    "import qianfan, alibabacloud_aicontent20240611, opentelemetry.exporter.otlp.proto.http";
+
 fn has_sdks(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import qianfan, alibabacloud_aicontent20240611"])
+        .args(["-c", IMPORTS])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -232,6 +237,59 @@ async fn the_official_sdks_read_correct_numbers_from_a_local_gateway() {
         refused.contains("SignatureDoesNotMatch"),
         "{}",
         qf["wrong_secret"]
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn spans_from_the_python_otlp_http_exporter_reach_every_dialect() {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let args = vec![c.base.clone(), fixture::ACME_WEAVE_KEY.to_owned(), PROJECT.to_owned()];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_script(&python, "otlp_export.py", &args, &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out["exported"], 3);
+
+    let weave = stats(
+        c,
+        json!({
+            "start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
+            "call_metrics": [{"metric": "call_count"}, {"metric": "error_count"}, {"metric": "latency_ms", "aggregations": ["max"]}],
+            "usage_metrics": [{"metric": "input_tokens"}, {"metric": "output_tokens"}],
+            "filter": {"trace_roots_only": false},
+        }),
+    )
+    .await;
+    let bucket = &weave["call_buckets"][0];
+    assert_eq!((bucket["sum_call_count"].clone(), bucket["sum_error_count"].clone()), (json!(3), json!(1)), "{weave}");
+    assert_eq!(bucket["max_latency_ms"], 2000.0);
+    let models: Vec<(Value, Value)> = weave["usage_buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["model"].clone(), u["sum_input_tokens"].clone()))
+        .collect();
+    assert_eq!(models, [(json!("gpt-4o-mini"), json!(40)), (json!("gpt-4o-mini-2024-07-18"), json!(200))]);
+    let roots = stats(c, json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
+        "call_metrics": [{"metric": "call_count"}], "filter": {"trace_roots_only": true}})).await;
+    assert_eq!(roots["call_buckets"][0]["sum_call_count"], 1, "the agent span is the only root");
+
+    let ali = alibaba_data(c.alibaba(&fixture::ACME_ALIBABA, "startTime=2024-05-01T10:00:00Z&endTime=2024-05-01T11:00:00Z&groupBy=modelId").await);
+    let nine = ali.iter().find(|d| d["modelId"] == 9).unwrap_or_else(|| panic!("{ali:?}"));
+    assert_eq!((nine["totalCalls"].clone(), nine["inputTokens"].clone(), nine["avgResponseTime"].clone()), (json!(1), json!(200), json!(800.0)));
+    let qf = c
+        .qianfan(&fixture::ACME_QIANFAN, &json!({"serviceId": ["svco-otel"], "startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T10:59:00Z"}))
+        .await
+        .ok();
+    assert_eq!(
+        qf["result"]["serviceList"][0]["appList"][0],
+        json!({"appId": "42", "metric": {"inputTokensTotal": 240, "outputTokensTotal": 50, "tokensTotal": 290,
+               "succeedCallTotal": 2, "failureCallTotal": 1, "callTotal": 3}})
     );
     stack.stop().await;
 }
