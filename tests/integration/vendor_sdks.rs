@@ -246,7 +246,11 @@ async fn spans_from_the_python_otlp_http_exporter_reach_every_dialect() {
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let stack = TestStack::start().await;
     let c = &stack.client;
-    let args = vec![c.base.clone(), fixture::ACME_WEAVE_KEY.to_owned(), PROJECT.to_owned()];
+    let args = vec![
+        c.base.clone(),
+        fixture::ACME_WEAVE_KEY.to_owned(),
+        PROJECT.to_owned(),
+    ];
     let out = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_script(&python, "otlp_export.py", &args, &[])
@@ -266,7 +270,14 @@ async fn spans_from_the_python_otlp_http_exporter_reach_every_dialect() {
     )
     .await;
     let bucket = &weave["call_buckets"][0];
-    assert_eq!((bucket["sum_call_count"].clone(), bucket["sum_error_count"].clone()), (json!(3), json!(1)), "{weave}");
+    assert_eq!(
+        (
+            bucket["sum_call_count"].clone(),
+            bucket["sum_error_count"].clone()
+        ),
+        (json!(3), json!(1)),
+        "{weave}"
+    );
     assert_eq!(bucket["max_latency_ms"], 2000.0);
     let models: Vec<(Value, Value)> = weave["usage_buckets"]
         .as_array()
@@ -274,14 +285,43 @@ async fn spans_from_the_python_otlp_http_exporter_reach_every_dialect() {
         .iter()
         .map(|u| (u["model"].clone(), u["sum_input_tokens"].clone()))
         .collect();
-    assert_eq!(models, [(json!("gpt-4o-mini"), json!(40)), (json!("gpt-4o-mini-2024-07-18"), json!(200))]);
-    let roots = stats(c, json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
-        "call_metrics": [{"metric": "call_count"}], "filter": {"trace_roots_only": true}})).await;
-    assert_eq!(roots["call_buckets"][0]["sum_call_count"], 1, "the agent span is the only root");
+    assert_eq!(
+        models,
+        [
+            (json!("gpt-4o-mini"), json!(40)),
+            (json!("gpt-4o-mini-2024-07-18"), json!(200))
+        ]
+    );
+    let roots = stats(
+        c,
+        json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
+        "call_metrics": [{"metric": "call_count"}], "filter": {"trace_roots_only": true}}),
+    )
+    .await;
+    assert_eq!(
+        roots["call_buckets"][0]["sum_call_count"], 1,
+        "the agent span is the only root"
+    );
 
-    let ali = alibaba_data(c.alibaba(&fixture::ACME_ALIBABA, "startTime=2024-05-01T10:00:00Z&endTime=2024-05-01T11:00:00Z&groupBy=modelId").await);
-    let nine = ali.iter().find(|d| d["modelId"] == 9).unwrap_or_else(|| panic!("{ali:?}"));
-    assert_eq!((nine["totalCalls"].clone(), nine["inputTokens"].clone(), nine["avgResponseTime"].clone()), (json!(1), json!(200), json!(800.0)));
+    let ali = alibaba_data(
+        c.alibaba(
+            &fixture::ACME_ALIBABA,
+            "startTime=2024-05-01T10:00:00Z&endTime=2024-05-01T11:00:00Z&groupBy=modelId",
+        )
+        .await,
+    );
+    let nine = ali
+        .iter()
+        .find(|d| d["modelId"] == 9)
+        .unwrap_or_else(|| panic!("{ali:?}"));
+    assert_eq!(
+        (
+            nine["totalCalls"].clone(),
+            nine["inputTokens"].clone(),
+            nine["avgResponseTime"].clone()
+        ),
+        (json!(1), json!(200), json!(800.0))
+    );
     let qf = c
         .qianfan(&fixture::ACME_QIANFAN, &json!({"serviceId": ["svco-otel"], "startTime": "2024-05-01T10:00:00Z", "endTime": "2024-05-01T10:59:00Z"}))
         .await

@@ -12,6 +12,7 @@ mod exposition;
 mod health;
 pub mod json;
 pub mod otel;
+pub mod prices;
 pub mod qianfan;
 pub mod weave;
 
@@ -37,6 +38,7 @@ pub fn router(backends: Backends, auth: Arc<Auth>) -> Router {
         .merge(alibaba::routes())
         .merge(qianfan::routes())
         .merge(otel::routes())
+        .merge(prices::routes())
         .route("/metrics", axum::routing::get(exposition::render))
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)

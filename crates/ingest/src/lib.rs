@@ -7,6 +7,7 @@ pub mod error;
 pub mod feedback;
 pub mod otlp;
 pub mod service;
+mod unpriced;
 pub mod vendor;
 pub mod weave;
 

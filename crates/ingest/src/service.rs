@@ -52,6 +52,7 @@ impl IngestServer {
         if calls.is_empty() {
             return Ok(());
         }
+        crate::unpriced::note(&calls);
         self.stats
             .clone()
             .append_calls(polymeter_telemetry::traced(pb::AppendCallsRequest {

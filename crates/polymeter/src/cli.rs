@@ -48,6 +48,168 @@ enum Command {
     /// Manage tenants and their keys in the credentials file (the gateway
     /// picks changes up without a restart).
     Keys(KeysArgs),
+    /// Look up model prices, and manage project price overrides on a running
+    /// stats service (they apply to past calls too).
+    Prices(PricesArgs),
+}
+
+#[derive(Args)]
+struct PricesArgs {
+    /// URL of the stats service, which keeps the overrides.
+    #[arg(
+        long,
+        env = "POLYMETER_STATS_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    stats_url: String,
+    #[command(subcommand)]
+    command: PricesCommand,
+}
+
+/// Which project an override belongs to.
+#[derive(Args)]
+struct ProjectScope {
+    #[arg(long)]
+    tenant: String,
+    /// `entity/project`.
+    #[arg(long)]
+    project: String,
+}
+
+#[derive(Subcommand)]
+enum PricesCommand {
+    /// The shipped table's price for a model name (no server needed).
+    Lookup { model: String },
+    /// Set a project's price for a model, in USD per token.
+    Set {
+        #[command(flatten)]
+        scope: ProjectScope,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        input: f64,
+        #[arg(long)]
+        output: f64,
+        /// Default: the input price.
+        #[arg(long)]
+        cache_read: Option<f64>,
+        /// Default: the input price.
+        #[arg(long)]
+        cache_write: Option<f64>,
+    },
+    /// Remove a project's override; the table's price applies again.
+    Unset {
+        #[command(flatten)]
+        scope: ProjectScope,
+        #[arg(long)]
+        model: String,
+    },
+    /// A project's overrides.
+    List {
+        #[command(flatten)]
+        scope: ProjectScope,
+    },
+}
+
+fn show_price(p: &polymeter_proto::v1::Price) -> String {
+    format!(
+        "input {:e}  output {:e}  cache_read {:e}  cache_write {:e}  (USD per token)",
+        p.input,
+        p.output,
+        p.cache_read.unwrap_or(p.input),
+        p.cache_write.unwrap_or(p.input)
+    )
+}
+
+async fn run_prices(args: PricesArgs) -> Result<()> {
+    use polymeter_proto::v1 as pb;
+    let stats = || async {
+        let channel = tonic::transport::Endpoint::from_shared(args.stats_url.clone())?
+            .connect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach the stats service at {}: {e}", args.stats_url)
+            })?;
+        anyhow::Ok(pb::stats_service_client::StatsServiceClient::new(channel))
+    };
+    match &args.command {
+        PricesCommand::Lookup { model } => match polymeter_pricing::PriceTable::builtin()
+            .lookup(model)
+        {
+            Some(p) => println!(
+                "{model}: {}",
+                show_price(&pb::Price {
+                    input: p.input,
+                    output: p.output,
+                    cache_read: Some(p.cache_read),
+                    cache_write: Some(p.cache_write)
+                })
+            ),
+            None => anyhow::bail!(
+                "{model}: not in the price table (its calls cost 0 unless a project overrides it)"
+            ),
+        },
+        PricesCommand::Set {
+            scope,
+            model,
+            input,
+            output,
+            cache_read,
+            cache_write,
+        } => {
+            let price = pb::Price {
+                input: *input,
+                output: *output,
+                cache_read: *cache_read,
+                cache_write: *cache_write,
+            };
+            stats()
+                .await?
+                .set_price_override(pb::SetPriceOverrideRequest {
+                    tenant: scope.tenant.clone(),
+                    project_id: scope.project.clone(),
+                    price: Some(pb::PriceOverride {
+                        model: model.clone(),
+                        price: Some(price),
+                    }),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            println!("{} {model}: {}", scope.project, show_price(&price));
+        }
+        PricesCommand::Unset { scope, model } => {
+            let deleted = stats()
+                .await?
+                .delete_price_override(pb::DeletePriceOverrideRequest {
+                    tenant: scope.tenant.clone(),
+                    project_id: scope.project.clone(),
+                    model: model.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner()
+                .deleted;
+            if !deleted {
+                anyhow::bail!("{} has no override for {model}", scope.project);
+            }
+            println!("{} {model}: override removed", scope.project);
+        }
+        PricesCommand::List { scope } => {
+            let list = stats()
+                .await?
+                .list_price_overrides(pb::ListPriceOverridesRequest {
+                    tenant: scope.tenant.clone(),
+                    project_id: scope.project.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            for o in list.prices {
+                println!("{}: {}", o.model, show_price(&o.price.unwrap_or_default()));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -345,6 +507,7 @@ impl Command {
             Command::Stats(_) => "polymeter-stats",
             Command::Feedback(_) => "polymeter-feedback",
             Command::Keys(_) => "polymeter-keys",
+            Command::Prices(_) => "polymeter-prices",
         }
     }
 }
@@ -455,13 +618,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Stats(a) => {
             let store = open_call_store(&a.data_dir.join("stats"), a.wal_rotate_bytes)?;
-            until_interrupted("stats", a.listen, |l, s| run_stats(l, store, s)).await
+            let prices = crate::open_price_overrides(&a.data_dir.join("stats"))?;
+            until_interrupted("stats", a.listen, |l, s| run_stats(l, store, prices, s)).await
         }
         Command::Feedback(a) => {
             let store = open_feedback_store(&a.data_dir.join("feedback"), a.wal_rotate_bytes)?;
             until_interrupted("feedback", a.listen, |l, s| run_feedback(l, store, s)).await
         }
         Command::Keys(_) => unreachable!("handled before the runtime starts"),
+        Command::Prices(args) => run_prices(args).await,
     }
 }
 

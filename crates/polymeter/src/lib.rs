@@ -10,6 +10,7 @@ use anyhow::Context;
 use polymeter_auth::{Credentials, Keyring, NewKey};
 use polymeter_feedback::FeedbackStore;
 use polymeter_gateway::{backends::channel, Backends};
+use polymeter_stats::prices::PriceOverrides;
 use polymeter_stats::{CallStore, DurableStore};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,12 +76,20 @@ pub fn open_call_store(
     Ok(Arc::new(store))
 }
 
+/// Opens the stats service's project price overrides under `data_dir`.
+pub fn open_price_overrides(data_dir: &Path) -> anyhow::Result<Arc<PriceOverrides>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    Ok(Arc::new(PriceOverrides::open(data_dir)?))
+}
+
 pub async fn run_stats(
     listener: TcpListener,
     store: Arc<dyn CallStore>,
+    prices: Arc<PriceOverrides>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    polymeter_stats::serve(listener, store, shutdown.wait())
+    polymeter_stats::serve(listener, store, prices, shutdown.wait())
         .await
         .context("stats service failed")
 }
@@ -246,6 +255,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
         feedback.local_addr()?,
     ];
     let store = open_call_store(&config.data_dir.join("stats"), config.wal_rotate_bytes)?;
+    let prices = open_price_overrides(&config.data_dir.join("stats"))?;
     let feedback_store =
         open_feedback_store(&config.data_dir.join("feedback"), config.wal_rotate_bytes)?;
     let (keyring, created_keys) = open_credentials(&config.credentials, true)?;
@@ -253,7 +263,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
 
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
-    tasks.spawn(run_stats(stats, store, shutdown.clone()));
+    tasks.spawn(run_stats(stats, store, prices, shutdown.clone()));
     let (stats_url, feedback_url) = (url(addrs[2]), url(addrs[3]));
     let s = shutdown.clone();
     tasks.spawn(

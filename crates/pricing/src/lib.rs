@@ -215,8 +215,7 @@ impl PriceTable {
         keys.sort();
         let mut bare = HashMap::new();
         for k in &keys {
-            bare.entry(strip_provider(k).to_owned())
-                .or_insert(exact[k]);
+            bare.entry(strip_provider(k).to_owned()).or_insert(exact[k]);
         }
         keys.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         Ok(Self {
@@ -316,7 +315,11 @@ mod tests {
         )
         .unwrap();
         let input = |m: &str| t.lookup(m).map(|p| p.input);
-        assert_eq!(input("gpt-4o-2024-05-13"), Some(5e-6), "exact wins over any pattern");
+        assert_eq!(
+            input("gpt-4o-2024-05-13"),
+            Some(5e-6),
+            "exact wins over any pattern"
+        );
         assert_eq!(input("GPT-4o"), Some(2.5e-6));
         assert_eq!(input("openai/gpt-4o"), Some(2.5e-6));
         assert_eq!(input("claude-x"), Some(3e-6));
@@ -324,7 +327,11 @@ mod tests {
         assert_eq!(input("gpt-4o-2024-08-06"), Some(2.5e-6));
         assert_eq!(input("gpt-4o-mini-2099-01-01"), Some(1.5e-7));
         assert_eq!(input("claude-x@20240620"), Some(3e-6));
-        assert_eq!(input("gpt-4o-mini-ft-acme"), Some(1.5e-7), "the longest family name");
+        assert_eq!(
+            input("gpt-4o-mini-ft-acme"),
+            Some(1.5e-7),
+            "the longest family name"
+        );
         assert_eq!(input("my-own-model"), None);
         assert_eq!(input(""), None);
     }
@@ -350,7 +357,10 @@ mod tests {
     fn overrides_win_and_bad_prices_are_refused() {
         let t = PriceTable::builtin();
         let mut o = Overrides::new();
-        o.insert(override_key("GPT-4o"), Price::new(1e-6, 2e-6, None, None).unwrap());
+        o.insert(
+            override_key("GPT-4o"),
+            Price::new(1e-6, 2e-6, None, None).unwrap(),
+        );
         assert_eq!(price_of(t, Some(&o), "gpt-4o").unwrap().input, 1e-6);
         assert_eq!(price_of(t, Some(&o), "gpt-4o-mini").unwrap().input, 1.5e-7);
         assert!(Price::new(-1.0, 0.0, None, None).is_err());

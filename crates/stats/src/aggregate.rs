@@ -16,10 +16,12 @@ use crate::columns::{
 use crate::error::StatsError;
 use crate::query::{CallQuery, MeasureSpec, OrderKey, RowFilter};
 use polymeter_model::{Aggregation, BucketGrid, Metric};
+use polymeter_pricing::{price_of, FixedPrice, Overrides, PriceTable, Tokens, PICO};
 use polymeter_proto::v1::{Dimension, Grain};
 use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 /// Most `group_by` dimensions one query may use.
 pub const MAX_GROUP_BY: usize = 4;
@@ -195,6 +197,45 @@ fn resolve(strings: &Interner, f: &RowFilter) -> Pred {
     }
 }
 
+/// A cost metric's inputs for one partition: each usage row's model and token
+/// counters, and the partition's price per model code.
+#[derive(Clone, Copy)]
+struct CostSource<'p> {
+    kind: CostKind,
+    models: &'p [u32],
+    tokens: [Option<&'p [i64]>; 4],
+    prices: Option<&'p FxHashMap<u32, FixedPrice>>,
+}
+
+#[derive(Clone, Copy)]
+enum CostKind {
+    Input,
+    Output,
+    Total,
+}
+
+impl CostSource<'_> {
+    /// One usage row's cost in picodollars; 0 when its model has no price.
+    #[inline]
+    fn of(&self, u: usize) -> i64 {
+        let Some(price) = self.prices.and_then(|p| p.get(&self.models[u])) else {
+            return 0;
+        };
+        let t = |i: usize| self.tokens[i].map_or(0, |c| c[u]);
+        let (input, output, total) = price.cost(Tokens {
+            input: t(0),
+            output: t(1),
+            cache_read: t(2),
+            cache_write: t(3),
+        });
+        match self.kind {
+            CostKind::Input => input,
+            CostKind::Output => output,
+            CostKind::Total => total,
+        }
+    }
+}
+
 /// Where one metric's value comes from, for one partition.
 #[derive(Clone, Copy)]
 enum ValueSource<'p> {
@@ -203,6 +244,10 @@ enum ValueSource<'p> {
     /// Call grain: the sum of the counter over the call's usage rows.
     CounterSum(Option<&'p [i64]>),
     Constant(i64),
+    /// Usage grain: the usage row's cost.
+    Cost(CostSource<'p>),
+    /// Call grain: the cost summed over the call's usage rows.
+    CostSum(CostSource<'p>),
     /// `ended − started` in microseconds; none while running.
     Latency,
     Error,
@@ -222,6 +267,8 @@ impl ValueSource<'_> {
                 Some(column.map_or(0, |c| c[p.usage_range(row)].iter().sum()))
             }
             ValueSource::Constant(v) => Some(v),
+            ValueSource::Cost(c) => Some(usage_row.map_or(0, |u| c.of(u))),
+            ValueSource::CostSum(c) => Some(p.usage_range(row).map(|u| c.of(u)).sum()),
             ValueSource::Latency => {
                 let (s, e) = (p.started_us[row], p.ended_us[row]);
                 (s != NO_TIME && e != NO_TIME).then(|| e - s)
@@ -248,6 +295,9 @@ struct Plan<'a> {
     grid: Option<&'a BucketGrid>,
     /// Fast path when every bucket is the same length.
     uniform: Option<(i64, i64)>,
+    /// Per partition (by address), the fixed price of each model code seen in
+    /// it; only built when a cost metric is asked for.
+    prices: FxHashMap<usize, FxHashMap<u32, FixedPrice>>,
 }
 
 /// A (bucket, group key) cell's accumulators.
@@ -384,7 +434,7 @@ impl Plan<'_> {
 
     /// Each slot's metric, resolved against one partition's columns so the
     /// per-row loop reads slices instead of matching on the metric.
-    fn sources<'p>(&self, p: &'p Partition) -> Vec<ValueSource<'p>> {
+    fn sources<'p>(&'p self, p: &'p Partition) -> Vec<ValueSource<'p>> {
         let counter = |field: usize| {
             let column = p.usage_tokens[field].as_slice();
             if self.usage_grain {
@@ -402,9 +452,22 @@ impl Plan<'_> {
                 Metric::CacheReadInputTokens => counter(3),
                 Metric::CacheCreationInputTokens => counter(4),
                 Metric::Requests => counter(5),
-                // Priced when the price table lands; until then every call costs 0.
                 Metric::InputCost | Metric::OutputCost | Metric::TotalCost => {
-                    ValueSource::Constant(0)
+                    let cost = CostSource {
+                        kind: match metric {
+                            Metric::InputCost => CostKind::Input,
+                            Metric::OutputCost => CostKind::Output,
+                            _ => CostKind::Total,
+                        },
+                        models: &p.usage_model,
+                        tokens: [0, 1, 3, 4].map(|f| p.usage_tokens[f].as_slice()),
+                        prices: self.prices.get(&(p as *const Partition as usize)),
+                    };
+                    if self.usage_grain {
+                        ValueSource::Cost(cost)
+                    } else {
+                        ValueSource::CostSum(cost)
+                    }
                 }
                 Metric::LatencyMs => ValueSource::Latency,
                 Metric::CallCount => ValueSource::Constant(1),
@@ -560,7 +623,49 @@ fn merge(into: &mut Acc, other: Acc, plan: &Plan<'_>) {
 }
 
 /// Answers one query from the columns.
-pub fn aggregate(query: &CallQuery, columns: &CallColumns) -> Result<AggregateResult, StatsError> {
+/// What cost metrics are priced with: the price table and the query tenant's
+/// overrides, by project.
+pub struct Pricing<'a> {
+    pub table: &'a PriceTable,
+    pub overrides: Option<&'a HashMap<String, Overrides>>,
+}
+
+impl Pricing<'static> {
+    /// The shipped table, no overrides.
+    pub fn table_only() -> Self {
+        Self {
+            table: PriceTable::builtin(),
+            overrides: None,
+        }
+    }
+}
+
+/// Each model code used in `p`, priced for `p`'s project.
+fn partition_prices(
+    p: &Partition,
+    strings: &Interner,
+    pricing: &Pricing<'_>,
+) -> FxHashMap<u32, FixedPrice> {
+    let overrides = pricing.overrides.and_then(|o| o.get(p.project.as_str()));
+    let mut prices = FxHashMap::default();
+    let mut seen = rustc_hash::FxHashSet::default();
+    for &code in &p.usage_model {
+        if !seen.insert(code) {
+            continue;
+        }
+        let model = strings.value(code).unwrap_or("");
+        if let Some(price) = price_of(pricing.table, overrides, model) {
+            prices.insert(code, price.fixed());
+        }
+    }
+    prices
+}
+
+pub fn aggregate(
+    query: &CallQuery,
+    columns: &CallColumns,
+    pricing: &Pricing<'_>,
+) -> Result<AggregateResult, StatsError> {
     if query.group_by.len() > MAX_GROUP_BY {
         return Err(StatsError::invalid(format!(
             "group_by: at most {MAX_GROUP_BY} dimensions, got {}",
@@ -602,8 +707,28 @@ pub fn aggregate(query: &CallQuery, columns: &CallColumns) -> Result<AggregateRe
             })
         })
         .collect();
+    let priced = slots.iter().any(|m| {
+        matches!(
+            m,
+            Metric::InputCost | Metric::OutputCost | Metric::TotalCost
+        )
+    });
+    let prices = if priced {
+        columns
+            .partitions_of(&query.tenant, &query.projects)
+            .map(|p| {
+                (
+                    p as *const Partition as usize,
+                    partition_prices(p, &columns.strings, pricing),
+                )
+            })
+            .collect()
+    } else {
+        FxHashMap::default()
+    };
     let plan = Plan {
         query,
+        prices,
         usage_grain: query.grain == Grain::Usage,
         preds: query
             .filters
@@ -739,9 +864,11 @@ fn finish(
 }
 
 /// Fixed units per reported unit.
+/// Fixed units per reported unit.
 fn scale(metric: Metric) -> f64 {
     match metric {
         Metric::LatencyMs => 1000.0,
+        Metric::InputCost | Metric::OutputCost | Metric::TotalCost => PICO,
         _ => 1.0,
     }
 }
@@ -983,7 +1110,12 @@ mod query_tests {
     }
 
     fn run(req: pb::AggregateCallsRequest) -> AggregateResult {
-        aggregate(&CallQuery::try_from(req).unwrap(), &columns()).unwrap()
+        aggregate(
+            &CallQuery::try_from(req).unwrap(),
+            &columns(),
+            &Pricing::table_only(),
+        )
+        .unwrap()
     }
 
     fn groups(r: &AggregateResult) -> Vec<(Option<String>, Option<f64>)> {

@@ -10,6 +10,9 @@ pub enum StatsError {
     InvalidArgument(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The price overrides file cannot be read or written.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl StatsError {
@@ -24,6 +27,7 @@ impl From<StatsError> for Status {
             StatsError::InvalidArgument(m) => Status::invalid_argument(m),
             StatsError::Store(e @ StoreError::Unavailable(_)) => Status::unavailable(e.to_string()),
             StatsError::Store(e) => Status::internal(e.to_string()),
+            StatsError::Internal(m) => Status::internal(m),
         }
     }
 }

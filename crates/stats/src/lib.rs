@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod columns;
 pub mod error;
+pub mod prices;
 pub mod query;
 pub mod service;
 pub mod store;

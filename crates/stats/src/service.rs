@@ -1,11 +1,13 @@
 //! The gRPC face of the stats service. Store work runs on the blocking pool so
 //! a long scan or an fsync never stalls the async runtime.
 
-use crate::aggregate::{aggregate, AggregateResult};
+use crate::aggregate::{aggregate, AggregateResult, Pricing};
 use crate::error::StatsError;
+use crate::prices::PriceOverrides;
 use crate::query::CallQuery;
 use crate::store::CallStore;
 use polymeter_model::CallRecord;
+use polymeter_pricing::{price_of, Price, PriceTable};
 use polymeter_proto::v1::{self as pb, stats_service_server};
 use std::future::Future;
 use std::sync::Arc;
@@ -15,11 +17,12 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct StatsServer {
     store: Arc<dyn CallStore>,
+    prices: Arc<PriceOverrides>,
 }
 
 impl StatsServer {
-    pub fn new(store: Arc<dyn CallStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn CallStore>, prices: Arc<PriceOverrides>) -> Self {
+        Self { store, prices }
     }
 
     pub fn into_service(self) -> stats_service_server::StatsServiceServer<Self> {
@@ -66,13 +69,111 @@ impl stats_service_server::StatsService for StatsServer {
     ) -> Result<Response<pb::AggregateCallsResponse>, Status> {
         let query = CallQuery::try_from(request.into_inner())?;
         let store = self.store.clone();
+        let overrides = self.prices.snapshot();
         let result = blocking(move || {
+            let pricing = Pricing {
+                table: PriceTable::builtin(),
+                overrides: overrides.get(query.tenant.as_str()),
+            };
             let mut result = None;
-            store.read(&mut |columns| result = Some(aggregate(&query, columns)))?;
+            store.read(&mut |columns| result = Some(aggregate(&query, columns, &pricing)))?;
             result.expect("read lends the columns once")
         })
         .await?;
         Ok(Response::new(to_proto(result)))
+    }
+
+    async fn set_price_override(
+        &self,
+        request: Request<pb::SetPriceOverrideRequest>,
+    ) -> Result<Response<pb::SetPriceOverrideResponse>, Status> {
+        let r = request.into_inner();
+        check_scope(&r.tenant, &r.project_id)?;
+        let o = r
+            .price
+            .ok_or_else(|| Status::invalid_argument("price is required"))?;
+        if o.model.trim().is_empty() {
+            return Err(Status::invalid_argument("model must not be empty"));
+        }
+        let price = from_proto(o.price.unwrap_or_default())?;
+        let prices = self.prices.clone();
+        blocking(move || prices.set(&r.tenant, &r.project_id, &o.model, price)).await?;
+        Ok(Response::new(pb::SetPriceOverrideResponse {}))
+    }
+
+    async fn delete_price_override(
+        &self,
+        request: Request<pb::DeletePriceOverrideRequest>,
+    ) -> Result<Response<pb::DeletePriceOverrideResponse>, Status> {
+        let r = request.into_inner();
+        check_scope(&r.tenant, &r.project_id)?;
+        let prices = self.prices.clone();
+        let deleted = blocking(move || prices.delete(&r.tenant, &r.project_id, &r.model)).await?;
+        Ok(Response::new(pb::DeletePriceOverrideResponse { deleted }))
+    }
+
+    async fn list_price_overrides(
+        &self,
+        request: Request<pb::ListPriceOverridesRequest>,
+    ) -> Result<Response<pb::ListPriceOverridesResponse>, Status> {
+        let r = request.into_inner();
+        check_scope(&r.tenant, &r.project_id)?;
+        let mut prices: Vec<pb::PriceOverride> = self
+            .prices
+            .for_project(&r.tenant, &r.project_id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(model, price)| pb::PriceOverride {
+                model,
+                price: Some(to_proto_price(price)),
+            })
+            .collect();
+        prices.sort_by(|a, b| a.model.cmp(&b.model));
+        Ok(Response::new(pb::ListPriceOverridesResponse { prices }))
+    }
+
+    async fn lookup_price(
+        &self,
+        request: Request<pb::LookupPriceRequest>,
+    ) -> Result<Response<pb::LookupPriceResponse>, Status> {
+        let r = request.into_inner();
+        check_scope(&r.tenant, &r.project_id)?;
+        let overrides = self.prices.for_project(&r.tenant, &r.project_id);
+        let table = PriceTable::builtin();
+        let overridden = overrides
+            .as_ref()
+            .is_some_and(|o| o.contains_key(&polymeter_pricing::override_key(&r.model)));
+        let price = price_of(table, overrides.as_ref(), &r.model);
+        let source = match (price, overridden) {
+            (None, _) => "none",
+            (Some(_), true) => "override",
+            (Some(_), false) => "table",
+        };
+        Ok(Response::new(pb::LookupPriceResponse {
+            price: price.map(to_proto_price),
+            source: source.to_owned(),
+        }))
+    }
+}
+
+fn check_scope(tenant: &str, project_id: &str) -> Result<(), Status> {
+    if tenant.is_empty() {
+        return Err(Status::invalid_argument("tenant must not be empty"));
+    }
+    polymeter_model::ProjectId::check(project_id)
+        .map_err(|e| Status::invalid_argument(format!("project_id: {e}")))
+}
+
+fn from_proto(p: pb::Price) -> Result<Price, Status> {
+    Price::new(p.input, p.output, p.cache_read, p.cache_write).map_err(Status::invalid_argument)
+}
+
+fn to_proto_price(p: Price) -> pb::Price {
+    pb::Price {
+        input: p.input,
+        output: p.output,
+        cache_read: Some(p.cache_read),
+        cache_write: Some(p.cache_write),
     }
 }
 
@@ -106,11 +207,12 @@ fn to_proto(result: AggregateResult) -> pb::AggregateCallsResponse {
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn CallStore>,
+    prices: Arc<PriceOverrides>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     polymeter_proto::serve(
         listener,
-        tonic::service::Routes::new(StatsServer::new(store).into_service()),
+        tonic::service::Routes::new(StatsServer::new(store, prices).into_service()),
         shutdown,
     )
     .await

@@ -1,0 +1,166 @@
+//! Project price overrides, owned by the stats service beside the calls they
+//! price: a small JSON file in the data directory, rewritten whole and
+//! atomically (temporary file, fsync, rename, directory fsync) on each change,
+//! so an acknowledged change survives a crash.
+
+use crate::error::StatsError;
+use polymeter_pricing::{override_key, Overrides, Price};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub const FILE: &str = "price_overrides.json";
+
+/// tenant → project → overrides.
+type AllOverrides = BTreeMap<String, HashMap<String, Overrides>>;
+
+#[derive(Serialize, Deserialize, Default)]
+struct OnDisk {
+    tenants: AllOverrides,
+}
+
+pub struct PriceOverrides {
+    path: Option<PathBuf>,
+    state: RwLock<Arc<AllOverrides>>,
+    /// Serialises writers, so two changes never race to the file.
+    writer: Mutex<()>,
+}
+
+impl PriceOverrides {
+    /// Loads `dir/price_overrides.json` (none yet: no overrides).
+    pub fn open(dir: &Path) -> Result<Self, StatsError> {
+        let path = dir.join(FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<OnDisk>(&bytes)
+                    .map_err(|e| StatsError::Internal(format!("{}: {e}", path.display())))?
+                    .tenants
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AllOverrides::new(),
+            Err(e) => return Err(StatsError::Internal(format!("{}: {e}", path.display()))),
+        };
+        Ok(Self {
+            path: Some(path),
+            state: RwLock::new(Arc::new(state)),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// Overrides kept in memory only; for tests.
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            state: RwLock::new(Arc::default()),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// Everything, as of now (cheap: a shared snapshot).
+    pub fn snapshot(&self) -> Arc<AllOverrides> {
+        self.state.read().expect("overrides lock").clone()
+    }
+
+    pub fn for_project(&self, tenant: &str, project: &str) -> Option<Overrides> {
+        self.snapshot()
+            .get(tenant)
+            .and_then(|t| t.get(project))
+            .cloned()
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut AllOverrides) -> bool) -> Result<bool, StatsError> {
+        let _one_writer = self.writer.lock().expect("overrides writer");
+        let mut next = (*self.snapshot()).clone();
+        if !edit(&mut next) {
+            return Ok(false);
+        }
+        if let Some(path) = &self.path {
+            write_atomically(
+                path,
+                &OnDisk {
+                    tenants: next.clone(),
+                },
+            )?;
+        }
+        *self.state.write().expect("overrides lock") = Arc::new(next);
+        Ok(true)
+    }
+
+    pub fn set(
+        &self,
+        tenant: &str,
+        project: &str,
+        model: &str,
+        price: Price,
+    ) -> Result<(), StatsError> {
+        self.change(|all| {
+            all.entry(tenant.to_owned())
+                .or_default()
+                .entry(project.to_owned())
+                .or_default()
+                .insert(override_key(model), price);
+            true
+        })
+        .map(|_| ())
+    }
+
+    /// Whether there was an override to delete.
+    pub fn delete(&self, tenant: &str, project: &str, model: &str) -> Result<bool, StatsError> {
+        self.change(|all| {
+            let Some(projects) = all.get_mut(tenant) else {
+                return false;
+            };
+            let Some(models) = projects.get_mut(project) else {
+                return false;
+            };
+            let removed = models.remove(&override_key(model)).is_some();
+            if models.is_empty() {
+                projects.remove(project);
+            }
+            removed
+        })
+    }
+}
+
+fn write_atomically(path: &Path, value: &OnDisk) -> Result<(), StatsError> {
+    let fail = |e: std::io::Error| StatsError::Internal(format!("{}: {e}", path.display()));
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| StatsError::Internal(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+        f.write_all(&bytes).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_survive_reopening_and_deletes_report_what_they_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let price = Price::new(1e-6, 2e-6, None, Some(3e-6)).unwrap();
+        {
+            let o = PriceOverrides::open(dir.path()).unwrap();
+            o.set("acme", "acme/bot", "GPT-4o", price).unwrap();
+            o.set("acme", "acme/bot", "other", price).unwrap();
+            assert!(o.delete("acme", "acme/bot", "other").unwrap());
+            assert!(!o.delete("acme", "acme/bot", "other").unwrap());
+        }
+        let o = PriceOverrides::open(dir.path()).unwrap();
+        let bot = o.for_project("acme", "acme/bot").unwrap();
+        assert_eq!(bot.get("gpt-4o"), Some(&price));
+        assert_eq!(bot.len(), 1);
+        assert!(o.for_project("globex", "acme/bot").is_none());
+    }
+}
