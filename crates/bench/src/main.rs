@@ -15,6 +15,7 @@
 //!    the Polymeter/ClickHouse ratios.
 
 mod feedback;
+mod otlp;
 mod queries;
 mod workload;
 
@@ -66,6 +67,15 @@ struct Args {
     /// Timed runs of each query (after two warm-up runs).
     #[arg(long, default_value_t = 10)]
     iterations: usize,
+    /// Run only the OTLP/HTTP ingest benchmark, with this many spans.
+    #[arg(long)]
+    otlp_spans: Option<u64>,
+    /// Spans per OTLP export request.
+    #[arg(long, default_value_t = 1000)]
+    otlp_batch: u64,
+    /// Concurrent OTLP/HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    otlp_clients: usize,
 }
 
 /// A `polymeter stats` or `polymeter feedback` child process.
@@ -332,6 +342,16 @@ async fn main() -> Result<()> {
     });
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)?;
+    }
+    if let Some(spans) = args.otlp_spans {
+        return otlp::run(
+            &polymeter,
+            &args.dir,
+            spans,
+            args.otlp_batch,
+            args.otlp_clients,
+        )
+        .await;
     }
     let data_dir = args.dir.join("polymeter");
     let parquet_dir = args.dir.join("parquet");

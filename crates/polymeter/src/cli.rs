@@ -133,22 +133,22 @@ async fn run_prices(args: PricesArgs) -> Result<()> {
         anyhow::Ok(pb::stats_service_client::StatsServiceClient::new(channel))
     };
     match &args.command {
-        PricesCommand::Lookup { model } => match polymeter_pricing::PriceTable::builtin()
-            .lookup(model)
-        {
-            Some(p) => println!(
-                "{model}: {}",
-                show_price(&pb::Price {
-                    input: p.input,
-                    output: p.output,
-                    cache_read: Some(p.cache_read),
-                    cache_write: Some(p.cache_write)
-                })
-            ),
-            None => anyhow::bail!(
+        PricesCommand::Lookup { model } => {
+            match polymeter_pricing::PriceTable::builtin().lookup(model) {
+                Some(p) => println!(
+                    "{model}: {}",
+                    show_price(&pb::Price {
+                        input: p.input,
+                        output: p.output,
+                        cache_read: Some(p.cache_read),
+                        cache_write: Some(p.cache_write)
+                    })
+                ),
+                None => anyhow::bail!(
                 "{model}: not in the price table (its calls cost 0 unless a project overrides it)"
             ),
-        },
+            }
+        }
         PricesCommand::Set {
             scope,
             model,
