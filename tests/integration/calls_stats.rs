@@ -112,14 +112,19 @@ async fn usage_metrics_are_grouped_by_bucket_and_model() {
     assert_eq!(
         body["usage_buckets"],
         json!([
+            // Costs from the shipped table (DESIGN 5). claude-3-5-sonnet: input
+            // 3e-6, output 1.5e-5, no cache-write price so the input price:
+            // (7 − 4) × 3e-6 = 9e-6; 3 × 1.5e-5 = 4.5e-5; + 4 × 3e-6 → 6.6e-5.
             {"timestamp": "2024-05-01T12:00:00+00:00", "model": "claude-3-5-sonnet", "count": 1,
              "sum_input_tokens": 7, "sum_output_tokens": 3, "sum_total_tokens": 11,
              "sum_cache_read_input_tokens": 0, "sum_cache_creation_input_tokens": 4,
-             "sum_input_cost": 0.0, "sum_output_cost": 0.0, "sum_total_cost": 0.0},
+             "sum_input_cost": 9e-6, "sum_output_cost": 4.5e-5, "sum_total_cost": 6.6e-5},
+            // gpt-4o: input 2.5e-6, output 1e-5, cache read 1.25e-6:
+            // (10 − 2 + 20) × 2.5e-6 = 7e-5; 15 × 1e-5 = 1.5e-4; + 2 × 1.25e-6 → 2.225e-4.
             {"timestamp": "2024-05-01T12:00:00+00:00", "model": "gpt-4o", "count": 2,
              "sum_input_tokens": 30, "sum_output_tokens": 15, "sum_total_tokens": 45,
              "sum_cache_read_input_tokens": 2, "sum_cache_creation_input_tokens": 0,
-             "sum_input_cost": 0.0, "sum_output_cost": 0.0, "sum_total_cost": 0.0},
+             "sum_input_cost": 7e-5, "sum_output_cost": 1.5e-4, "sum_total_cost": 2.225e-4},
             zero("2024-05-01T13:00:00+00:00", "claude-3-5-sonnet"),
             zero("2024-05-01T13:00:00+00:00", "gpt-4o"),
         ])
