@@ -199,8 +199,9 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::test_headers as headers;
     use crate::credentials::{AlibabaKey, Credentials, KeyMeta};
-    use http::{HeaderMap, HeaderName, HeaderValue};
+    use http::{HeaderMap, HeaderValue};
 
     /// A request captured from the official Python SDK
     /// (`alibabacloud_aicontent20240611` 6.0.0 on `alibabacloud_tea_openapi` 0.4.6),
@@ -223,17 +224,6 @@ mod tests {
     ];
     const SDK_CANONICAL: &str = "GET\n/api/v1/modelRouter/open/observation/metrics\ngroupBy=modelId&needTotalCount=True&startTime=2024-01-01T00%3A00%3A00Z&timeRange=24h\naccept:application/json\nhost:127.0.0.1:42871\nuser-agent:AlibabaCloud (Linux; x86_64) Python/3.11.7 Core/0.4.3 TeaDSL/2\nx-acs-action:ModelRouterQueryObservationMetrics\nx-acs-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\nx-acs-credentials-provider:static_ak\nx-acs-date:2026-11-23T09:05:35Z\nx-acs-signature-nonce:6d83bc84ea5aa39d5188b5262910eeb3\nx-acs-version:20240611\n\naccept;host;user-agent;x-acs-action;x-acs-content-sha256;x-acs-credentials-provider;x-acs-date;x-acs-signature-nonce;x-acs-version\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     const SDK_SECRET: &str = "TestSecretValue123";
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
 
     fn index(disabled: bool) -> Index {
         let mut c = Credentials::default();

@@ -189,8 +189,9 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::test_headers as headers;
     use crate::credentials::{Credentials, KeyMeta, QianfanKey};
-    use http::{HeaderMap, HeaderName, HeaderValue};
+    use http::{HeaderMap, HeaderValue};
 
     /// A request captured from the official Python SDK (`qianfan` 0.4.12.3 on
     /// `bce-python-sdk` 0.9.79), and the canonical request its signer built.
@@ -207,17 +208,6 @@ mod tests {
         ("content-length", "108"),
     ];
     const SDK_CANONICAL: &str = "POST\n/v2/service\nAction=DescribeServiceMetric\ncontent-type:application%2Fjson\nhost:127.0.0.1%3A42871\nrequest-source:qianfan_py_sdk_v0.4.12.3\nx-bce-date:2026-11-23T09%3A05%3A36Z";
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
 
     fn index(secret: &str, disabled: bool) -> Index {
         let mut c = Credentials::default();

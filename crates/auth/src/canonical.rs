@@ -76,3 +76,16 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(Sha256::digest(data))
 }
+
+/// A header map from `(name, value)` pairs, for the signature tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in pairs {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    map
+}
