@@ -47,6 +47,21 @@ impl Principal {
         self.entities.owner(entity) == Some(self.tenant.as_str())
             && (self.projects.is_empty() || self.projects.iter().any(|p| p == project_id))
     }
+
+    /// The one project-access check of every route: `project_id` must be a
+    /// well-formed `entity/project` this credential may reach. `field` names
+    /// where the id came from, for the error message.
+    pub fn authorize(&self, field: &str, project_id: &str) -> Result<(), AuthError> {
+        polymeter_model::ProjectId::check(project_id)
+            .map_err(|e| AuthError::InvalidProject(format!("{field}: {e}")))?;
+        if self.may_access(project_id) {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden(format!(
+                "{field}: this API key has no access to project {project_id:?}"
+            )))
+        }
+    }
 }
 
 /// An Alibaba or Qianfan key: the secret signatures are checked with.

@@ -18,6 +18,7 @@ pub use keyring::{Index, Keyring, Principal, SigningKey, METRICS_ACTION};
 pub use nonce::NonceCache;
 
 use base64::Engine;
+use polymeter_error::{ErrorKind, Reason};
 
 /// How far a signed request's clock may be from ours, either way.
 pub const CLOCK_SKEW_SECONDS: i64 = 15 * 60;
@@ -58,6 +59,43 @@ pub enum AuthError {
     UnknownTenant(String),
     #[error("no key with id or access key {0:?}")]
     UnknownKey(String),
+    /// A project id that is not `entity/project`; the message names the field.
+    #[error("{0}")]
+    InvalidProject(String),
+}
+
+impl polymeter_error::HasKind for AuthError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AuthError::Missing(_)
+            | AuthError::Malformed(_)
+            | AuthError::UnknownAccessKey
+            | AuthError::DisabledKey(_)
+            | AuthError::SignatureMismatch(_)
+            | AuthError::Expired(_)
+            | AuthError::NonceReused(_) => ErrorKind::Unauthenticated,
+            AuthError::Forbidden(_) => ErrorKind::PermissionDenied,
+            AuthError::NonceCacheFull => ErrorKind::ResourceExhausted,
+            AuthError::InvalidProject(_) => ErrorKind::InvalidArgument,
+            AuthError::File { .. }
+            | AuthError::Invalid(_)
+            | AuthError::UnknownTenant(_)
+            | AuthError::UnknownKey(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn reason(&self) -> Option<Reason> {
+        Some(match self {
+            AuthError::Missing(_) => Reason::CredentialsMissing,
+            AuthError::Malformed(_) => Reason::CredentialsMalformed,
+            AuthError::UnknownAccessKey => Reason::UnknownKey,
+            AuthError::DisabledKey(_) => Reason::DisabledKey,
+            AuthError::SignatureMismatch(_) => Reason::SignatureMismatch,
+            AuthError::Expired(_) => Reason::RequestExpired,
+            AuthError::NonceReused(_) => Reason::NonceReused,
+            _ => return None,
+        })
+    }
 }
 
 /// The principal of a Weave request: `Authorization: Basic base64("api:" + key)`.

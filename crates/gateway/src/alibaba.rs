@@ -5,8 +5,9 @@
 //! with no time buckets, grouped by the asked field. Errors use Alibaba's
 //! envelope with both spellings of code and message.
 
-use crate::auth::{request_id, signed_request, AppState};
-use crate::error::{method_not_allowed, GatewayError};
+use crate::auth::{request_id, signed_request};
+use crate::error::{body_error, method_not_allowed, Error, ErrorKind, Reason};
+use crate::state::AppState;
 use crate::json::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use polymeter_auth::{AuthError, METRICS_ACTION};
+use polymeter_auth::{AuthError, Principal, METRICS_ACTION};
 use polymeter_model::{Aggregation, Metric};
 use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
 use serde_json::{json, Map, Value};
@@ -50,6 +51,7 @@ pub enum Code {
     NonceUsed,
     PermissionDenied,
     ServiceUnavailable,
+    ServiceTimeout,
     UnknownError,
 }
 
@@ -66,6 +68,7 @@ impl Code {
             Code::NonceUsed => "SignatureNonceUsed",
             Code::PermissionDenied => "B.Permission.DeniedException",
             Code::ServiceUnavailable => "ServiceUnavailable",
+            Code::ServiceTimeout => "ServiceTimeout",
             Code::UnknownError => "Server.Internal.UnknownError",
         }
     }
@@ -76,76 +79,67 @@ impl Code {
             Code::UnsupportedHttpMethod => StatusCode::METHOD_NOT_ALLOWED,
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::ServiceTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::UnknownError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 }
 
-#[derive(Debug)]
-pub struct AlibabaError {
-    code: Code,
-    message: String,
+/// Alibaba's one table: each kind, refined by its reason where Alibaba's
+/// API gateway tells the cases apart, → Alibaba's code.
+pub fn code(kind: ErrorKind, reason: Option<Reason>) -> Code {
+    match (kind, reason) {
+        (ErrorKind::Unauthenticated, Some(Reason::UnknownKey)) => Code::AccessKeyNotFound,
+        (ErrorKind::Unauthenticated, Some(Reason::DisabledKey)) => Code::AccessKeyInactive,
+        (ErrorKind::Unauthenticated, Some(Reason::SignatureMismatch)) => {
+            Code::SignatureDoesNotMatch
+        }
+        (ErrorKind::Unauthenticated, Some(Reason::RequestExpired)) => Code::TimestampExpired,
+        (ErrorKind::Unauthenticated, Some(Reason::NonceReused)) => Code::NonceUsed,
+        (ErrorKind::Unauthenticated, _) => Code::IncompleteSignature,
+        (
+            ErrorKind::InvalidArgument
+            | ErrorKind::NotFound
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::UnsupportedMediaType,
+            _,
+        ) => Code::InvalidParameter,
+        (ErrorKind::MethodNotAllowed, _) => Code::UnsupportedHttpMethod,
+        (ErrorKind::PermissionDenied, _) => Code::PermissionDenied,
+        (ErrorKind::Unavailable | ErrorKind::ResourceExhausted, _) => Code::ServiceUnavailable,
+        (ErrorKind::DeadlineExceeded, _) => Code::ServiceTimeout,
+        (ErrorKind::DataLoss | ErrorKind::Internal, _) => Code::UnknownError,
+    }
 }
+
+/// An [`Error`] in Alibaba's envelope.
+#[derive(Debug)]
+pub struct AlibabaError(Error);
 
 fn invalid(message: impl Into<String>) -> AlibabaError {
-    AlibabaError {
-        code: Code::InvalidParameter,
-        message: message.into(),
-    }
+    AlibabaError(Error::invalid(message))
 }
 
-impl From<GatewayError> for AlibabaError {
-    fn from(err: GatewayError) -> Self {
-        let code = match &err {
-            GatewayError::BadRequest(_) | GatewayError::TooLarge(_) | GatewayError::NotFound(_) => {
-                Code::InvalidParameter
-            }
-            GatewayError::MethodNotAllowed(_) => Code::UnsupportedHttpMethod,
-            GatewayError::Unauthorized(_) => Code::IncompleteSignature,
-            GatewayError::Forbidden(_) => Code::PermissionDenied,
-            GatewayError::Unavailable(_) => Code::ServiceUnavailable,
-            GatewayError::Internal(_) => Code::UnknownError,
-        };
-        AlibabaError {
-            code,
-            message: err.to_string(),
-        }
-    }
-}
-
-impl From<AuthError> for AlibabaError {
-    fn from(err: AuthError) -> Self {
-        let code = match &err {
-            AuthError::Missing(_) | AuthError::Malformed(_) => Code::IncompleteSignature,
-            AuthError::UnknownAccessKey => Code::AccessKeyNotFound,
-            AuthError::DisabledKey(_) => Code::AccessKeyInactive,
-            AuthError::SignatureMismatch(_) => Code::SignatureDoesNotMatch,
-            AuthError::Expired(_) => Code::TimestampExpired,
-            AuthError::NonceReused(_) => Code::NonceUsed,
-            AuthError::Forbidden(_) => Code::PermissionDenied,
-            AuthError::NonceCacheFull => Code::ServiceUnavailable,
-            _ => Code::UnknownError,
-        };
-        AlibabaError {
-            code,
-            message: err.to_string(),
-        }
+impl<E: Into<Error>> From<E> for AlibabaError {
+    fn from(err: E) -> Self {
+        AlibabaError(err.into())
     }
 }
 
 impl IntoResponse for AlibabaError {
     fn into_response(self) -> Response {
         let id = request_id();
-        let status = self.code.status();
+        let code = code(self.0.kind(), self.0.reason());
+        let status = code.status();
         let body = json!({
             "requestId": id,
             "RequestId": id,
             "success": false,
-            "errCode": self.code.as_str(),
-            "errMessage": self.message,
-            "Code": self.code.as_str(),
-            "Message": self.message,
+            "errCode": code.as_str(),
+            "errMessage": self.0.message(),
+            "Code": code.as_str(),
+            "Message": self.0.message(),
             "httpStatusCode": status.as_u16(),
         });
         (status, [("x-acs-request-id", id)], Json(body)).into_response()
@@ -435,38 +429,24 @@ fn dto(row: &pb::AggregateRow, keys: &[&str]) -> Value {
     Value::Object(out)
 }
 
-async fn metrics(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, AlibabaError> {
-    let body = body.map_err(GatewayError::from)?;
-    let key = state
-        .auth
-        .verify_acs3(&signed_request(&method, &uri, &headers, &body))?;
-    for (header, expected) in [("x-acs-action", ACTION), ("x-acs-version", VERSION)] {
-        let got = headers.get(header).and_then(|v| v.to_str().ok());
-        if got != Some(expected) {
-            return Err(invalid(format!(
-                "{header}: must be {expected}, got {got:?}"
-            )));
-        }
-    }
-    if !key.allows(METRICS_ACTION) {
-        return Err(AuthError::Forbidden(format!(
-            "the access key {} is not allowed {METRICS_ACTION}",
-            key.principal.key_id
-        ))
-        .into());
-    }
-    let params = Params(
-        polymeter_auth::query_pairs(uri.query().unwrap_or(""))
-            .into_iter()
-            .collect(),
-    );
-    let (start, end) = time_window(&params, Utc::now())?;
+/// What one metrics request asks of the stats service, and how to page it.
+pub struct MetricsPlan {
+    request: pb::AggregateCallsRequest,
+    /// The DTO key of each group dimension, in order.
+    keys: Vec<&'static str>,
+    paging: Paging,
+    need_total: bool,
+}
+
+/// The query parameters → the stats query over every project `principal`
+/// reaches, or a 400 naming the parameter.
+pub fn translate(
+    query: &str,
+    principal: &Principal,
+    now: DateTime<Utc>,
+) -> Result<MetricsPlan, AlibabaError> {
+    let params = Params(polymeter_auth::query_pairs(query).into_iter().collect());
+    let (start, end) = time_window(&params, now)?;
     let fields = group_fields(&params)?;
     let (dimensions, keys): (Vec<Dimension>, Vec<&'static str>) = fields
         .iter()
@@ -474,8 +454,8 @@ async fn metrics(
         .unzip();
     let paging = paging(&params)?;
     let request = pb::AggregateCallsRequest {
-        tenant: key.principal.tenant.clone(),
-        project_ids: key.principal.projects.clone(),
+        tenant: principal.tenant.clone(),
+        project_ids: principal.projects.clone(),
         start_us: start.timestamp_micros(),
         end_us: end.timestamp_micros(),
         grain: Grain::Call as i32,
@@ -495,21 +475,29 @@ async fn metrics(
         offset: paging.offset,
         fill_empty_buckets: false,
     };
-    let answer = state
-        .backends
-        .stats
-        .clone()
-        .aggregate_calls(polymeter_telemetry::traced(request))
-        .await
-        .map_err(GatewayError::from)?
-        .into_inner();
-    let mut data: Vec<Value> = answer.rows.iter().map(|r| dto(r, &keys)).collect();
+    Ok(MetricsPlan {
+        request,
+        keys,
+        paging,
+        need_total: need_total(&params)?,
+    })
+}
+
+/// The stats answer → Alibaba's response body.
+pub fn render(plan: &MetricsPlan, answer: pb::AggregateCallsResponse) -> Value {
+    let MetricsPlan {
+        keys,
+        paging,
+        need_total,
+        ..
+    } = plan;
+    let mut data: Vec<Value> = answer.rows.iter().map(|r| dto(r, keys)).collect();
     let mut total = answer.total_rows;
     // Without groups the range is one element even when it holds no calls.
     if keys.is_empty() && total == 0 {
         total = 1;
         if paging.offset == 0 {
-            data.push(dto(&pb::AggregateRow::default(), &keys));
+            data.push(dto(&pb::AggregateRow::default(), keys));
         }
     }
     let next = paging.offset + data.len() as u64;
@@ -523,8 +511,43 @@ async fn metrics(
         "maxResults": paging.size,
         "nextToken": if next < total { next.to_string() } else { String::new() },
     });
-    if need_total(&params)? {
+    if *need_total {
         body["totalCount"] = json!(total);
     }
-    Ok(Json(body).into_response())
+    body
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AlibabaError> {
+    let body = body.map_err(body_error)?;
+    let key = state
+        .auth
+        .verify_acs3(&signed_request(&method, &uri, &headers, &body))?;
+    for (header, expected) in [("x-acs-action", ACTION), ("x-acs-version", VERSION)] {
+        let got = headers.get(header).and_then(|v| v.to_str().ok());
+        if got != Some(expected) {
+            return Err(invalid(format!(
+                "{header}: must be {expected}, got {got:?}"
+            )));
+        }
+    }
+    if !key.allows(METRICS_ACTION) {
+        return Err(AuthError::Forbidden(format!(
+            "the access key {} is not allowed {METRICS_ACTION}",
+            key.principal.key_id
+        ))
+        .into());
+    }
+    let plan = translate(uri.query().unwrap_or(""), &key.principal, Utc::now())?;
+    let answer = state
+        .services
+        .stats
+        .aggregate_calls(plan.request.clone())
+        .await?;
+    Ok(Json(render(&plan, answer)).into_response())
 }

@@ -1,14 +1,9 @@
-//! Who a request acts for. The gateway's state carries the credentials
-//! keyring and the nonce cache; each dialect verifies its own scheme through
-//! them (`polymeter-auth` holds the algorithms) and passes the tenant on in
-//! every internal request — never a tenant taken from a request body.
+//! Who a request acts for. [`Auth`] carries the credentials keyring and the
+//! nonce cache; each dialect verifies its own scheme through it
+//! (`polymeter-auth` holds the algorithms) and passes the tenant on in every
+//! internal request — never a tenant taken from a request body.
 
-use crate::backends::Backends;
-use crate::error::GatewayError;
-use crate::weave::WeaveError;
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
-use polymeter_auth::{AuthError, Index, Keyring, NonceCache, Principal, SignedRequest, SigningKey};
+use polymeter_auth::{AuthError, Index, Keyring, NonceCache, SignedRequest, SigningKey};
 use std::sync::Arc;
 
 pub struct Auth {
@@ -34,80 +29,6 @@ impl Auth {
 
     pub fn verify_bce(&self, request: &SignedRequest<'_>) -> Result<SigningKey, AuthError> {
         polymeter_auth::bce::verify(&self.index(), request, chrono::Utc::now())
-    }
-}
-
-/// The router's state: the gRPC clients and the credentials.
-#[derive(Clone)]
-pub struct AppState {
-    pub backends: Backends,
-    pub auth: Arc<Auth>,
-}
-
-impl FromRef<AppState> for Backends {
-    fn from_ref(state: &AppState) -> Self {
-        state.backends.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Auth> {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
-    }
-}
-
-impl From<AuthError> for GatewayError {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::Forbidden(m) => GatewayError::Forbidden(m),
-            AuthError::NonceCacheFull => GatewayError::Unavailable(err.to_string()),
-            AuthError::File { .. }
-            | AuthError::Invalid(_)
-            | AuthError::UnknownTenant(_)
-            | AuthError::UnknownKey(_) => GatewayError::Internal(err.to_string()),
-            _ => GatewayError::Unauthorized(err.to_string()),
-        }
-    }
-}
-
-/// A Weave request's verified caller (HTTP Basic with an API key).
-pub struct WeaveCaller(pub Principal);
-
-impl<S: Send + Sync> FromRequestParts<S> for WeaveCaller
-where
-    Arc<Auth>: FromRef<S>,
-{
-    type Rejection = WeaveError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, WeaveError> {
-        let auth = Arc::<Auth>::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let principal =
-            polymeter_auth::verify_basic(&auth.index(), header).map_err(GatewayError::from)?;
-        Ok(WeaveCaller(principal))
-    }
-}
-
-impl WeaveCaller {
-    pub fn tenant(&self) -> String {
-        self.0.tenant.clone()
-    }
-
-    /// Refuses a project outside the caller's tenant (or outside the key's
-    /// project list); `field` names where the project id came from.
-    pub fn check(&self, field: &str, project_id: &str) -> Result<(), GatewayError> {
-        polymeter_model::ProjectId::check(project_id)
-            .map_err(|e| GatewayError::BadRequest(format!("{field}: {e}")))?;
-        if self.0.may_access(project_id) {
-            Ok(())
-        } else {
-            Err(GatewayError::Forbidden(format!(
-                "{field}: this API key has no access to project {project_id:?}"
-            )))
-        }
     }
 }
 

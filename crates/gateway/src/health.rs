@@ -1,16 +1,13 @@
 //! `/healthz` (the gateway process is up) and `/readyz` (every service behind
 //! it answers its gRPC health check).
 
-use crate::auth::AppState;
-use crate::backends::Backends;
+use crate::api::Services;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -18,16 +15,10 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn readyz(State(backends): State<Backends>) -> (StatusCode, Json<Value>) {
+async fn readyz(State(backends): State<Services>) -> (StatusCode, Json<Value>) {
     let mut ready = true;
     let mut services = serde_json::Map::new();
-    for (name, channel) in &backends.channels {
-        let status = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        let serving = matches!(&status, Ok(r) if r.get_ref().status() == ServingStatus::Serving);
+    for (name, serving) in backends.health.readiness().await {
         ready &= serving;
         services.insert(
             (*name).into(),

@@ -1,24 +1,27 @@
 //! JSON bodies parsed so that every error names the field at fault
 //! (`filter.op_names[2]: invalid type …`), which axum's own extractor does not.
 
-use crate::error::GatewayError;
+use crate::error::{Error, Reason};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+/// Parses a JSON body. A body that is not JSON at all carries
+/// [`Reason::MalformedBody`], one of the wrong shape [`Reason::BodyShape`],
+/// since some vendors answer each with a code of its own.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("request body is not valid JSON: {inner}")
+        if inner.is_syntax() || inner.is_eof() {
+            Error::invalid(format!("request body is not valid JSON: {inner}"))
+                .with_reason(Reason::MalformedBody)
         } else if path == "." {
-            format!("request body: {inner}")
+            Error::invalid(format!("request body: {inner}")).with_reason(Reason::BodyShape)
         } else {
-            format!("{path}: {inner}")
-        };
-        GatewayError::BadRequest(message)
+            Error::invalid(format!("{path}: {inner}")).with_reason(Reason::BodyShape)
+        }
     })
 }
 

@@ -1,24 +1,30 @@
 //! The gateway owns nothing durable. Each dialect module parses its vendor's
 //! REST shapes, authenticates, and renders answers and errors in that vendor's
-//! envelope; everything else happens in the services behind it, reached over
-//! gRPC. A reader finds the internal request a route builds one hop away, in
-//! its dialect module.
+//! envelope; everything else happens in the services behind it.
+//!
+//! The path of every query is: dialect handler → its `translate` (vendor
+//! request → `polymeter.v1` request) → a service trait of [`api`] → gRPC
+//! ([`grpc`]) → the service → its store; the answer comes back through the
+//! dialect's `render`. Errors are kinds of the one vocabulary ([`error`]),
+//! which each dialect maps to its vendor's codes in one table.
 
 pub mod alibaba;
+pub mod api;
 pub mod auth;
-pub mod backends;
 pub mod error;
 mod exposition;
+pub mod grpc;
 mod health;
 pub mod json;
 pub mod otel;
 pub mod prices;
 pub mod qianfan;
+pub mod state;
 pub mod weave;
 
-pub use auth::{AppState, Auth};
-pub use backends::Backends;
-pub use error::GatewayError;
+pub use api::Services;
+pub use auth::Auth;
+pub use state::AppState;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -26,11 +32,8 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Batches of calls can be large; 64 MiB matches the gRPC message limit.
-const BODY_LIMIT: usize = 64 << 20;
-
 /// Every route the gateway serves.
-pub fn router(backends: Backends, auth: Arc<Auth>) -> Router {
+pub fn router(services: Services, auth: Arc<Auth>) -> Router {
     exposition::init();
     Router::new()
         .merge(health::routes())
@@ -42,25 +45,25 @@ pub fn router(backends: Backends, auth: Arc<Auth>) -> Router {
         .route("/metrics", axum::routing::get(exposition::render))
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(polymeter_proto::MESSAGE_LIMIT))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |r: &axum::http::Request<axum::body::Body>| polymeter_telemetry::http_span(r),
             ),
         )
-        .with_state(AppState { backends, auth })
+        .with_state(AppState { services, auth })
 }
 
 /// Unknown routes answer in the Weave envelope, the gateway's default dialect.
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> weave::WeaveError {
-    GatewayError::NotFound(format!("no route for {method} {}", uri.path())).into()
+    error::Error::not_found(format!("no route for {method} {}", uri.path())).into()
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, letting requests in
 /// flight finish.
 pub async fn serve(
     listener: TcpListener,
-    backends: Backends,
+    services: Services,
     auth: Arc<Auth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -68,7 +71,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(backends, auth))
+    axum::serve(listener, router(services, auth))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -5,8 +5,9 @@
 //! gRPC directly). Answers and errors are OTLP's: `ExportTraceServiceResponse`
 //! or a `google.rpc.Status`, in the request's encoding.
 
-use crate::auth::AppState;
-use crate::error::GatewayError;
+use crate::api::OtlpCredentials;
+use crate::error::{body_error, Error, ErrorKind};
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -20,17 +21,16 @@ use std::io::Read;
 
 pub const PATH: &str = "/otel/v1/traces";
 /// A decompressed body may not exceed the gRPC message limit.
-const INFLATED_LIMIT: u64 = 64 << 20;
+const INFLATED_LIMIT: u64 = polymeter_proto::MESSAGE_LIMIT as u64;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
         PATH,
         post(traces).fallback(|method: Method| async move {
-            OtlpError {
-                encoding: Encoding::Json,
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: crate::error::method_not_allowed(&method, PATH, "POST").to_string(),
-            }
+            OtlpError(
+                Encoding::Json,
+                crate::error::method_not_allowed(&method, PATH, "POST"),
+            )
         }),
     )
 }
@@ -59,44 +59,19 @@ struct RpcStatus {
     message: String,
 }
 
+/// An [`Error`] as OTLP/HTTP answers it: the kind's HTTP status and a
+/// `google.rpc.Status` with the kind's gRPC code, in the request's encoding.
 #[derive(Debug)]
-struct OtlpError {
-    encoding: Encoding,
-    status: StatusCode,
-    message: String,
-}
-
-impl OtlpError {
-    fn new(encoding: Encoding, err: GatewayError) -> Self {
-        Self {
-            encoding,
-            status: err.status(),
-            message: err.to_string(),
-        }
-    }
-}
-
-/// The gRPC code an HTTP status stands for, as `google.rpc.Status` wants it.
-fn grpc_code(status: StatusCode) -> tonic::Code {
-    match status {
-        StatusCode::BAD_REQUEST
-        | StatusCode::PAYLOAD_TOO_LARGE
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument,
-        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
-        StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
-        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
-        StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
-        _ => tonic::Code::Internal,
-    }
-}
+struct OtlpError(Encoding, Error);
 
 impl IntoResponse for OtlpError {
     fn into_response(self) -> Response {
+        let OtlpError(encoding, error) = self;
         let status = RpcStatus {
-            code: grpc_code(self.status) as i32,
-            message: self.message,
+            code: error.kind().grpc_code() as i32,
+            message: error.message().to_owned(),
         };
-        let body = match self.encoding {
+        let body = match encoding {
             Encoding::Protobuf => status.encode_to_vec(),
             Encoding::Json => serde_json::to_vec(&serde_json::json!({
                 "code": status.code,
@@ -105,8 +80,8 @@ impl IntoResponse for OtlpError {
             .unwrap_or_default(),
         };
         (
-            self.status,
-            [(header::CONTENT_TYPE, self.encoding.content_type())],
+            error.kind().http_status(),
+            [(header::CONTENT_TYPE, encoding.content_type())],
             body,
         )
             .into_response()
@@ -127,17 +102,19 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, OtlpError> {
     match media.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
-        _ => Err(OtlpError {
-            encoding: Encoding::Json,
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!(
-                "Content-Type {content_type:?} is not supported; send application/x-protobuf or application/json"
+        _ => Err(OtlpError(
+            Encoding::Json,
+            Error::new(
+                ErrorKind::UnsupportedMediaType,
+                format!(
+                    "Content-Type {content_type:?} is not supported; send application/x-protobuf or application/json"
+                ),
             ),
-        }),
+        )),
     }
 }
 
-fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, GatewayError> {
+fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Error> {
     let coding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -151,29 +128,30 @@ fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, GatewayError> {
             flate2::read::GzDecoder::new(&body[..])
                 .take(INFLATED_LIMIT + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| GatewayError::BadRequest(format!("request body: gzip: {e}")))?;
+                .map_err(|e| Error::invalid(format!("request body: gzip: {e}")))?;
             if out.len() as u64 > INFLATED_LIMIT {
-                return Err(GatewayError::TooLarge(format!(
-                    "request body: more than {INFLATED_LIMIT} bytes once decompressed"
-                )));
+                return Err(Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request body: more than {INFLATED_LIMIT} bytes once decompressed"),
+                ));
             }
             Ok(out.into())
         }
-        other => Err(GatewayError::BadRequest(format!(
+        other => Err(Error::invalid(format!(
             "Content-Encoding {other:?} is not supported; send gzip or none"
         ))),
     }
 }
 
-fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, GatewayError> {
+fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Error> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
-            GatewayError::BadRequest(format!(
+            Error::invalid(format!(
                 "request body is not an OTLP ExportTraceServiceRequest: {e}"
             ))
         }),
         Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| GatewayError::BadRequest(format!("request body is not OTLP/JSON: {e}"))),
+            .map_err(|e| Error::invalid(format!("request body is not OTLP/JSON: {e}"))),
     }
 }
 
@@ -183,30 +161,30 @@ async fn traces(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OtlpError> {
     let encoding = encoding(&headers)?;
-    let fail = |e: GatewayError| OtlpError::new(encoding, e);
-    let body = body.map_err(|r| fail(r.into()))?;
+    let fail = |e: Error| OtlpError(encoding, e);
+    let body = body.map_err(|r| fail(body_error(r)))?;
     let body = inflate(&headers, body).map_err(fail)?;
     let export = decode(encoding, &body).map_err(fail)?;
-    let mut request = polymeter_telemetry::traced(export);
-    for name in ["authorization", "project_id"] {
-        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            if let Ok(value) = value.parse() {
-                request.metadata_mut().insert(name, value);
-            }
-        }
-    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let credentials = OtlpCredentials {
+        authorization: header("authorization"),
+        project_id: header("project_id"),
+    };
     let answer = state
-        .backends
-        .traces
-        .clone()
-        .export(request)
+        .services
+        .ingest
+        .export_traces(export, credentials)
         .await
-        .map_err(|status| fail(status.into()))?
-        .into_inner();
+        .map_err(fail)?;
     let body = match encoding {
         Encoding::Protobuf => answer.encode_to_vec(),
         Encoding::Json => {
-            serde_json::to_vec(&answer).map_err(|e| fail(GatewayError::Internal(e.to_string())))?
+            serde_json::to_vec(&answer).map_err(|e| fail(Error::internal(e.to_string())))?
         }
     };
     let mut response = (StatusCode::OK, body).into_response();

@@ -11,11 +11,11 @@
 //! The stats service keeps overrides and prices at query time, so a change
 //! applies to past calls too.
 
-use crate::auth::{AppState, WeaveCaller};
-use crate::backends::Backends;
-use crate::error::GatewayError;
+use crate::api::Services;
+use crate::error::Error;
 use crate::json::parse;
-use crate::weave::{WeaveBody, WeaveResult};
+use crate::state::AppState;
+use crate::weave::{WeaveBody, WeaveCaller, WeaveResult};
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -53,29 +53,26 @@ fn render(price: Option<pb::Price>) -> Value {
     }
 }
 
-fn project(caller: &WeaveCaller, entity: &str, project: &str) -> Result<String, GatewayError> {
+fn project(caller: &WeaveCaller, entity: &str, project: &str) -> Result<String, Error> {
     let id = format!("{entity}/{project}");
     caller.check("path", &id)?;
     Ok(id)
 }
 
 async fn list(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name)): Path<(String, String)>,
 ) -> WeaveResult<Json<Value>> {
     let project_id = project(&caller, &entity, &name)?;
-    let answer = backends
+    let overrides = services
         .stats
-        .clone()
-        .list_price_overrides(polymeter_telemetry::traced(pb::ListPriceOverridesRequest {
+        .list_price_overrides(pb::ListPriceOverridesRequest {
             tenant: caller.tenant(),
             project_id: project_id.clone(),
-        }))
-        .await?
-        .into_inner();
-    let prices: serde_json::Map<String, Value> = answer
-        .prices
+        })
+        .await?;
+    let prices: serde_json::Map<String, Value> = overrides
         .into_iter()
         .map(|o| (o.model, render(o.price)))
         .collect();
@@ -85,28 +82,26 @@ async fn list(
 }
 
 async fn lookup(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name, model)): Path<(String, String, String)>,
 ) -> WeaveResult<Json<Value>> {
     let project_id = project(&caller, &entity, &name)?;
-    let answer = backends
+    let answer = services
         .stats
-        .clone()
-        .lookup_price(polymeter_telemetry::traced(pb::LookupPriceRequest {
+        .lookup_price(pb::LookupPriceRequest {
             tenant: caller.tenant(),
             project_id,
             model: model.clone(),
-        }))
-        .await?
-        .into_inner();
+        })
+        .await?;
     Ok(Json(
         json!({ "model": model, "source": answer.source, "price": render(answer.price) }),
     ))
 }
 
 async fn set(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name, model)): Path<(String, String, String)>,
     WeaveBody(body): WeaveBody,
@@ -119,17 +114,16 @@ async fn set(
         cache_read: p.cache_read,
         cache_write: p.cache_write,
     };
-    backends
+    services
         .stats
-        .clone()
-        .set_price_override(polymeter_telemetry::traced(pb::SetPriceOverrideRequest {
+        .set_price_override(pb::SetPriceOverrideRequest {
             tenant: caller.tenant(),
             project_id,
             price: Some(pb::PriceOverride {
                 model: model.clone(),
                 price: Some(price),
             }),
-        }))
+        })
         .await?;
     Ok(Json(
         json!({ "model": model, "price": render(Some(price)) }),
@@ -137,25 +131,21 @@ async fn set(
 }
 
 async fn delete(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name, model)): Path<(String, String, String)>,
 ) -> WeaveResult<Json<Value>> {
     let project_id = project(&caller, &entity, &name)?;
-    let answer = backends
+    let deleted = services
         .stats
-        .clone()
-        .delete_price_override(polymeter_telemetry::traced(
-            pb::DeletePriceOverrideRequest {
-                tenant: caller.tenant(),
-                project_id: project_id.clone(),
-                model: model.clone(),
-            },
-        ))
-        .await?
-        .into_inner();
-    if !answer.deleted {
-        return Err(GatewayError::NotFound(format!(
+        .delete_price_override(pb::DeletePriceOverrideRequest {
+            tenant: caller.tenant(),
+            project_id: project_id.clone(),
+            model: model.clone(),
+        })
+        .await?;
+    if !deleted {
+        return Err(Error::not_found(format!(
             "project {project_id:?} has no price override for {model:?}"
         ))
         .into());

@@ -4,8 +4,9 @@
 //! buckets; a second, label-only query names each service. Errors are
 //! `{requestId, code, message}` plus `X-Bce-Error-Code`/`X-Bce-Error-Message`.
 
-use crate::auth::{request_id, signed_request, AppState};
-use crate::error::{method_not_allowed, GatewayError};
+use crate::auth::{request_id, signed_request};
+use crate::error::{body_error, method_not_allowed, Error, ErrorKind, Reason};
+use crate::state::AppState;
 use crate::json::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use polymeter_auth::AuthError;
+use polymeter_auth::Principal;
 use polymeter_model::{Aggregation, Metric};
 use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
 use serde::Deserialize;
@@ -47,6 +48,7 @@ pub enum Code {
     MethodNotAllowed,
     RequestEntityTooLarge,
     ServiceUnavailable,
+    RequestTimeout,
     InternalError,
 }
 
@@ -63,6 +65,7 @@ impl Code {
             Code::MethodNotAllowed => "MethodNotAllowed",
             Code::RequestEntityTooLarge => "RequestEntityTooLarge",
             Code::ServiceUnavailable => "ServiceUnavailable",
+            Code::RequestTimeout => "RequestTimeout",
             Code::InternalError => "InternalError",
         }
     }
@@ -73,52 +76,49 @@ impl Code {
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 }
 
+/// Qianfan's one table: each kind, refined by its reason where Baidu's
+/// wire tells the cases apart, → Qianfan's code.
+pub fn code(kind: ErrorKind, reason: Option<Reason>) -> Code {
+    match (kind, reason) {
+        (ErrorKind::Unauthenticated, Some(Reason::UnknownKey | Reason::DisabledKey)) => {
+            Code::InvalidAccessKeyId
+        }
+        (ErrorKind::Unauthenticated, Some(Reason::SignatureMismatch)) => {
+            Code::SignatureDoesNotMatch
+        }
+        (ErrorKind::Unauthenticated, Some(Reason::RequestExpired)) => Code::RequestExpired,
+        (ErrorKind::Unauthenticated | ErrorKind::PermissionDenied, _) => Code::AccessDenied,
+        (ErrorKind::InvalidArgument, Some(Reason::MalformedBody)) => Code::MalformedJson,
+        (ErrorKind::InvalidArgument, Some(Reason::BodyShape)) | (ErrorKind::UnsupportedMediaType, _) => {
+            Code::InappropriateJson
+        }
+        (ErrorKind::InvalidArgument | ErrorKind::NotFound, _) => Code::InvalidParameter,
+        (ErrorKind::PayloadTooLarge, _) => Code::RequestEntityTooLarge,
+        (ErrorKind::MethodNotAllowed, _) => Code::MethodNotAllowed,
+        (ErrorKind::Unavailable | ErrorKind::ResourceExhausted, _) => Code::ServiceUnavailable,
+        (ErrorKind::DeadlineExceeded, _) => Code::RequestTimeout,
+        (ErrorKind::DataLoss | ErrorKind::Internal, _) => Code::InternalError,
+    }
+}
+
+/// An [`Error`] in Qianfan's envelope.
 #[derive(Debug)]
-pub struct QianfanError {
-    code: Code,
-    message: String,
+pub struct QianfanError(Error);
+
+fn invalid(message: impl Into<String>) -> QianfanError {
+    QianfanError(Error::invalid(message))
 }
 
-fn error(code: Code, message: impl Into<String>) -> QianfanError {
-    QianfanError {
-        code,
-        message: message.into(),
-    }
-}
-
-impl From<GatewayError> for QianfanError {
-    fn from(err: GatewayError) -> Self {
-        let code = match &err {
-            GatewayError::BadRequest(_) | GatewayError::NotFound(_) => Code::InvalidParameter,
-            GatewayError::TooLarge(_) => Code::RequestEntityTooLarge,
-            GatewayError::MethodNotAllowed(_) => Code::MethodNotAllowed,
-            GatewayError::Unauthorized(_) | GatewayError::Forbidden(_) => Code::AccessDenied,
-            GatewayError::Unavailable(_) => Code::ServiceUnavailable,
-            GatewayError::Internal(_) => Code::InternalError,
-        };
-        error(code, err.to_string())
-    }
-}
-
-impl From<AuthError> for QianfanError {
-    fn from(err: AuthError) -> Self {
-        let code = match &err {
-            AuthError::UnknownAccessKey | AuthError::DisabledKey(_) => Code::InvalidAccessKeyId,
-            AuthError::SignatureMismatch(_) => Code::SignatureDoesNotMatch,
-            AuthError::Expired(_) => Code::RequestExpired,
-            AuthError::Missing(_) | AuthError::Malformed(_) | AuthError::Forbidden(_) => {
-                Code::AccessDenied
-            }
-            AuthError::NonceReused(_) | AuthError::NonceCacheFull => Code::ServiceUnavailable,
-            _ => Code::InternalError,
-        };
-        error(code, err.to_string())
+impl<E: Into<Error>> From<E> for QianfanError {
+    fn from(err: E) -> Self {
+        QianfanError(err.into())
     }
 }
 
@@ -134,14 +134,12 @@ fn header_text(text: &str) -> HeaderValue {
 impl IntoResponse for QianfanError {
     fn into_response(self) -> Response {
         let id = request_id();
-        let body = json!({ "requestId": id, "code": self.code.as_str(), "message": self.message });
-        let mut response = (self.code.status(), Json(body)).into_response();
+        let code = code(self.0.kind(), self.0.reason());
+        let body = json!({ "requestId": id, "code": code.as_str(), "message": self.0.message() });
+        let mut response = (code.status(), Json(body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            "x-bce-error-code",
-            HeaderValue::from_static(self.code.as_str()),
-        );
-        headers.insert("x-bce-error-message", header_text(&self.message));
+        headers.insert("x-bce-error-code", HeaderValue::from_static(code.as_str()));
+        headers.insert("x-bce-error-message", header_text(self.0.message()));
         headers.insert("x-bce-request-id", header_text(&id));
         response
     }
@@ -164,32 +162,25 @@ struct MetricRequest {
     end_time: Option<String>,
 }
 
+/// An empty body is an empty request: every field is then reported missing
+/// by name rather than as unparseable JSON.
 fn parse_body(body: &[u8]) -> Result<MetricRequest, QianfanError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
         body
     };
-    crate::json::parse(body).map_err(|e| {
-        let message = e.to_string();
-        let code = if message.starts_with("request body is not valid JSON") {
-            Code::MalformedJson
-        } else {
-            Code::InappropriateJson
-        };
-        error(code, message)
-    })
+    Ok(crate::json::parse(body)?)
 }
 
 /// A required minute-precision time; `round_up` makes `12:05:xx` mean the
 /// end of minute 12:05.
 fn minute(name: &str, value: Option<&str>, round_up: bool) -> Result<DateTime<Utc>, QianfanError> {
-    let text = value.ok_or_else(|| error(Code::InvalidParameter, format!("{name}: required")))?;
+    let text = value.ok_or_else(|| invalid(format!("{name}: required")))?;
     let t = Instant::parse(text).map(|i| i.0).ok_or_else(|| {
-        error(
-            Code::InvalidParameter,
-            format!("{name}: {text:?} is not a UTC time such as 2024-04-23T00:00:00Z"),
-        )
+        invalid(format!(
+            "{name}: {text:?} is not a UTC time such as 2024-04-23T00:00:00Z"
+        ))
     })?;
     let floor = t
         .duration_trunc(Duration::minutes(1))
@@ -227,35 +218,24 @@ fn text(group: &[pb::GroupValue], i: usize) -> String {
         .unwrap_or_default()
 }
 
-async fn service(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, QianfanError> {
-    let body = body.map_err(GatewayError::from)?;
-    let key = state
-        .auth
-        .verify_bce(&signed_request(&method, &uri, &headers, &body))?;
-    let action = polymeter_auth::query_pairs(uri.query().unwrap_or(""))
-        .into_iter()
-        .find(|(k, _)| k == "Action")
-        .map(|(_, v)| v);
-    if action.as_deref() != Some(ACTION) {
-        return Err(error(
-            Code::InvalidParameter,
-            format!("Action: {action:?} is not supported; supported: {ACTION}"),
-        ));
-    }
-    let req = parse_body(&body)?;
+/// What one `DescribeServiceMetric` asks of the stats service.
+pub struct MetricPlan {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    /// Sums per service × app.
+    sums: pb::AggregateCallsRequest,
+    /// Calls per service × service name, most first, to label each service.
+    labels: pb::AggregateCallsRequest,
+}
+
+/// The request body → the stats queries over every project `principal`
+/// reaches, or a 400 naming the field.
+pub fn translate(body: &[u8], principal: &Principal) -> Result<MetricPlan, QianfanError> {
+    let req = parse_body(body)?;
     let start = minute("startTime", req.start_time.as_deref(), false)?;
     let end = minute("endTime", req.end_time.as_deref(), true)?;
     if end <= start {
-        return Err(error(
-            Code::InvalidParameter,
-            "endTime: must not be before startTime",
-        ));
+        return Err(invalid("endTime: must not be before startTime"));
     }
     let apps = match req.app_id {
         None => vec![],
@@ -271,8 +251,8 @@ async fn service(
     .collect();
     let query =
         |group_by: &[Dimension], measures: Vec<pb::Measure>, order_by| pb::AggregateCallsRequest {
-            tenant: key.principal.tenant.clone(),
-            project_ids: key.principal.projects.clone(),
+            tenant: principal.tenant.clone(),
+            project_ids: principal.projects.clone(),
             start_us: start.timestamp_micros(),
             end_us: end.timestamp_micros(),
             grain: Grain::Call as i32,
@@ -285,7 +265,6 @@ async fn service(
             offset: 0,
             fill_empty_buckets: false,
         };
-    let mut stats = state.backends.stats.clone();
     let sums = METRICS
         .iter()
         .map(|(_, metric)| pb::Measure {
@@ -294,16 +273,6 @@ async fn service(
             percentile: 0.0,
         })
         .collect();
-    let rows = stats
-        .aggregate_calls(polymeter_telemetry::traced(query(
-            &[Dimension::ServiceId, Dimension::AppId],
-            sums,
-            vec![],
-        )))
-        .await
-        .map_err(GatewayError::from)?
-        .into_inner()
-        .rows;
     // A service's name is a label: the one most of its calls carry.
     let by_calls = vec![
         pb::Order {
@@ -315,29 +284,31 @@ async fn service(
             descending: true,
         },
     ];
+    Ok(MetricPlan {
+        sums: query(&[Dimension::ServiceId, Dimension::AppId], sums, vec![]),
+        labels: query(
+            &[Dimension::ServiceId, Dimension::ServiceName],
+            vec![],
+            by_calls,
+        ),
+        start_time: req.start_time,
+        end_time: req.end_time,
+    })
+}
+
+/// The answers to the plan's two queries → Qianfan's response body.
+pub fn render(plan: &MetricPlan, rows: &[pb::AggregateRow], labels: &[pb::AggregateRow]) -> Value {
     let mut names: HashMap<String, String> = HashMap::new();
-    if !rows.is_empty() {
-        let labels = stats
-            .aggregate_calls(polymeter_telemetry::traced(query(
-                &[Dimension::ServiceId, Dimension::ServiceName],
-                vec![],
-                by_calls,
-            )))
-            .await
-            .map_err(GatewayError::from)?
-            .into_inner()
-            .rows;
-        for row in labels {
-            let name = text(&row.group, 1);
-            if !name.is_empty() {
-                names.entry(text(&row.group, 0)).or_insert(name);
-            }
+    for row in labels {
+        let name = text(&row.group, 1);
+        if !name.is_empty() {
+            names.entry(text(&row.group, 0)).or_insert(name);
         }
     }
     // Rows come sorted by service, then app: consecutive rows share a service.
     let mut services: Vec<Value> = Vec::new();
     let mut current: Option<String> = None;
-    for row in &rows {
+    for row in rows {
         let service_id = text(&row.group, 0);
         let mut metric = serde_json::Map::new();
         for (i, (name, _)) in METRICS.iter().enumerate() {
@@ -358,13 +329,43 @@ async fn service(
             .expect("appList is an array")
             .push(app);
     }
-    Ok(Json(json!({
+    json!({
         "requestId": request_id(),
         "result": {
-            "startTime": req.start_time,
-            "endTime": req.end_time,
+            "startTime": plan.start_time,
+            "endTime": plan.end_time,
             "serviceList": services,
         },
-    }))
-    .into_response())
+    })
+}
+
+async fn service(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, QianfanError> {
+    let body = body.map_err(body_error)?;
+    let key = state
+        .auth
+        .verify_bce(&signed_request(&method, &uri, &headers, &body))?;
+    let action = polymeter_auth::query_pairs(uri.query().unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v);
+    if action.as_deref() != Some(ACTION) {
+        return Err(invalid(format!(
+            "Action: {action:?} is not supported; supported: {ACTION}"
+        )));
+    }
+    let plan = translate(&body, &key.principal)?;
+    let stats = &state.services.stats;
+    let rows = stats.aggregate_calls(plan.sums.clone()).await?.rows;
+    let labels = if rows.is_empty() {
+        vec![]
+    } else {
+        stats.aggregate_calls(plan.labels.clone()).await?.rows
+    };
+    Ok(Json(render(&plan, &rows, &labels)).into_response())
 }

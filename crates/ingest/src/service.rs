@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use polymeter_auth::Keyring;
+use polymeter_proto::MESSAGE_LIMIT;
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient, ingest_service_server,
     stats_service_client::StatsServiceClient,
@@ -25,19 +26,16 @@ pub struct IngestServer {
     keyring: Arc<Keyring>,
 }
 
-/// OTLP batches can be large; the same limit as every other message.
-const MESSAGE_LIMIT: usize = 64 << 20;
-
 impl IngestServer {
     pub fn new(stats: Channel, feedback: Channel, keyring: Arc<Keyring>) -> Self {
         Self {
             keyring,
             stats: StatsServiceClient::new(stats)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(MESSAGE_LIMIT)
+                .max_encoding_message_size(MESSAGE_LIMIT),
             feedback: FeedbackServiceClient::new(feedback)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(MESSAGE_LIMIT)
+                .max_encoding_message_size(MESSAGE_LIMIT),
         }
     }
 
@@ -65,8 +63,8 @@ impl IngestServer {
 
     pub fn into_service(self) -> ingest_service_server::IngestServiceServer<Self> {
         ingest_service_server::IngestServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(MESSAGE_LIMIT)
+            .max_encoding_message_size(MESSAGE_LIMIT)
     }
 }
 
@@ -130,16 +128,12 @@ impl TraceService for IngestServer {
         };
         let principal =
             polymeter_auth::verify_basic(&self.keyring.current(), text("authorization").as_deref())
-                .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                .map_err(IngestError::from)?;
         let header_project = text("project_id").filter(|p| !p.is_empty());
         if let Some(project) = &header_project {
-            polymeter_model::ProjectId::check(project)
-                .map_err(|e| Status::invalid_argument(format!("project_id: {e}")))?;
-            if !principal.may_access(project) {
-                return Err(Status::permission_denied(format!(
-                    "project_id: this API key has no access to project {project:?}"
-                )));
-            }
+            principal
+                .authorize("project_id", project)
+                .map_err(IngestError::from)?;
         }
         let mapped = otlp::map(
             &principal.tenant,

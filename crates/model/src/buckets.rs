@@ -19,6 +19,28 @@ use chrono_tz::Tz;
 
 /// The most buckets one query may produce before the width is widened.
 pub const MAX_BUCKETS: u64 = 10_000;
+
+/// The widest bucket a query may ask for; wider ones would overflow
+/// microsecond arithmetic and say nothing a single bucket does not.
+pub const MAX_WIDTH_SECONDS: u64 = 10_000_000_000;
+
+/// An IANA zone by name; the error says what was wrong, without a field name.
+pub fn parse_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("unknown IANA time zone {name:?} (e.g. \"UTC\", \"America/New_York\")")
+    })
+}
+
+/// A bucket width in seconds, checked against [`MAX_WIDTH_SECONDS`].
+pub fn check_width(seconds: u64) -> Result<u64, String> {
+    if seconds > MAX_WIDTH_SECONDS {
+        Err(format!(
+            "at most {MAX_WIDTH_SECONDS} seconds (about 300 years), got {seconds}"
+        ))
+    } else {
+        Ok(seconds)
+    }
+}
 const DAY: u64 = 86_400;
 const MICROS: i64 = 1_000_000;
 

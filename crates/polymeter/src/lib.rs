@@ -9,7 +9,7 @@ pub mod cli;
 use anyhow::Context;
 use polymeter_auth::{Credentials, Keyring, NewKey};
 use polymeter_feedback::FeedbackStore;
-use polymeter_gateway::{backends::channel, Backends};
+use polymeter_gateway::grpc::{channel, services};
 use polymeter_stats::prices::PriceOverrides;
 use polymeter_stats::{CallStore, DurableStore};
 use std::future::Future;
@@ -182,13 +182,13 @@ pub async fn run_gateway(
     keyring: Keyring,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let backends = Backends::new(
+    let services = services(
         channel(peers.ingest).context("bad ingest address")?,
         channel(peers.stats).context("bad stats address")?,
         channel(peers.feedback).context("bad feedback address")?,
     );
     let auth = Arc::new(polymeter_gateway::Auth::new(keyring));
-    polymeter_gateway::serve(listener, backends, auth, shutdown.wait())
+    polymeter_gateway::serve(listener, services, auth, shutdown.wait())
         .await
         .context("gateway failed")
 }

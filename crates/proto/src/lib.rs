@@ -9,6 +9,10 @@ pub mod v1 {
     tonic::include_proto!("polymeter.v1");
 }
 
+/// The largest message a Polymeter gRPC peer sends or accepts, and the largest
+/// request body (decompressed) the gateway reads: batches of calls can be large.
+pub const MESSAGE_LIMIT: usize = 64 << 20;
+
 /// Accepted connections of a gRPC server, with Nagle's algorithm off: tonic
 /// only sets `TCP_NODELAY` on listeners it binds itself, and small unary
 /// answers otherwise wait out the peer's delayed ACK (~40 ms each).

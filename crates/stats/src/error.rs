@@ -1,16 +1,19 @@
-//! The stats service's errors, mapped once to gRPC status codes.
+//! The stats service's errors. Each says its kind of the one vocabulary,
+//! which picks the gRPC code and travels with the status to the gateway.
 
 use crate::store::StoreError;
+use polymeter_error::{ErrorKind, HasKind};
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
-    /// The request names something wrong; the message says which field.
+    /// The request names something wrong; the message says which field of
+    /// `polymeter.v1` (never a dialect's field: the gateway names those).
     #[error("{0}")]
     InvalidArgument(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The price overrides file cannot be read or written.
+    /// The price overrides file cannot be read or written, or a worker failed.
     #[error("{0}")]
     Internal(String),
 }
@@ -21,13 +24,18 @@ impl StatsError {
     }
 }
 
+impl HasKind for StatsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StatsError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            StatsError::Store(e) => e.kind(),
+            StatsError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 impl From<StatsError> for Status {
     fn from(err: StatsError) -> Status {
-        match err {
-            StatsError::InvalidArgument(m) => Status::invalid_argument(m),
-            StatsError::Store(e @ StoreError::Unavailable(_)) => Status::unavailable(e.to_string()),
-            StatsError::Store(e) => Status::internal(e.to_string()),
-            StatsError::Internal(m) => Status::internal(m),
-        }
+        polymeter_error::status(err)
     }
 }

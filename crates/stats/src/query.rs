@@ -4,13 +4,9 @@
 use crate::error::StatsError;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use polymeter_model::buckets::{auto_width, capped_width};
+use polymeter_model::buckets::{auto_width, capped_width, check_width, parse_zone};
 use polymeter_model::{Aggregation, Metric, ProjectId, TenantId};
 use polymeter_proto::v1::{self as pb, order::Key as PbOrderKey, Dimension, Grain};
-
-/// The widest bucket a query may ask for; wider ones would overflow
-/// microsecond arithmetic and say nothing a single bucket does not.
-pub const MAX_WIDTH_SECONDS: u64 = 10_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Bucketing {
@@ -127,22 +123,15 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
                 let tz = if b.timezone.is_empty() {
                     Tz::UTC
                 } else {
-                    b.timezone.parse::<Tz>().map_err(|_| {
-                        StatsError::invalid(format!(
-                            "timezone: unknown IANA time zone {:?} (e.g. \"UTC\", \"America/New_York\")",
-                            b.timezone
-                        ))
-                    })?
+                    parse_zone(&b.timezone)
+                        .map_err(|e| StatsError::invalid(format!("bucketing.timezone: {e}")))?
                 };
                 let range = end - start;
                 let width = match b.width_seconds {
                     0 => auto_width(range),
-                    w if w > MAX_WIDTH_SECONDS => {
-                        return Err(StatsError::invalid(format!(
-                            "granularity: at most {MAX_WIDTH_SECONDS} seconds (about 300 years), got {w}"
-                        )))
-                    }
-                    w => w,
+                    w => check_width(w).map_err(|e| {
+                        StatsError::invalid(format!("bucketing.width_seconds: {e}"))
+                    })?,
                 };
                 Ok(Bucketing {
                     width_seconds: capped_width(width, range),
@@ -198,7 +187,7 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
                 if aggregation == Aggregation::Percentile && !(0.0..=100.0).contains(&m.percentile)
                 {
                     return Err(StatsError::invalid(format!(
-                        "percentiles: {} is outside 0..=100",
+                        "measures[{i}].percentile: {} is outside 0..=100",
                         m.percentile
                     )));
                 }

@@ -9,6 +9,7 @@ use crate::store::CallStore;
 use polymeter_model::CallRecord;
 use polymeter_pricing::{price_of, Price, PriceTable};
 use polymeter_proto::v1::{self as pb, stats_service_server};
+use polymeter_proto::MESSAGE_LIMIT;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -27,8 +28,8 @@ impl StatsServer {
 
     pub fn into_service(self) -> stats_service_server::StatsServiceServer<Self> {
         stats_service_server::StatsServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(MESSAGE_LIMIT)
+            .max_encoding_message_size(MESSAGE_LIMIT)
     }
 }
 
@@ -37,7 +38,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Status::internal(format!("stats worker failed: {e}")))?
+        .map_err(|e| StatsError::Internal(format!("stats worker failed: {e}")))?
         .map_err(Status::from)
 }
 
@@ -54,7 +55,7 @@ impl stats_service_server::StatsService for StatsServer {
             .enumerate()
             .map(|(i, w)| {
                 CallRecord::try_from(w)
-                    .map_err(|e| Status::invalid_argument(format!("calls[{i}]: {e}")))
+                    .map_err(|e| StatsError::invalid(format!("calls[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let accepted = batch.len() as u64;
@@ -91,9 +92,9 @@ impl stats_service_server::StatsService for StatsServer {
         check_scope(&r.tenant, &r.project_id)?;
         let o = r
             .price
-            .ok_or_else(|| Status::invalid_argument("price is required"))?;
+            .ok_or_else(|| StatsError::invalid("price is required"))?;
         if o.model.trim().is_empty() {
-            return Err(Status::invalid_argument("model must not be empty"));
+            return Err(StatsError::invalid("price.model must not be empty").into());
         }
         let price = from_proto(o.price.unwrap_or_default())?;
         let prices = self.prices.clone();
@@ -156,16 +157,16 @@ impl stats_service_server::StatsService for StatsServer {
     }
 }
 
-fn check_scope(tenant: &str, project_id: &str) -> Result<(), Status> {
+fn check_scope(tenant: &str, project_id: &str) -> Result<(), StatsError> {
     if tenant.is_empty() {
-        return Err(Status::invalid_argument("tenant must not be empty"));
+        return Err(StatsError::invalid("tenant must not be empty"));
     }
     polymeter_model::ProjectId::check(project_id)
-        .map_err(|e| Status::invalid_argument(format!("project_id: {e}")))
+        .map_err(|e| StatsError::invalid(format!("project_id: {e}")))
 }
 
-fn from_proto(p: pb::Price) -> Result<Price, Status> {
-    Price::new(p.input, p.output, p.cache_read, p.cache_write).map_err(Status::invalid_argument)
+fn from_proto(p: pb::Price) -> Result<Price, StatsError> {
+    Price::new(p.input, p.output, p.cache_read, p.cache_write).map_err(StatsError::invalid)
 }
 
 fn to_proto_price(p: Price) -> pb::Price {

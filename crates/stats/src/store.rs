@@ -19,6 +19,15 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl polymeter_error::HasKind for StoreError {
+    fn kind(&self) -> polymeter_error::ErrorKind {
+        match self {
+            StoreError::Unavailable(_) => polymeter_error::ErrorKind::Unavailable,
+            StoreError::Corrupt(_) => polymeter_error::ErrorKind::DataLoss,
+        }
+    }
+}
+
 impl From<polymeter_store::StoreError> for StoreError {
     fn from(e: polymeter_store::StoreError) -> Self {
         match e {

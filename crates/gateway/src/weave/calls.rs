@@ -1,10 +1,9 @@
 //! Weave call ingest → `IngestService.IngestWeaveCalls`. JSON-valued fields go
 //! through as JSON text; ingest extracts refs and usage.
 
-use super::{WeaveBody, WeaveResult};
-use crate::auth::WeaveCaller;
-use crate::backends::Backends;
-use crate::error::GatewayError;
+use super::{WeaveBody, WeaveCaller, WeaveResult};
+use crate::api::Services;
+use crate::error::Error;
 use crate::json::{parse, Instant};
 use axum::extract::{Path, State};
 use axum::Json;
@@ -142,10 +141,10 @@ impl From<EndedCall> for pb::WeaveCallEnd {
 }
 
 async fn ingest(
-    backends: &Backends,
+    services: &Services,
     caller: &WeaveCaller,
     ops: Vec<Op>,
-) -> Result<Vec<pb::CallRef>, GatewayError> {
+) -> Result<Vec<pb::CallRef>, Error> {
     let request = pb::IngestWeaveCallsRequest {
         tenant: caller.tenant(),
         ops: ops
@@ -153,40 +152,34 @@ async fn ingest(
             .map(|op| pb::WeaveCallOp { op: Some(op) })
             .collect(),
     };
-    Ok(backends
-        .ingest
-        .clone()
-        .ingest_weave_calls(polymeter_telemetry::traced(request))
-        .await?
-        .into_inner()
-        .results)
+    services.ingest.ingest_weave_calls(request).await
 }
 
 pub async fn start(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: StartReq = parse(&body)?;
     caller.check("start.project_id", &req.start.project_id)?;
-    let results = ingest(&backends, &caller, vec![Op::Start(req.start.into())]).await?;
+    let results = ingest(&services, &caller, vec![Op::Start(req.start.into())]).await?;
     let r = results.into_iter().next().unwrap_or_default();
     Ok(Json(json!({ "id": r.id, "trace_id": r.trace_id })))
 }
 
 pub async fn end(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: EndReq = parse(&body)?;
     caller.check("end.project_id", &req.end.project_id)?;
-    ingest(&backends, &caller, vec![Op::End(req.end.into())]).await?;
+    ingest(&services, &caller, vec![Op::End(req.end.into())]).await?;
     Ok(Json(json!({})))
 }
 
 pub async fn upsert_batch(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
@@ -211,7 +204,7 @@ pub async fn upsert_batch(
             BatchItem::End(e) => Op::End(e.end.into()),
         })
         .collect();
-    let results = ingest(&backends, &caller, ops).await?;
+    let results = ingest(&services, &caller, ops).await?;
     let res: Vec<Value> = results
         .into_iter()
         .zip(is_start)
@@ -227,7 +220,7 @@ pub async fn upsert_batch(
 }
 
 pub async fn complete(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, project)): Path<(String, String)>,
     WeaveBody(body): WeaveBody,
@@ -238,13 +231,13 @@ pub async fn complete(
     let mut ops = Vec::with_capacity(req.batch.len());
     for (i, c) in req.batch.into_iter().enumerate() {
         if let Some(p) = c.project_id.as_deref().filter(|p| *p != project_id) {
-            return Err(GatewayError::BadRequest(format!(
+            return Err(Error::invalid(format!(
                 "batch[{i}].project_id: {p:?} does not match the path's project {project_id:?}"
             ))
             .into());
         }
         if c.ended_at.0 < c.started_at.0 {
-            return Err(GatewayError::BadRequest(format!(
+            return Err(Error::invalid(format!(
                 "batch[{i}].ended_at must not be before started_at"
             ))
             .into());
@@ -277,7 +270,7 @@ pub async fn complete(
             end: Some(end),
         }));
     }
-    let results = ingest(&backends, &caller, ops).await?;
+    let results = ingest(&services, &caller, ops).await?;
     let res: Vec<Value> = results
         .into_iter()
         .map(|r| json!({ "id": r.id, "trace_id": r.trace_id }))

@@ -2,10 +2,9 @@
 //! `IngestService.IngestWeaveFeedback`; `/feedback/aggregate` →
 //! `FeedbackService.AggregateFeedback`.
 
-use super::{WeaveBody, WeaveResult};
-use crate::auth::WeaveCaller;
-use crate::backends::Backends;
-use crate::error::GatewayError;
+use super::{WeaveBody, WeaveCaller, WeaveResult};
+use crate::api::Services;
+use crate::error::Error;
 use crate::json::parse;
 use axum::extract::State;
 use axum::Json;
@@ -82,39 +81,33 @@ fn created(w: &pb::FeedbackWrite) -> Value {
 }
 
 async fn ingest(
-    backends: &Backends,
+    services: &Services,
     caller: &WeaveCaller,
     items: Vec<pb::WeaveFeedback>,
-) -> Result<Vec<pb::FeedbackWrite>, GatewayError> {
+) -> Result<Vec<pb::FeedbackWrite>, Error> {
     let request = pb::IngestWeaveFeedbackRequest {
         tenant: caller.tenant(),
         feedback: items,
     };
-    Ok(backends
-        .ingest
-        .clone()
-        .ingest_weave_feedback(polymeter_telemetry::traced(request))
-        .await?
-        .into_inner()
-        .created)
+    services.ingest.ingest_weave_feedback(request).await
 }
 
 pub async fn create(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
     let req: FeedbackCreate = parse(&body)?;
     caller.check("project_id", &req.project_id)?;
-    let created_records = ingest(&backends, &caller, vec![req.into()]).await?;
+    let created_records = ingest(&services, &caller, vec![req.into()]).await?;
     let first = created_records
         .first()
-        .ok_or_else(|| GatewayError::Internal("ingest created nothing".into()))?;
+        .ok_or_else(|| Error::internal("ingest created nothing"))?;
     Ok(Json(created(first)))
 }
 
 pub async fn batch_create(
-    State(backends): State<Backends>,
+    State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
 ) -> WeaveResult<Json<Value>> {
@@ -123,7 +116,7 @@ pub async fn batch_create(
         caller.check(&format!("batch[{i}].project_id"), &item.project_id)?;
     }
     let records = ingest(
-        &backends,
+        &services,
         &caller,
         req.batch.into_iter().map(Into::into).collect(),
     )
@@ -135,7 +128,7 @@ pub async fn batch_create(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AggregateReq {
+pub struct AggregateReq {
     project_id: String,
     after_ms: u64,
     before_ms: u64,
@@ -158,24 +151,23 @@ struct AggregateReq {
     rating_max: Option<f64>,
 }
 
-pub async fn aggregate(
-    State(backends): State<Backends>,
-    caller: WeaveCaller,
-    WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
-    let req: AggregateReq = parse(&body)?;
-    caller.check("project_id", &req.project_id)?;
+/// `/feedback/aggregate` → the feedback query and the group names its rows
+/// carry, or a 400 naming the field.
+pub fn translate(
+    req: AggregateReq,
+    tenant: &str,
+) -> Result<(pb::AggregateFeedbackRequest, Vec<FeedbackDimension>), Error> {
     let group_by: Vec<FeedbackDimension> = req
         .group_by
         .iter()
         .enumerate()
         .map(|(i, g)| {
             g.parse()
-                .map_err(|e| GatewayError::BadRequest(format!("group_by[{i}]: {e}")))
+                .map_err(|e| Error::invalid(format!("group_by[{i}]: {e}")))
         })
         .collect::<Result<_, _>>()?;
     let request = pb::AggregateFeedbackRequest {
-        tenant: caller.tenant(),
+        tenant: tenant.to_owned(),
         project_id: req.project_id,
         after_ms: req.after_ms.min(i64::MAX as u64) as i64,
         before_ms: req.before_ms.min(i64::MAX as u64) as i64,
@@ -190,12 +182,15 @@ pub async fn aggregate(
         rating_max: req.rating_max,
         group_by: group_by.iter().map(|d| d.to_proto() as i32).collect(),
     };
-    let answer = backends
-        .feedback
-        .clone()
-        .aggregate_feedback(polymeter_telemetry::traced(request.clone()))
-        .await?
-        .into_inner();
+    Ok((request, group_by))
+}
+
+/// The feedback service's answer → Weave's aggregate response.
+pub fn render(
+    request: &pb::AggregateFeedbackRequest,
+    group_by: &[FeedbackDimension],
+    answer: pb::AggregateFeedbackResponse,
+) -> Value {
     let buckets: Vec<Value> = answer
         .buckets
         .into_iter()
@@ -220,10 +215,22 @@ pub async fn aggregate(
             })
         })
         .collect();
-    Ok(Json(json!({
+    json!({
         "after_ms": request.after_ms,
         "before_ms": request.before_ms,
         "time_bucket_seconds": request.time_bucket_seconds,
         "buckets": buckets,
-    })))
+    })
+}
+
+pub async fn aggregate(
+    State(services): State<Services>,
+    caller: WeaveCaller,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Json<Value>> {
+    let req: AggregateReq = parse(&body)?;
+    caller.check("project_id", &req.project_id)?;
+    let (request, group_by) = translate(req, &caller.0.tenant)?;
+    let answer = services.feedback.aggregate_feedback(request.clone()).await?;
+    Ok(Json(render(&request, &group_by, answer)))
 }

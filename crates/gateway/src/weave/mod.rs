@@ -1,14 +1,18 @@
 //! The W&B Weave dialect: call ingest (`/call/start`, `/call/end`,
 //! `/call/upsert_batch`, `/v2/{entity}/{project}/calls/complete`),
-//! `POST /calls/stats`, feedback ingest and `POST /feedback/aggregate`. Errors use Weave's envelope, `{"reason": "…"}`.
+//! `POST /calls/stats`, feedback ingest and `POST /feedback/aggregate`.
+//! Errors use Weave's envelope, `{"reason": "…"}`, with the kind's HTTP status.
 
+mod caller;
 mod calls;
 mod feedback;
-mod stats;
+pub(crate) mod stats;
 
-use crate::auth::AppState;
-use crate::error::GatewayError;
-use axum::http::StatusCode;
+pub use caller::WeaveCaller;
+
+use crate::error::{body_error, Error, ErrorKind};
+use crate::state::AppState;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -49,11 +53,17 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Weave
     crate::error::method_not_allowed(&method, uri.path(), "POST").into()
 }
 
-/// A [`GatewayError`] in Weave's envelope.
-#[derive(Debug)]
-pub struct WeaveError(GatewayError);
+/// Weave's one table: a kind's HTTP status is Weave's status (Weave's server
+/// answers plain HTTP statuses with a `reason`).
+pub fn status(kind: ErrorKind) -> StatusCode {
+    kind.http_status()
+}
 
-impl<E: Into<GatewayError>> From<E> for WeaveError {
+/// An [`Error`] in Weave's envelope.
+#[derive(Debug)]
+pub struct WeaveError(pub Error);
+
+impl<E: Into<Error>> From<E> for WeaveError {
     fn from(err: E) -> Self {
         WeaveError(err.into())
     }
@@ -61,12 +71,13 @@ impl<E: Into<GatewayError>> From<E> for WeaveError {
 
 impl IntoResponse for WeaveError {
     fn into_response(self) -> Response {
-        let status: StatusCode = self.0.status();
-        let mut response = (status, Json(json!({ "reason": self.0.to_string() }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        let kind = self.0.kind();
+        let mut response =
+            (status(kind), Json(json!({ "reason": self.0.message() }))).into_response();
+        if kind == ErrorKind::Unauthenticated {
             response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Basic realm=\"polymeter\""),
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"polymeter\""),
             );
         }
         response
@@ -86,6 +97,6 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for WeaveBody {
         axum::body::Bytes::from_request(request, state)
             .await
             .map(WeaveBody)
-            .map_err(|rejection| WeaveError(GatewayError::from(rejection)))
+            .map_err(|rejection| WeaveError(body_error(rejection)))
     }
 }

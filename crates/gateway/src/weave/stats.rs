@@ -2,14 +2,14 @@
 //! metrics per bucket (call grain), usage metrics per bucket × model (usage
 //! grain). Both are zero-filled on the same zone-aligned grid.
 
-use super::{WeaveBody, WeaveResult};
-use crate::auth::WeaveCaller;
-use crate::backends::Backends;
-use crate::error::GatewayError;
+use super::{WeaveBody, WeaveCaller, WeaveResult};
+use crate::api::Services;
+use crate::error::Error;
 use crate::json::{parse, Instant};
 use axum::extract::State;
 use axum::Json;
-use chrono::{FixedOffset, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
+use polymeter_model::buckets::{check_width, parse_zone};
 use polymeter_model::{Aggregation, Metric};
 use polymeter_proto::v1::{self as pb, Dimension, Grain};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CallsStatsReq {
+pub struct CallsStatsReq {
     project_id: String,
     start: Instant,
     end: Option<Instant>,
@@ -53,7 +53,7 @@ struct CallsFilter {
 }
 
 /// One output column: its key and the measure that fills it.
-struct Column {
+pub(crate) struct Column {
     key: String,
     measure: pb::Measure,
     integral: bool,
@@ -68,16 +68,16 @@ fn columns(
     field: &str,
     specs: &[MetricSpec],
     allowed: &[Metric],
-) -> Result<Vec<Column>, GatewayError> {
+) -> Result<Vec<Column>, Error> {
     let mut columns = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let metric = Metric::parse_among(&spec.metric, allowed)
-            .map_err(|e| GatewayError::BadRequest(format!("{field}[{i}].metric: {e}")))?;
+            .map_err(|e| Error::invalid(format!("{field}[{i}].metric: {e}")))?;
         let default = ["sum".to_owned()];
         let aggregations = spec.aggregations.as_deref().unwrap_or(&default);
         for (j, name) in aggregations.iter().enumerate() {
             let aggregation = Aggregation::parse_among(name, Aggregation::LISTED).map_err(|e| {
-                GatewayError::BadRequest(format!("{field}[{i}].aggregations[{j}]: {e}"))
+                Error::invalid(format!("{field}[{i}].aggregations[{j}]: {e}"))
             })?;
             columns.push(Column {
                 key: format!("{name}_{}", metric.as_str()),
@@ -98,7 +98,7 @@ fn columns(
             .enumerate()
         {
             if !(0.0..=100.0).contains(&p) {
-                return Err(GatewayError::BadRequest(format!(
+                return Err(Error::invalid(format!(
                     "{field}[{i}].percentiles[{j}]: {p} is outside 0..=100"
                 )));
             }
@@ -166,7 +166,7 @@ fn number(value: Option<f64>, integral: bool) -> Value {
     }
 }
 
-fn render(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<Value> {
+fn rows(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<Value> {
     rows.into_iter()
         .map(|row| {
             let mut out = Map::new();
@@ -197,34 +197,47 @@ fn render(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<V
         .collect()
 }
 
-pub async fn calls_stats(
-    State(backends): State<Backends>,
-    caller: WeaveCaller,
-    WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
-    let req: CallsStatsReq = parse(&body)?;
-    caller.check("project_id", &req.project_id)?;
+/// The stats service queries one `/calls/stats` request becomes, and what
+/// the answer echoes.
+pub struct StatsPlan {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    timezone: String,
+    /// Usage metrics per bucket × model, when any are asked.
+    usage: Option<(pb::AggregateCallsRequest, Vec<Column>)>,
+    /// Call metrics per bucket; runs with no measures when nothing is asked,
+    /// since the service decides the granularity echoed back.
+    calls: Option<(pb::AggregateCallsRequest, Vec<Column>)>,
+}
+
+/// `/calls/stats` → internal queries, or a 400 naming the field.
+pub fn translate(
+    req: CallsStatsReq,
+    tenant: &str,
+    now: DateTime<Utc>,
+) -> Result<StatsPlan, Error> {
     let start = req.start.0;
-    let end = req.end.map(|e| e.0).unwrap_or_else(Utc::now);
+    let end = req.end.map(|e| e.0).unwrap_or(now);
     if end <= start {
-        return Err(GatewayError::BadRequest(format!(
+        return Err(Error::invalid(format!(
             "end ({}) must be after start ({})",
             end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             start.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-        ))
-        .into());
+        )));
     }
     let width = match req.granularity {
         None => 0,
-        Some(g) if g > 0 => g as u64,
+        Some(g) if g > 0 => {
+            check_width(g as u64).map_err(|e| Error::invalid(format!("granularity: {e}")))?
+        }
         Some(g) => {
-            return Err(GatewayError::BadRequest(format!(
+            return Err(Error::invalid(format!(
                 "granularity: must be a positive number of seconds, got {g}"
-            ))
-            .into())
+            )))
         }
     };
     let timezone = req.timezone.unwrap_or_else(|| "UTC".to_owned());
+    parse_zone(&timezone).map_err(|e| Error::invalid(format!("timezone: {e}")))?;
     let call_columns = columns(
         "call_metrics",
         req.call_metrics.as_deref().unwrap_or(&[]),
@@ -236,10 +249,9 @@ pub async fn calls_stats(
         Metric::USAGE,
     )?;
     let filters = filters(req.filter.unwrap_or_default());
-
-    let query =
-        |grain: Grain, group_by: Vec<Dimension>, columns: &[Column]| pb::AggregateCallsRequest {
-            tenant: caller.tenant(),
+    let query = |grain: Grain, group_by: Vec<Dimension>, columns: &[Column]| {
+        pb::AggregateCallsRequest {
+            tenant: tenant.to_owned(),
             project_ids: vec![req.project_id.clone()],
             start_us: start.timestamp_micros(),
             end_us: end.timestamp_micros(),
@@ -255,45 +267,70 @@ pub async fn calls_stats(
             limit: 0,
             offset: 0,
             fill_empty_buckets: true,
-        };
-    // Each asked-for list is one query; with neither, the call query still runs
-    // (without measures) because the service decides the granularity echoed back.
-    let mut stats = backends.stats.clone();
+        }
+    };
+    let usage = (!usage_columns.is_empty()).then(|| {
+        (
+            query(Grain::Usage, vec![Dimension::Model], &usage_columns),
+            usage_columns,
+        )
+    });
+    let calls = (!call_columns.is_empty() || usage.is_none())
+        .then(|| (query(Grain::Call, vec![], &call_columns), call_columns));
+    Ok(StatsPlan {
+        start,
+        end,
+        timezone,
+        usage,
+        calls,
+    })
+}
+
+/// The services' answers → Weave's `CallsStatsRes`. `usage` and `calls`
+/// answer the plan's queries of the same names.
+pub fn render(
+    plan: &StatsPlan,
+    usage: Option<pb::AggregateCallsResponse>,
+    calls: Option<pb::AggregateCallsResponse>,
+) -> Value {
     let mut granularity = 0;
     let mut usage_buckets = Vec::new();
-    if !usage_columns.is_empty() {
-        let usage = stats
-            .aggregate_calls(polymeter_telemetry::traced(query(
-                Grain::Usage,
-                vec![Dimension::Model],
-                &usage_columns,
-            )))
-            .await?
-            .into_inner();
-        granularity = usage.bucket_width_seconds;
-        usage_buckets = render(usage.rows, &usage_columns, true);
+    if let (Some((_, columns)), Some(answer)) = (&plan.usage, usage) {
+        granularity = answer.bucket_width_seconds;
+        usage_buckets = rows(answer.rows, columns, true);
     }
     let mut call_buckets = Vec::new();
-    if !call_columns.is_empty() || usage_columns.is_empty() {
-        let calls = stats
-            .aggregate_calls(polymeter_telemetry::traced(query(
-                Grain::Call,
-                vec![],
-                &call_columns,
-            )))
-            .await?
-            .into_inner();
-        granularity = calls.bucket_width_seconds;
-        if !call_columns.is_empty() {
-            call_buckets = render(calls.rows, &call_columns, false);
+    if let (Some((_, columns)), Some(answer)) = (&plan.calls, calls) {
+        granularity = answer.bucket_width_seconds;
+        if !columns.is_empty() {
+            call_buckets = rows(answer.rows, columns, false);
         }
     }
-    Ok(Json(json!({
-        "start": start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        "end": end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    json!({
+        "start": plan.start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "end": plan.end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "granularity": granularity,
-        "timezone": timezone,
+        "timezone": plan.timezone,
         "usage_buckets": usage_buckets,
         "call_buckets": call_buckets,
-    })))
+    })
+}
+
+pub async fn calls_stats(
+    State(services): State<Services>,
+    caller: WeaveCaller,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Json<Value>> {
+    let req: CallsStatsReq = parse(&body)?;
+    caller.check("project_id", &req.project_id)?;
+    let plan = translate(req, &caller.0.tenant, Utc::now())?;
+    let mut usage = None;
+    if let Some((query, _)) = &plan.usage {
+        usage = Some(services.stats.aggregate_calls(query.clone()).await?);
+    }
+    let mut calls = None;
+    if let Some((query, _)) = &plan.calls {
+        calls = Some(services.stats.aggregate_calls(query.clone()).await?);
+    }
+    Ok(Json(render(&plan, usage, calls)))
 }

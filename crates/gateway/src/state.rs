@@ -1,0 +1,24 @@
+//! The router's state: the services behind the gateway and the credentials.
+
+use crate::api::Services;
+use crate::auth::Auth;
+use axum::extract::FromRef;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub auth: Arc<Auth>,
+}
+
+impl FromRef<AppState> for Services {
+    fn from_ref(state: &AppState) -> Self {
+        state.services.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
