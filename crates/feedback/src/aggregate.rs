@@ -12,14 +12,7 @@ use polymeter_proto::v1 as pb;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
-/// The most buckets one query may ask for.
-pub const MAX_BUCKETS: i64 = 10_000;
-/// The rating that `rating_min` / `rating_max` bound.
-pub const RATING_KEY: &str = "_rating_";
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct InvalidQuery(pub String);
+use crate::query::{FeedbackQuery, RATING_KEY};
 
 /// A filter on interned codes: `None` passes everything.
 fn codes(
@@ -61,58 +54,19 @@ struct Cell {
     ratings: FxHashMap<u32, (u64, f64)>,
 }
 
-pub fn aggregate(
-    table: &FeedbackTable,
-    q: &pb::AggregateFeedbackRequest,
-) -> Result<pb::AggregateFeedbackResponse, InvalidQuery> {
-    let invalid = |m: String| Err(InvalidQuery(m));
-    if q.after_ms < 0 || q.before_ms < 0 {
-        return invalid("after_ms and before_ms must be >= 0".into());
-    }
-    if q.before_ms <= q.after_ms {
-        return invalid(format!(
-            "before_ms ({}) must be greater than after_ms ({})",
-            q.before_ms, q.after_ms
-        ));
-    }
-    let width_ms = match q.time_bucket_seconds {
-        None => None,
-        Some(s) if s <= 0 => return invalid(format!("time_bucket_seconds must be > 0, got {s}")),
-        Some(s) => {
-            let w = s.saturating_mul(1000);
-            let buckets = (q.before_ms - 1).div_euclid(w) - q.after_ms.div_euclid(w) + 1;
-            if buckets > MAX_BUCKETS {
-                return invalid(format!(
-                    "time_bucket_seconds {s} makes {buckets} buckets over the range; at most {MAX_BUCKETS} are allowed"
-                ));
-            }
-            Some(w)
-        }
-    };
-    for (name, bound) in [("rating_min", q.rating_min), ("rating_max", q.rating_max)] {
-        if let Some(b) = bound {
-            if !(0.0..=1.0).contains(&b) {
-                return invalid(format!("{name} must be within 0..=1, got {b}"));
-            }
-        }
-    }
-    let span_types: Vec<u8> = q
+/// Answers one feedback question from the table.
+pub fn aggregate(table: &FeedbackTable, query: &FeedbackQuery) -> pb::AggregateFeedbackResponse {
+    let q = &query.request;
+    let width_ms = query.width_ms;
+    let group = &query.group_by;
+    let span_types: Vec<u8> = query
         .span_types
         .iter()
-        .map(|t| match t.parse::<SpanType>() {
-            Ok(SpanType::AgentTurn) => Ok(1),
-            Ok(SpanType::AgentConversation) => Ok(2),
-            Err(e) => Err(InvalidQuery(format!("span_types: {e}"))),
+        .map(|t| match t {
+            SpanType::AgentTurn => 1,
+            SpanType::AgentConversation => 2,
         })
-        .collect::<Result<_, _>>()?;
-    let group: Vec<FeedbackDimension> = q
-        .group_by
-        .iter()
-        .map(|&d| {
-            FeedbackDimension::from_proto(d)
-                .ok_or_else(|| InvalidQuery(format!("group_by: unknown dimension {d}")))
-        })
-        .collect::<Result<_, _>>()?;
+        .collect();
 
     let s = &table.strings;
     let types = codes(s, &q.feedback_types, false, true);
@@ -139,7 +93,7 @@ pub fn aggregate(
                 span_types: &span_types,
                 bounded,
                 rating_code,
-                group: &group,
+                group,
             },
             &mut cells,
         );
@@ -170,7 +124,7 @@ pub fn aggregate(
                 .collect(),
         })
         .collect();
-    Ok(pb::AggregateFeedbackResponse { buckets })
+    pb::AggregateFeedbackResponse { buckets }
 }
 
 struct Scan<'a> {

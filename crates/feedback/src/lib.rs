@@ -1,24 +1,20 @@
 //! The feedback service owns feedback records (scorer ratings and tags about
-//! calls and agent spans) and answers `AggregateFeedback`. Records are kept by
-//! the same embedded store machinery as calls (`polymeter-store`): a
-//! write-ahead log, Parquet segments, and an in-memory columnar table
-//! ([`table::FeedbackTable`]) that [`aggregate::aggregate`] scans.
+//! calls and agent spans) and answers `AggregateFeedback`.
+//!
+//! The path of a query: [`service`] (gRPC) checks the request into a typed
+//! [`query::FeedbackQuery`] and asks its store
+//! [`store::FeedbackStore::aggregate`]; the embedded store (the same
+//! write-ahead log and Parquet machinery as calls, `polymeter-store`) answers
+//! in [`aggregate`] over its columnar [`table::FeedbackTable`].
 
 pub mod aggregate;
+pub mod error;
+pub mod query;
 pub mod service;
+pub mod store;
 pub mod table;
 
+pub use error::FeedbackError;
 pub use service::{serve, FeedbackServer};
+pub use store::{EmbeddedFeedbackStore, FeedbackStore};
 pub use table::FeedbackTable;
-
-use polymeter_store::{Durable, Options, StoreError};
-use std::path::Path;
-
-/// Feedback in the durable embedded store under `dir`.
-pub type FeedbackStore = Durable<FeedbackTable>;
-
-/// Opens (or creates) the feedback store in `dir`, loading its segments and
-/// replaying its log. Fails, naming the file, when stored data is corrupt.
-pub fn open_store(dir: &Path, options: Options) -> Result<FeedbackStore, StoreError> {
-    Durable::open(dir, FeedbackTable::default(), options)
-}

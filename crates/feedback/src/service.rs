@@ -1,9 +1,12 @@
-//! The gRPC face of the feedback service. Store work runs on the blocking pool.
+//! The gRPC face of the feedback service: writes are checked and appended,
+//! queries checked into a [`FeedbackQuery`] and put to the store.
 
-use crate::aggregate::aggregate;
-use crate::FeedbackStore;
+use crate::error::FeedbackError;
+use crate::query::FeedbackQuery;
+use crate::store::FeedbackStore;
 use polymeter_model::ProjectId;
 use polymeter_proto::v1::{self as pb, feedback_service_server};
+use polymeter_proto::MESSAGE_LIMIT;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -11,35 +14,32 @@ use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct FeedbackServer {
-    store: Arc<FeedbackStore>,
+    store: Arc<dyn FeedbackStore>,
 }
 
 impl FeedbackServer {
-    pub fn new(store: Arc<FeedbackStore>) -> Self {
+    pub fn new(store: Arc<dyn FeedbackStore>) -> Self {
         Self { store }
     }
 
     pub fn into_service(self) -> feedback_service_server::FeedbackServiceServer<Self> {
         feedback_service_server::FeedbackServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(MESSAGE_LIMIT)
+            .max_encoding_message_size(MESSAGE_LIMIT)
     }
 }
 
-fn store_status(e: polymeter_store::StoreError) -> Status {
-    match e {
-        polymeter_store::StoreError::Corrupt { .. } => Status::internal(e.to_string()),
-        other => Status::unavailable(other.to_string()),
-    }
-}
-
-fn check(i: usize, w: &pb::FeedbackWrite) -> Result<(), Status> {
-    let bad = |m: String| Err(Status::invalid_argument(format!("feedback[{i}]: {m}")));
+fn check(i: usize, w: &pb::FeedbackWrite) -> Result<(), FeedbackError> {
+    let bad = |m: String| {
+        Err(FeedbackError::InvalidArgument(format!(
+            "feedback[{i}]: {m}"
+        )))
+    };
     if w.tenant.is_empty() || w.feedback_id.is_empty() || w.feedback_type.is_empty() {
         return bad("tenant, feedback_id and feedback_type must not be empty".into());
     }
     ProjectId::check(&w.project_id)
-        .map_err(|e| Status::invalid_argument(format!("feedback[{i}]: {e}")))?;
+        .map_err(|e| FeedbackError::InvalidArgument(format!("feedback[{i}]: {e}")))?;
     if let Some((name, v)) = w
         .scorer_ratings
         .iter()
@@ -63,11 +63,7 @@ impl feedback_service_server::FeedbackService for FeedbackServer {
             check(i, w)?;
         }
         let accepted = batch.len() as u64;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.append(batch))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(store_status)?;
+        self.store.append(batch).await?;
         Ok(Response::new(pb::AppendFeedbackResponse { accepted }))
     }
 
@@ -75,12 +71,8 @@ impl feedback_service_server::FeedbackService for FeedbackServer {
         &self,
         request: Request<pb::AggregateFeedbackRequest>,
     ) -> Result<Response<pb::AggregateFeedbackResponse>, Status> {
-        let query = request.into_inner();
-        let store = self.store.clone();
-        let answer = tokio::task::spawn_blocking(move || aggregate(&store.read(), &query))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(e.0))?;
+        let query = FeedbackQuery::try_from(request.into_inner())?;
+        let answer = self.store.aggregate(query).await?;
         Ok(Response::new(answer))
     }
 }
@@ -88,7 +80,7 @@ impl feedback_service_server::FeedbackService for FeedbackServer {
 /// Serves the feedback service on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    store: Arc<FeedbackStore>,
+    store: Arc<dyn FeedbackStore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     polymeter_proto::serve(

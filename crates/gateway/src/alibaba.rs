@@ -7,8 +7,8 @@
 
 use crate::auth::{request_id, signed_request};
 use crate::error::{body_error, method_not_allowed, Error, ErrorKind, Reason};
-use crate::state::AppState;
 use crate::json::Instant;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -550,4 +550,106 @@ async fn metrics(
         .aggregate_calls(plan.request.clone())
         .await?;
     Ok(Json(render(&plan, answer)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::testing::principal;
+
+    #[test]
+    fn every_kind_has_an_alibaba_code_and_auth_reasons_keep_theirs() {
+        assert_eq!(
+            code(ErrorKind::Unauthenticated, Some(Reason::NonceReused)),
+            Code::NonceUsed
+        );
+        assert_eq!(
+            code(ErrorKind::Unauthenticated, Some(Reason::UnknownKey)).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            code(ErrorKind::ResourceExhausted, None).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            code(ErrorKind::DeadlineExceeded, None).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        for kind in ErrorKind::ALL {
+            let status = code(kind, None).status();
+            assert_eq!(
+                status.is_server_error(),
+                kind.http_status().is_server_error(),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn parameters_become_one_grouped_ordered_paged_query() {
+        let now = Utc::now();
+        let plan = translate(
+            "timeRange=7d&groupBy=modelId&orderBy=totalCalls&orderDirection=ASC&pageIndex=2&pageSize=5&needTotalCount=True&clientId=42",
+            &principal(),
+            now,
+        )
+        .unwrap();
+        let r = &plan.request;
+        assert_eq!(r.tenant, "local");
+        assert_eq!(r.end_us - r.start_us, 7 * 86_400 * 1_000_000);
+        assert_eq!(
+            r.group_by,
+            vec![Dimension::ModelId as i32, Dimension::Model as i32]
+        );
+        assert_eq!((r.limit, r.offset), (5, 5));
+        assert_eq!(r.filters[0].any_of, vec!["42"]);
+        assert!(!r.order_by[0].descending);
+        let body = render(
+            &plan,
+            pb::AggregateCallsResponse {
+                bucket_width_seconds: 0,
+                total_rows: 6,
+                rows: vec![pb::AggregateRow {
+                    group: vec![
+                        pb::GroupValue {
+                            value: Some("7".into()),
+                        },
+                        pb::GroupValue {
+                            value: Some("qwen".into()),
+                        },
+                    ],
+                    values: [4.0, 0.75, 120.5, 10.0, 20.0]
+                        .iter()
+                        .map(|v| pb::MeasureValue { value: Some(*v) })
+                        .collect(),
+                    ..Default::default()
+                }],
+            },
+        );
+        let dto = &body["data"][0];
+        assert_eq!(dto["modelId"], 7);
+        assert_eq!(dto["modelName"], "qwen");
+        assert_eq!(dto["successRate"], 75.0);
+        assert_eq!(dto["totalCalls"], 4);
+        assert_eq!(body["totalCount"], 6);
+        assert_eq!(body["nextToken"], "");
+        assert_eq!(body["pageIndex"], 2);
+    }
+
+    #[test]
+    fn bad_parameters_name_themselves() {
+        for (query, name) in [
+            ("timeRange=2w", "timeRange"),
+            ("groupBy=colour", "groupBy"),
+            ("orderDirection=UP", "orderDirection"),
+            ("pageSize=0", "pageSize"),
+            ("needTotalCount=maybe", "needTotalCount"),
+            ("pageIndex=1&maxResults=5", "pageIndex"),
+        ] {
+            let err = translate(query, &principal(), Utc::now()).err().unwrap();
+            assert_eq!(err.0.kind(), ErrorKind::InvalidArgument);
+            assert!(err.0.message().starts_with(name), "{}", err.0);
+        }
+    }
 }

@@ -7,8 +7,7 @@
 use crate::api::{FeedbackApi, HealthApi, IngestApi, OtlpCredentials, Services, StatsApi};
 use crate::error::Error;
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
+    trace_service_client::TraceServiceClient, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient,

@@ -22,6 +22,9 @@ pub mod qianfan;
 pub mod state;
 pub mod weave;
 
+#[cfg(test)]
+mod testing;
+
 pub use api::Services;
 pub use auth::Auth;
 pub use state::AppState;

@@ -6,8 +6,8 @@
 
 use crate::auth::{request_id, signed_request};
 use crate::error::{body_error, method_not_allowed, Error, ErrorKind, Reason};
-use crate::state::AppState;
 use crate::json::Instant;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -96,9 +96,8 @@ pub fn code(kind: ErrorKind, reason: Option<Reason>) -> Code {
         (ErrorKind::Unauthenticated, Some(Reason::RequestExpired)) => Code::RequestExpired,
         (ErrorKind::Unauthenticated | ErrorKind::PermissionDenied, _) => Code::AccessDenied,
         (ErrorKind::InvalidArgument, Some(Reason::MalformedBody)) => Code::MalformedJson,
-        (ErrorKind::InvalidArgument, Some(Reason::BodyShape)) | (ErrorKind::UnsupportedMediaType, _) => {
-            Code::InappropriateJson
-        }
+        (ErrorKind::InvalidArgument, Some(Reason::BodyShape))
+        | (ErrorKind::UnsupportedMediaType, _) => Code::InappropriateJson,
         (ErrorKind::InvalidArgument | ErrorKind::NotFound, _) => Code::InvalidParameter,
         (ErrorKind::PayloadTooLarge, _) => Code::RequestEntityTooLarge,
         (ErrorKind::MethodNotAllowed, _) => Code::MethodNotAllowed,
@@ -368,4 +367,130 @@ async fn service(
         stats.aggregate_calls(plan.labels.clone()).await?.rows
     };
     Ok(Json(render(&plan, &rows, &labels)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::testing::principal;
+
+    #[test]
+    fn the_one_table_gives_baidus_codes() {
+        let cases = [
+            (
+                ErrorKind::Unauthenticated,
+                Some(Reason::SignatureMismatch),
+                "SignatureDoesNotMatch",
+                400,
+            ),
+            (
+                ErrorKind::Unauthenticated,
+                Some(Reason::RequestExpired),
+                "RequestExpired",
+                400,
+            ),
+            (
+                ErrorKind::Unauthenticated,
+                Some(Reason::UnknownKey),
+                "InvalidAccessKeyId",
+                403,
+            ),
+            (
+                ErrorKind::Unauthenticated,
+                Some(Reason::CredentialsMissing),
+                "AccessDenied",
+                403,
+            ),
+            (
+                ErrorKind::InvalidArgument,
+                Some(Reason::MalformedBody),
+                "MalformedJSON",
+                400,
+            ),
+            (
+                ErrorKind::InvalidArgument,
+                Some(Reason::BodyShape),
+                "InappropriateJSON",
+                400,
+            ),
+            (ErrorKind::InvalidArgument, None, "InvalidParameter", 400),
+            (ErrorKind::Unavailable, None, "ServiceUnavailable", 503),
+            (
+                ErrorKind::ResourceExhausted,
+                None,
+                "ServiceUnavailable",
+                503,
+            ),
+            (ErrorKind::DeadlineExceeded, None, "RequestTimeout", 504),
+            (ErrorKind::DataLoss, None, "InternalError", 500),
+        ];
+        for (kind, reason, name, status) in cases {
+            let c = code(kind, reason);
+            assert_eq!((c.as_str(), c.status().as_u16()), (name, status), "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_body_becomes_a_minute_aligned_grouped_query_and_a_label_query() {
+        let plan = translate(
+            br#"{"serviceId": ["s1"], "appId": "a1", "startTime": "2024-05-01T10:00:31Z", "endTime": "2024-05-01T11:00:05Z"}"#,
+            &principal(),
+        )
+        .unwrap();
+        let s = &plan.sums;
+        assert_eq!(s.start_us % 60_000_000, 0);
+        assert_eq!(s.end_us - s.start_us, 61 * 60 * 1_000_000);
+        assert_eq!(
+            s.group_by,
+            vec![Dimension::ServiceId as i32, Dimension::AppId as i32]
+        );
+        assert_eq!(s.filters[1].any_of, vec!["a1"]);
+        assert_eq!(
+            plan.labels.group_by,
+            vec![Dimension::ServiceId as i32, Dimension::ServiceName as i32]
+        );
+        let group = |a: &str, b: &str| {
+            vec![
+                pb::GroupValue {
+                    value: Some(a.into()),
+                },
+                pb::GroupValue {
+                    value: Some(b.into()),
+                },
+            ]
+        };
+        let sums = vec![pb::AggregateRow {
+            group: group("s1", "a1"),
+            values: (1..=6)
+                .map(|v| pb::MeasureValue {
+                    value: Some(v as f64),
+                })
+                .collect(),
+            ..Default::default()
+        }];
+        let labels = vec![pb::AggregateRow {
+            group: group("s1", "chat"),
+            ..Default::default()
+        }];
+        let body = render(&plan, &sums, &labels);
+        let service = &body["result"]["serviceList"][0];
+        assert_eq!(service["serviceName"], "chat");
+        assert_eq!(service["appList"][0]["metric"]["callTotal"], 6);
+        assert_eq!(body["result"]["startTime"], "2024-05-01T10:00:31Z");
+    }
+
+    #[test]
+    fn bad_bodies_get_the_right_reason() {
+        let e = translate(b"{not json", &principal()).err().unwrap();
+        assert_eq!(code(e.0.kind(), e.0.reason()), Code::MalformedJson);
+        let e = translate(br#"{"serviceId": "s"}"#, &principal())
+            .err()
+            .unwrap();
+        assert_eq!(code(e.0.kind(), e.0.reason()), Code::InappropriateJson);
+        let e = translate(br#"{"startTime": "2024-05-01T10:00:00Z"}"#, &principal())
+            .err()
+            .unwrap();
+        assert!(e.0.message().starts_with("endTime"), "{}", e.0);
+    }
 }

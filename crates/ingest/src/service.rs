@@ -7,11 +7,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use polymeter_auth::Keyring;
-use polymeter_proto::MESSAGE_LIMIT;
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient, ingest_service_server,
     stats_service_client::StatsServiceClient,
 };
+use polymeter_proto::MESSAGE_LIMIT;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;

@@ -74,60 +74,6 @@ pub enum RecordError {
     Empty { call_id: String },
 }
 
-impl CallRecord {
-    /// The identity two writes must share to merge.
-    pub fn key(&self) -> (&TenantId, &ProjectId, &CallId) {
-        (&self.tenant, &self.project_id, &self.call_id)
-    }
-
-    /// Applies a later write about the same call: each half it carries replaces ours.
-    pub fn merge(&mut self, later: CallRecord) {
-        debug_assert_eq!(self.key(), later.key());
-        if later.start.is_some() {
-            self.start = later.start;
-        }
-        if later.end.is_some() {
-            self.end = later.end;
-        }
-    }
-
-    /// `ended_at − started_at` in milliseconds; `None` while running.
-    pub fn latency_ms(&self) -> Option<f64> {
-        let (start, end) = (self.start.as_ref()?, self.end.as_ref()?);
-        Some((end.ended_at - start.started_at).num_microseconds()? as f64 / 1000.0)
-    }
-
-    /// A call failed when it ended with a non-empty exception.
-    pub fn is_error(&self) -> bool {
-        self.end
-            .as_ref()
-            .and_then(|e| e.exception.as_deref())
-            .is_some_and(|e| !e.is_empty())
-    }
-
-    /// A call succeeded when it ended without an exception.
-    pub fn is_success(&self) -> bool {
-        self.end.is_some() && !self.is_error()
-    }
-
-    pub fn usage(&self) -> &[ModelUsage] {
-        self.end.as_ref().map(|e| e.usage.as_slice()).unwrap_or(&[])
-    }
-
-    /// The model a per-call dialect reports: the one with the most tokens
-    /// (ties go to the alphabetically first name, so the answer is stable).
-    pub fn dominant_model(&self) -> Option<&str> {
-        self.usage()
-            .iter()
-            .max_by(|a, b| {
-                a.total_tokens
-                    .cmp(&b.total_tokens)
-                    .then_with(|| b.model.cmp(&a.model))
-            })
-            .map(|u| u.model.as_str())
-    }
-}
-
 fn micros(field: &'static str, value: i64) -> Result<DateTime<Utc>, RecordError> {
     Utc.timestamp_micros(value)
         .single()
@@ -328,30 +274,6 @@ mod tests {
                 output_refs: vec![],
             }),
         }
-    }
-
-    #[test]
-    fn start_then_end_merge_into_one_finished_call() {
-        let mut r = record(Some(1_000), None);
-        assert_eq!(r.latency_ms(), None);
-        r.merge(record(None, Some((3_500, None))));
-        assert_eq!(r.latency_ms(), Some(2.5));
-        assert!(r.is_success() && !r.is_error());
-        // Re-sending the end replaces it rather than adding to it.
-        r.merge(record(None, Some((4_000, Some("boom")))));
-        assert_eq!(r.latency_ms(), Some(3.0));
-        assert!(r.is_error());
-        assert_eq!(r.usage().len(), 3);
-    }
-
-    #[test]
-    fn empty_exception_is_not_an_error() {
-        assert!(!record(Some(0), Some((1, Some("")))).is_error());
-    }
-
-    #[test]
-    fn dominant_model_has_most_tokens_ties_alphabetical() {
-        assert_eq!(record(Some(0), Some((1, None))).dominant_model(), Some("a"));
     }
 
     #[test]

@@ -8,10 +8,10 @@ pub mod cli;
 
 use anyhow::Context;
 use polymeter_auth::{Credentials, Keyring, NewKey};
-use polymeter_feedback::FeedbackStore;
+use polymeter_feedback::{EmbeddedFeedbackStore, FeedbackStore};
 use polymeter_gateway::grpc::{channel, services};
 use polymeter_stats::prices::PriceOverrides;
-use polymeter_stats::{CallStore, DurableStore};
+use polymeter_stats::{CallStore, EmbeddedStore};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ pub fn open_call_store(
         rotate_bytes: wal_rotate_bytes,
         ..Default::default()
     };
-    let store = DurableStore::open_with(data_dir, options)
+    let store = EmbeddedStore::open_with(data_dir, options)
         .with_context(|| format!("cannot open the call store in {}", data_dir.display()))?;
     release_freed_memory();
     let size = store.size();
@@ -129,21 +129,21 @@ fn release_freed_memory() {
 pub fn open_feedback_store(
     data_dir: &Path,
     wal_rotate_bytes: u64,
-) -> anyhow::Result<Arc<FeedbackStore>> {
+) -> anyhow::Result<Arc<dyn FeedbackStore>> {
     let options = polymeter_store::Options {
         rotate_bytes: wal_rotate_bytes,
         ..Default::default()
     };
-    let store = polymeter_feedback::open_store(data_dir, options)
+    let store = EmbeddedFeedbackStore::open(data_dir, options)
         .with_context(|| format!("cannot open the feedback store in {}", data_dir.display()))?;
     release_freed_memory();
-    tracing::info!(records = store.read().rows(), dir = %data_dir.display(), "feedback store open");
+    tracing::info!(records = store.rows(), dir = %data_dir.display(), "feedback store open");
     Ok(Arc::new(store))
 }
 
 pub async fn run_feedback(
     listener: TcpListener,
-    store: Arc<FeedbackStore>,
+    store: Arc<dyn FeedbackStore>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     polymeter_feedback::serve(listener, store, shutdown.wait())

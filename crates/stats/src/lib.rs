@@ -1,19 +1,20 @@
 //! The stats service: it owns call records and answers `AggregateCalls`, the
-//! one aggregation query every dialect ends in ([`aggregate::aggregate`]).
+//! one aggregation query every dialect ends in.
 //!
-//! Records live behind the [`store::CallStore`] trait, so the embedded store
-//! and ClickHouse plug in without touching the query code.
+//! The path of a query through this crate: [`service`] (gRPC) checks the
+//! request into a typed [`query::CallQuery`] and asks its store
+//! [`store::CallStore::aggregate`]; the embedded store answers in
+//! [`embedded::aggregate`]. Nothing above the store trait knows which store
+//! it has.
 
-pub mod aggregate;
-pub mod columns;
+pub mod embedded;
 pub mod error;
 pub mod prices;
 pub mod query;
 pub mod service;
 pub mod store;
-pub mod table;
 
-pub use columns::CallColumns;
+pub use embedded::EmbeddedStore;
 pub use error::StatsError;
 pub use service::{serve, StatsServer};
-pub use store::{CallStore, DurableStore, StoreError, StoreSize};
+pub use store::{AggregateResult, CallStore, ResultRow, StoreError, StoreSize};

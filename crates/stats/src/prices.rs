@@ -4,7 +4,7 @@
 //! so an acknowledged change survives a crash.
 
 use crate::error::StatsError;
-use polymeter_pricing::{override_key, Overrides, Price};
+use polymeter_pricing::{override_key, Overrides, Price, PriceTable};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -162,5 +162,40 @@ mod tests {
         assert_eq!(bot.get("gpt-4o"), Some(&price));
         assert_eq!(bot.len(), 1);
         assert!(o.for_project("globex", "acme/bot").is_none());
+    }
+}
+
+/// What cost metrics are priced with: the price table and the query tenant's
+/// overrides, by project. Owned, so a store may answer on another thread.
+#[derive(Clone)]
+pub struct Pricing {
+    pub table: &'static PriceTable,
+    pub overrides: HashMap<String, Overrides>,
+}
+
+impl Pricing {
+    /// The shipped table, no overrides.
+    pub fn table_only() -> Self {
+        Self {
+            table: PriceTable::builtin(),
+            overrides: HashMap::new(),
+        }
+    }
+
+    /// The shipped table with `tenant`'s overrides as of now.
+    pub fn for_tenant(overrides: &PriceOverrides, tenant: &str) -> Self {
+        Self {
+            table: PriceTable::builtin(),
+            overrides: overrides
+                .snapshot()
+                .get(tenant)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The price `project`'s calls of `model` are costed with.
+    pub fn price(&self, project: &str, model: &str) -> Option<polymeter_pricing::Price> {
+        polymeter_pricing::price_of(self.table, self.overrides.get(project), model)
     }
 }

@@ -1,11 +1,10 @@
-//! The gRPC face of the stats service. Store work runs on the blocking pool so
-//! a long scan or an fsync never stalls the async runtime.
+//! The gRPC face of the stats service: requests are checked into typed
+//! questions and put to the store; answers and errors go back as `polymeter.v1`.
 
-use crate::aggregate::{aggregate, AggregateResult, Pricing};
 use crate::error::StatsError;
-use crate::prices::PriceOverrides;
+use crate::prices::{PriceOverrides, Pricing};
 use crate::query::CallQuery;
-use crate::store::CallStore;
+use crate::store::{AggregateResult, CallStore};
 use polymeter_model::CallRecord;
 use polymeter_pricing::{price_of, Price, PriceTable};
 use polymeter_proto::v1::{self as pb, stats_service_server};
@@ -54,13 +53,11 @@ impl stats_service_server::StatsService for StatsServer {
             .into_iter()
             .enumerate()
             .map(|(i, w)| {
-                CallRecord::try_from(w)
-                    .map_err(|e| StatsError::invalid(format!("calls[{i}]: {e}")))
+                CallRecord::try_from(w).map_err(|e| StatsError::invalid(format!("calls[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let accepted = batch.len() as u64;
-        let store = self.store.clone();
-        blocking(move || Ok(store.upsert(batch)?)).await?;
+        self.store.upsert(batch).await?;
         Ok(Response::new(pb::AppendCallsResponse { accepted }))
     }
 
@@ -69,18 +66,8 @@ impl stats_service_server::StatsService for StatsServer {
         request: Request<pb::AggregateCallsRequest>,
     ) -> Result<Response<pb::AggregateCallsResponse>, Status> {
         let query = CallQuery::try_from(request.into_inner())?;
-        let store = self.store.clone();
-        let overrides = self.prices.snapshot();
-        let result = blocking(move || {
-            let pricing = Pricing {
-                table: PriceTable::builtin(),
-                overrides: overrides.get(query.tenant.as_str()),
-            };
-            let mut result = None;
-            store.read(&mut |columns| result = Some(aggregate(&query, columns, &pricing)))?;
-            result.expect("read lends the columns once")
-        })
-        .await?;
+        let pricing = Pricing::for_tenant(&self.prices, query.tenant.as_str());
+        let result = self.store.aggregate(query, pricing).await?;
         Ok(Response::new(to_proto(result)))
     }
 

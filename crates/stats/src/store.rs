@@ -1,13 +1,18 @@
-//! Where call records live. The query code sees only [`CallStore`]: upsert a
-//! batch, and read the [`CallColumns`] a query scans.
+//! The stats service's one storage seam, at the level of the question: a
+//! store is asked [`CallStore::aggregate`] and answers with an
+//! [`AggregateResult`]; it is told [`CallStore::upsert`]. How it answers is
+//! its own business — the embedded store ([`crate::embedded`]) scans its
+//! in-memory columns, a ClickHouse store answers in SQL — and nothing above
+//! the trait sees rows or layouts.
 //!
-//! [`DurableStore`] keeps them behind the write-ahead log and Parquet segments
-//! of `polymeter-store`; a ClickHouse store is to implement the same trait.
+//! The trait is async because a store may wait on a network (ClickHouse over
+//! HTTP); a store whose work is CPU-bound or blocks on fsync (the embedded
+//! one) runs it on the blocking pool inside its implementation.
 
-use crate::columns::CallColumns;
+use crate::error::StatsError;
+use crate::prices::Pricing;
+use crate::query::CallQuery;
 use polymeter_model::CallRecord;
-use polymeter_store::{Durable, Options};
-use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +42,26 @@ impl From<polymeter_store::StoreError> for StoreError {
     }
 }
 
+/// One row of an answer: a bucket × group cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub bucket_start_us: Option<i64>,
+    pub bucket_utc_offset_seconds: i32,
+    pub group: Vec<Option<String>>,
+    pub row_count: u64,
+    /// Parallel to the query's measures.
+    pub values: Vec<Option<f64>>,
+}
+
+/// The answer to one [`CallQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateResult {
+    pub bucket_width_seconds: Option<u64>,
+    pub rows: Vec<ResultRow>,
+    /// Rows before limit and offset.
+    pub total_rows: usize,
+}
+
 /// Size figures for benchmarks and logs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreSize {
@@ -44,60 +69,20 @@ pub struct StoreSize {
     pub heap_bytes: usize,
 }
 
+#[tonic::async_trait]
 pub trait CallStore: Send + Sync + 'static {
-    /// Merges each write into the record with its key (see
-    /// [`CallRecord::merge`]). The batch is applied whole or not at all, and
-    /// is durable when this returns (for a durable store). Blocks.
-    fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError>;
+    /// Merges each write into the call with its key: a half it carries
+    /// (start or end) replaces the stored half, so a re-sent or split call
+    /// counts once. The batch is applied whole or not at all, and is durable
+    /// when this returns.
+    async fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StatsError>;
 
-    /// Lends the columns to `read`, consistent for its duration.
-    fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError>;
+    /// Answers `query`, pricing cost metrics with `pricing`.
+    async fn aggregate(
+        &self,
+        query: CallQuery,
+        pricing: Pricing,
+    ) -> Result<AggregateResult, StatsError>;
 
-    fn size(&self) -> StoreSize {
-        let mut size = StoreSize::default();
-        let _ = self.read(&mut |c| {
-            size = StoreSize {
-                calls: c.rows(),
-                heap_bytes: c.heap_bytes(),
-            }
-        });
-        size
-    }
-}
-
-/// Calls in the embedded durable store under one directory.
-pub struct DurableStore {
-    inner: Durable<CallColumns>,
-}
-
-impl DurableStore {
-    /// Opens `dir`, loading segments and replaying the log. Fails, naming the
-    /// file, when stored data is corrupt.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with(dir, Options::default())
-    }
-
-    pub fn open_with(dir: &Path, options: Options) -> Result<Self, StoreError> {
-        Ok(Self {
-            inner: Durable::open(dir, CallColumns::new(), options)?,
-        })
-    }
-
-    /// Rotates the log and waits until everything so far is in segments.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
-        Ok(self.inner.checkpoint()?)
-    }
-}
-
-impl CallStore for DurableStore {
-    fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StoreError> {
-        Ok(self
-            .inner
-            .append(batch.into_iter().map(Into::into).collect())?)
-    }
-
-    fn read(&self, read: &mut dyn FnMut(&CallColumns)) -> Result<(), StoreError> {
-        read(&self.inner.read());
-        Ok(())
-    }
+    fn size(&self) -> StoreSize;
 }

@@ -231,6 +231,73 @@ pub async fn aggregate(
     let req: AggregateReq = parse(&body)?;
     caller.check("project_id", &req.project_id)?;
     let (request, group_by) = translate(req, &caller.0.tenant)?;
-    let answer = services.feedback.aggregate_feedback(request.clone()).await?;
+    let answer = services
+        .feedback
+        .aggregate_feedback(request.clone())
+        .await?;
     Ok(Json(render(&request, &group_by, answer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{post, router, Fake};
+    use axum::http::StatusCode;
+    use polymeter_proto::v1 as pb;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn aggregate_translates_filters_and_renders_sorted_counts() {
+        let fake = Arc::new(Fake::default());
+        *fake.feedback_answer.lock().unwrap() = Some(pb::AggregateFeedbackResponse {
+            buckets: vec![pb::FeedbackBucket {
+                time_bucket_start_ms: Some(0),
+                group: vec!["judge".into()],
+                total_count: 4,
+                scored_count: 3,
+                tag_counts: [("b".to_owned(), 1), ("a".to_owned(), 2)].into(),
+                rating_counts: [("_rating_".to_owned(), 3)].into(),
+                rating_sums: [("_rating_".to_owned(), 2.5)].into(),
+            }],
+        });
+        let (app, auth) = router(fake.clone());
+        let (status, body) = post(
+            &app,
+            "/feedback/aggregate",
+            &auth,
+            json!({
+                "project_id": "acme/bot", "after_ms": 0, "before_ms": 60000,
+                "time_bucket_seconds": 60, "group_by": ["scorer_id"],
+                "scorer_ids": ["judge*"], "rating_min": 0.5
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let asked = fake.feedback_asked.lock().unwrap()[0].clone();
+        assert_eq!(asked.tenant, "local");
+        assert_eq!(asked.scorer_ids, vec!["judge*"]);
+        assert_eq!(asked.rating_min, Some(0.5));
+        assert_eq!(asked.time_bucket_seconds, Some(60));
+        let bucket = &body["buckets"][0];
+        assert_eq!(bucket["group"], json!({"scorer_id": "judge"}));
+        assert_eq!(bucket["tag_counts"].to_string(), r#"{"a":2,"b":1}"#);
+        assert_eq!(bucket["rating_sums"]["_rating_"], 2.5);
+        assert_eq!(body["time_bucket_seconds"], 60);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_group_is_a_400_naming_it() {
+        let fake = Arc::new(Fake::default());
+        let (app, auth) = router(fake.clone());
+        let (status, body) = post(
+            &app,
+            "/feedback/aggregate",
+            &auth,
+            json!({"project_id": "acme/bot", "after_ms": 0, "before_ms": 1, "group_by": ["colour"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["reason"].as_str().unwrap().contains("group_by[0]"));
+        assert!(fake.feedback_asked.lock().unwrap().is_empty());
+    }
 }

@@ -64,11 +64,7 @@ fn percentile_key(p: f64) -> String {
     format!("p{p}")
 }
 
-fn columns(
-    field: &str,
-    specs: &[MetricSpec],
-    allowed: &[Metric],
-) -> Result<Vec<Column>, Error> {
+fn columns(field: &str, specs: &[MetricSpec], allowed: &[Metric]) -> Result<Vec<Column>, Error> {
     let mut columns = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let metric = Metric::parse_among(&spec.metric, allowed)
@@ -76,9 +72,8 @@ fn columns(
         let default = ["sum".to_owned()];
         let aggregations = spec.aggregations.as_deref().unwrap_or(&default);
         for (j, name) in aggregations.iter().enumerate() {
-            let aggregation = Aggregation::parse_among(name, Aggregation::LISTED).map_err(|e| {
-                Error::invalid(format!("{field}[{i}].aggregations[{j}]: {e}"))
-            })?;
+            let aggregation = Aggregation::parse_among(name, Aggregation::LISTED)
+                .map_err(|e| Error::invalid(format!("{field}[{i}].aggregations[{j}]: {e}")))?;
             columns.push(Column {
                 key: format!("{name}_{}", metric.as_str()),
                 measure: pb::Measure {
@@ -211,11 +206,7 @@ pub struct StatsPlan {
 }
 
 /// `/calls/stats` → internal queries, or a 400 naming the field.
-pub fn translate(
-    req: CallsStatsReq,
-    tenant: &str,
-    now: DateTime<Utc>,
-) -> Result<StatsPlan, Error> {
+pub fn translate(req: CallsStatsReq, tenant: &str, now: DateTime<Utc>) -> Result<StatsPlan, Error> {
     let start = req.start.0;
     let end = req.end.map(|e| e.0).unwrap_or(now);
     if end <= start {
@@ -249,8 +240,8 @@ pub fn translate(
         Metric::USAGE,
     )?;
     let filters = filters(req.filter.unwrap_or_default());
-    let query = |grain: Grain, group_by: Vec<Dimension>, columns: &[Column]| {
-        pb::AggregateCallsRequest {
+    let query =
+        |grain: Grain, group_by: Vec<Dimension>, columns: &[Column]| pb::AggregateCallsRequest {
             tenant: tenant.to_owned(),
             project_ids: vec![req.project_id.clone()],
             start_us: start.timestamp_micros(),
@@ -267,8 +258,7 @@ pub fn translate(
             limit: 0,
             offset: 0,
             fill_empty_buckets: true,
-        }
-    };
+        };
     let usage = (!usage_columns.is_empty()).then(|| {
         (
             query(Grain::Usage, vec![Dimension::Model], &usage_columns),
@@ -333,4 +323,165 @@ pub async fn calls_stats(
         calls = Some(services.stats.aggregate_calls(query.clone()).await?);
     }
     Ok(Json(render(&plan, usage, calls)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::{Error, ErrorKind};
+    use crate::testing::{post, router, Fake};
+    use axum::http::StatusCode;
+    use polymeter_proto::v1::{self as pb, Dimension, Grain};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn row(bucket_us: i64, model: Option<&str>, values: &[Option<f64>]) -> pb::AggregateRow {
+        pb::AggregateRow {
+            bucket_start_us: Some(bucket_us),
+            bucket_utc_offset_seconds: 3600,
+            group: model
+                .map(|m| pb::GroupValue {
+                    value: Some(m.into()),
+                })
+                .into_iter()
+                .collect(),
+            row_count: 3,
+            values: values
+                .iter()
+                .map(|&value| pb::MeasureValue { value })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_and_call_metrics_become_two_queries_and_render_weaves_keys() {
+        let fake = Arc::new(Fake::default());
+        let t0 = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
+        *fake.calls_answers.lock().unwrap() = vec![
+            pb::AggregateCallsResponse {
+                bucket_width_seconds: 3600,
+                rows: vec![row(t0, Some("gpt-4o"), &[Some(12.0)])],
+                total_rows: 1,
+            },
+            pb::AggregateCallsResponse {
+                bucket_width_seconds: 3600,
+                rows: vec![row(t0, None, &[Some(2.0), Some(12.5), None])],
+                total_rows: 1,
+            },
+        ];
+        let (app, auth) = router(fake.clone());
+        let (status, body) = post(
+            &app,
+            "/calls/stats",
+            &auth,
+            json!({
+                "project_id": "acme/bot",
+                "start": "2024-05-01T00:00:00Z",
+                "end": "2024-05-01T02:00:00Z",
+                "timezone": "Europe/Paris",
+                "usage_metrics": [{"metric": "input_tokens"}],
+                "call_metrics": [
+                    {"metric": "call_count"},
+                    {"metric": "latency_ms", "aggregations": ["avg"], "percentiles": [99.9]}
+                ],
+                "filter": {"op_names": ["weave:///acme/bot/op/chat:*"], "trace_roots_only": true}
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let asked = fake.calls_asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2);
+        let (usage, calls) = (&asked[0], &asked[1]);
+        assert_eq!(usage.grain, Grain::Usage as i32);
+        assert_eq!(usage.group_by, vec![Dimension::Model as i32]);
+        assert_eq!(calls.grain, Grain::Call as i32);
+        assert_eq!(calls.tenant, "local");
+        assert_eq!(calls.project_ids, vec!["acme/bot".to_owned()]);
+        assert_eq!(calls.measures.len(), 3);
+        assert_eq!(calls.measures[2].percentile, 99.9);
+        let bucketing = calls.bucketing.clone().unwrap();
+        assert_eq!(
+            (bucketing.width_seconds, bucketing.timezone.as_str()),
+            (0, "Europe/Paris")
+        );
+        // `…:*` is a prefix; roots only is "parent absent".
+        assert_eq!(
+            calls.filters[0].prefixes,
+            vec!["weave:///acme/bot/op/chat:"]
+        );
+        assert!(calls.filters[1].absent);
+
+        assert_eq!(body["granularity"], 3600);
+        assert_eq!(body["usage_buckets"][0]["model"], "gpt-4o");
+        assert_eq!(body["usage_buckets"][0]["sum_input_tokens"], 12);
+        assert_eq!(
+            body["call_buckets"][0]["timestamp"],
+            "2024-05-01T01:00:00+01:00"
+        );
+        assert_eq!(body["call_buckets"][0]["sum_call_count"], 2);
+        assert_eq!(body["call_buckets"][0]["avg_latency_ms"], 12.5);
+        assert_eq!(body["call_buckets"][0]["p99.9_latency_ms"], json!(null));
+        assert_eq!(body["call_buckets"][0]["count"], 3);
+    }
+
+    #[tokio::test]
+    async fn bad_fields_are_400s_naming_them_and_never_reach_the_service() {
+        let fake = Arc::new(Fake::default());
+        let (app, auth) = router(fake.clone());
+        let base = json!({"project_id": "acme/bot", "start": "2024-05-01T00:00:00Z"});
+        for (patch, words) in [
+            (json!({"granularity": 0}), "granularity"),
+            (
+                json!({"granularity": 100_000_000_000i64}),
+                "granularity: at most",
+            ),
+            (json!({"timezone": "Mars/Base"}), "timezone"),
+            (
+                json!({"end": "2024-04-01T00:00:00Z"}),
+                "must be after start",
+            ),
+            (
+                json!({"call_metrics": [{"metric": "tokens"}]}),
+                "call_metrics[0].metric",
+            ),
+            (json!({"colour": 1}), "unknown field `colour`"),
+        ] {
+            let mut body = base.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let (status, answer) = post(&app, "/calls/stats", &auth, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+            let reason = answer["reason"].as_str().unwrap();
+            assert!(reason.contains(words), "{reason:?} lacks {words:?}");
+        }
+        assert!(fake.calls_asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_service_error_keeps_its_kind_in_weaves_envelope() {
+        let fake = Arc::new(Fake::default());
+        let (app, auth) = router(fake.clone());
+        let body = json!({"project_id": "acme/bot", "start": "2024-05-01T00:00:00Z"});
+        for (kind, status) in [
+            (ErrorKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (ErrorKind::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
+            (ErrorKind::InvalidArgument, StatusCode::BAD_REQUEST),
+            (ErrorKind::DataLoss, StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            *fake.fail.lock().unwrap() = Some(Error::new(kind, "what the service said"));
+            let (got, answer) = post(&app, "/calls/stats", &auth, body.clone()).await;
+            assert_eq!(got, status, "{kind}");
+            assert_eq!(answer["reason"], "what the service said");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_or_another_tenants_project_is_refused_before_any_query() {
+        let fake = Arc::new(Fake::default());
+        let (app, _) = router(fake.clone());
+        let body = json!({"project_id": "acme/bot", "start": "2024-05-01T00:00:00Z"});
+        let (status, _) = post(&app, "/calls/stats", "Basic YXBpOm5vcGU=", body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(fake.calls_asked.lock().unwrap().is_empty());
+    }
 }

@@ -10,7 +10,7 @@
 //! blocks with their min/max start time, so a time range skips whole blocks.
 //! Nothing on the scan path allocates per row.
 
-use polymeter_model::{CallRecord, ProjectId, TenantId};
+use polymeter_model::{ProjectId, TenantId};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -600,7 +600,7 @@ impl CallColumns {
         pi
     }
 
-    /// Merges one write into its call's row (see [`CallRecord::merge`]): each
+    /// Merges one write into its call's row: each
     /// half the write carries replaces that half.
     pub fn upsert_view(&mut self, w: &CallView<'_>) {
         let pi = self.partition(w.tenant, w.project);
@@ -632,12 +632,6 @@ impl CallColumns {
             let refs: Vec<u32> = e.output_refs.iter().map(|r| strings.intern(r)).collect();
             p.output_refs.set(row, rows, &refs);
         }
-    }
-
-    /// [`CallColumns::upsert_view`] for an owned record, through the same
-    /// path log frames take.
-    pub fn upsert(&mut self, record: &CallRecord) {
-        crate::table::apply_writes(self, &[record.clone().into()]);
     }
 
     pub fn rows(&self) -> usize {

@@ -1,0 +1,87 @@
+//! `AggregateFeedbackRequest` checked and typed: the question a feedback
+//! store is asked, with every field validated and named in its error.
+
+use crate::error::FeedbackError;
+use polymeter_model::feedback::{FeedbackDimension, SpanType};
+use polymeter_proto::v1 as pb;
+
+/// The most buckets one query may ask for.
+pub const MAX_BUCKETS: i64 = 10_000;
+/// The rating that `rating_min` / `rating_max` bound.
+pub const RATING_KEY: &str = "_rating_";
+
+#[derive(Debug, Clone)]
+pub struct FeedbackQuery {
+    /// The request as asked: scope, range and the filters' values.
+    pub request: pb::AggregateFeedbackRequest,
+    /// Bucket width in milliseconds; `None`: no time buckets.
+    pub width_ms: Option<i64>,
+    pub span_types: Vec<SpanType>,
+    pub group_by: Vec<FeedbackDimension>,
+}
+
+impl TryFrom<pb::AggregateFeedbackRequest> for FeedbackQuery {
+    type Error = FeedbackError;
+
+    fn try_from(q: pb::AggregateFeedbackRequest) -> Result<Self, FeedbackError> {
+        let invalid = |m: String| Err(FeedbackError::InvalidArgument(m));
+        if q.tenant.is_empty() {
+            return invalid("tenant must not be empty".into());
+        }
+        if q.after_ms < 0 || q.before_ms < 0 {
+            return invalid("after_ms and before_ms must be >= 0".into());
+        }
+        if q.before_ms <= q.after_ms {
+            return invalid(format!(
+                "before_ms ({}) must be greater than after_ms ({})",
+                q.before_ms, q.after_ms
+            ));
+        }
+        let width_ms = match q.time_bucket_seconds {
+            None => None,
+            Some(s) if s <= 0 => {
+                return invalid(format!("time_bucket_seconds must be > 0, got {s}"))
+            }
+            Some(s) => {
+                let w = s.saturating_mul(1000);
+                let buckets = (q.before_ms - 1).div_euclid(w) - q.after_ms.div_euclid(w) + 1;
+                if buckets > MAX_BUCKETS {
+                    return invalid(format!(
+                        "time_bucket_seconds {s} makes {buckets} buckets over the range; at most {MAX_BUCKETS} are allowed"
+                    ));
+                }
+                Some(w)
+            }
+        };
+        for (name, bound) in [("rating_min", q.rating_min), ("rating_max", q.rating_max)] {
+            if let Some(b) = bound {
+                if !(0.0..=1.0).contains(&b) {
+                    return invalid(format!("{name} must be within 0..=1, got {b}"));
+                }
+            }
+        }
+        let span_types = q
+            .span_types
+            .iter()
+            .map(|t| {
+                t.parse::<SpanType>()
+                    .map_err(|e| FeedbackError::InvalidArgument(format!("span_types: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let group_by = q
+            .group_by
+            .iter()
+            .map(|&d| {
+                FeedbackDimension::from_proto(d).ok_or_else(|| {
+                    FeedbackError::InvalidArgument(format!("group_by: unknown dimension {d}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FeedbackQuery {
+            request: q,
+            width_ms,
+            span_types,
+            group_by,
+        })
+    }
+}

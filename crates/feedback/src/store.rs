@@ -1,0 +1,70 @@
+//! The feedback service's one storage seam, at the level of the question:
+//! a store is told [`FeedbackStore::append`] and asked
+//! [`FeedbackStore::aggregate`]; the embedded store scans its columns, a
+//! ClickHouse store would answer in SQL. Async for the same reason as the
+//! call store: a store may wait on a network, and one that blocks (the
+//! embedded one, on scans and fsync) runs its work on the blocking pool.
+
+use crate::error::FeedbackError;
+use crate::query::FeedbackQuery;
+use crate::table::FeedbackTable;
+use polymeter_proto::v1 as pb;
+use polymeter_store::{Durable, Options};
+use std::path::Path;
+use std::sync::Arc;
+
+#[tonic::async_trait]
+pub trait FeedbackStore: Send + Sync + 'static {
+    /// Stores the batch whole or not at all; durable when this returns.
+    async fn append(&self, batch: Vec<pb::FeedbackWrite>) -> Result<(), FeedbackError>;
+
+    async fn aggregate(
+        &self,
+        query: FeedbackQuery,
+    ) -> Result<pb::AggregateFeedbackResponse, FeedbackError>;
+}
+
+/// Feedback in the embedded durable store under one directory.
+#[derive(Clone)]
+pub struct EmbeddedFeedbackStore {
+    inner: Arc<Durable<FeedbackTable>>,
+}
+
+impl EmbeddedFeedbackStore {
+    /// Opens (or creates) the store in `dir`, loading its segments and
+    /// replaying its log. Fails, naming the file, when stored data is corrupt.
+    pub fn open(dir: &Path, options: Options) -> Result<Self, FeedbackError> {
+        Ok(Self {
+            inner: Arc::new(Durable::open(dir, FeedbackTable::default(), options)?),
+        })
+    }
+
+    /// Records held, for logs.
+    pub fn rows(&self) -> usize {
+        self.inner.read().rows()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FeedbackError> + Send + 'static,
+) -> Result<T, FeedbackError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| FeedbackError::Internal(format!("feedback worker failed: {e}")))?
+}
+
+#[tonic::async_trait]
+impl FeedbackStore for EmbeddedFeedbackStore {
+    async fn append(&self, batch: Vec<pb::FeedbackWrite>) -> Result<(), FeedbackError> {
+        let inner = self.inner.clone();
+        blocking(move || Ok(inner.append(batch)?)).await
+    }
+
+    async fn aggregate(
+        &self,
+        query: FeedbackQuery,
+    ) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
+        let inner = self.inner.clone();
+        blocking(move || Ok(crate::aggregate::aggregate(&inner.read(), &query))).await
+    }
+}

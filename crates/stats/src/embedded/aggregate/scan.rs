@@ -1,0 +1,395 @@
+//! The scan: rows filtered, assigned to a bucket and a group cell, and folded
+//! into fixed-unit accumulators; one accumulator set per thread, merged.
+
+use super::*;
+
+#[derive(Clone, Copy)]
+pub(super) enum ValueSource<'p> {
+    /// Usage grain: the usage row's counter (`None`: all zero so far).
+    Counter(Option<&'p [i64]>),
+    /// Call grain: the sum of the counter over the call's usage rows.
+    CounterSum(Option<&'p [i64]>),
+    Constant(i64),
+    /// Usage grain: the usage row's cost.
+    Cost(CostSource<'p>),
+    /// Call grain: the cost summed over the call's usage rows.
+    CostSum(CostSource<'p>),
+    /// `ended − started` in microseconds; none while running.
+    Latency,
+    Error,
+    Success,
+}
+
+impl ValueSource<'_> {
+    /// The row's value in fixed units; `None` where it has none.
+    #[inline]
+    pub(super) fn get(self, p: &Partition, row: usize, usage_row: Option<usize>) -> Option<i64> {
+        match self {
+            ValueSource::Counter(column) => Some(match (column, usage_row) {
+                (Some(c), Some(u)) => c[u],
+                _ => 0,
+            }),
+            ValueSource::CounterSum(column) => {
+                Some(column.map_or(0, |c| c[p.usage_range(row)].iter().sum()))
+            }
+            ValueSource::Constant(v) => Some(v),
+            ValueSource::Cost(c) => Some(usage_row.map_or(0, |u| c.of(u))),
+            ValueSource::CostSum(c) => Some(p.usage_range(row).map(|u| c.of(u)).sum()),
+            ValueSource::Latency => {
+                let (s, e) = (p.started_us[row], p.ended_us[row]);
+                (s != NO_TIME && e != NO_TIME).then(|| e - s)
+            }
+            ValueSource::Error => Some((p.flags[row] & FLAG_ERROR != 0) as i64),
+            ValueSource::Success => {
+                Some((p.ended_us[row] != NO_TIME && p.flags[row] & FLAG_ERROR == 0) as i64)
+            }
+        }
+    }
+}
+
+/// One query, resolved and ready to scan.
+pub(super) struct Plan<'a> {
+    pub(super) query: &'a CallQuery,
+    pub(super) usage_grain: bool,
+    pub(super) preds: Vec<Pred>,
+    pub(super) group: Vec<Source>,
+    /// Distinct metrics; each measure reads one slot.
+    pub(super) slots: Vec<Metric>,
+    pub(super) keep_values: Vec<bool>,
+    /// Whether a slot's minimum and maximum are asked for.
+    pub(super) min_max: Vec<bool>,
+    pub(super) grid: Option<&'a BucketGrid>,
+    /// Fast path when every bucket is the same length.
+    pub(super) uniform: Option<(i64, i64)>,
+    /// Per partition (by address), the fixed price of each model code seen in
+    /// it; only built when a cost metric is asked for.
+    pub(super) prices: FxHashMap<usize, FxHashMap<u32, FixedPrice>>,
+}
+
+/// A (bucket, group key) cell's accumulators.
+#[derive(Clone, Copy, Default)]
+pub(super) struct MetricAcc {
+    pub(super) sum: i128,
+    pub(super) count: u64,
+    pub(super) min: i64,
+    pub(super) max: i64,
+}
+
+pub(super) type CellKey = (u32, [u32; MAX_GROUP_BY]);
+
+/// One scanning thread's accumulators.
+#[derive(Default)]
+pub(super) struct Acc {
+    pub(super) cells: FxHashMap<CellKey, u32>,
+    pub(super) keys: Vec<CellKey>,
+    pub(super) rows: Vec<u64>,
+    pub(super) metrics: Vec<MetricAcc>,
+    pub(super) values: Vec<Vec<i64>>,
+    /// Strings of group values that are not interned (project, ids).
+    pub(super) local: Interner,
+    /// With at most one interned group dimension, `bucket × (code + 1)` →
+    /// cell, so the common queries skip hashing (`u32::MAX`: not yet made).
+    pub(super) dense: Option<(usize, Vec<u32>)>,
+}
+
+pub(super) const NO_BUCKET: u32 = u32::MAX;
+
+impl Acc {
+    pub(super) fn cell(&mut self, key: CellKey, slots: usize, keep: &[bool]) -> usize {
+        if let Some(&c) = self.cells.get(&key) {
+            return c as usize;
+        }
+        let c = self.keys.len();
+        self.cells.insert(key, c as u32);
+        self.keys.push(key);
+        self.rows.push(0);
+        self.metrics.extend(std::iter::repeat_n(
+            MetricAcc {
+                sum: 0,
+                count: 0,
+                min: i64::MAX,
+                max: i64::MIN,
+            },
+            slots,
+        ));
+        for _ in keep {
+            self.values.push(Vec::new());
+        }
+        c
+    }
+}
+
+impl Plan<'_> {
+    #[inline]
+    pub(super) fn bucket(&self, started: i64) -> Option<u32> {
+        let Some(grid) = self.grid else {
+            return Some(NO_BUCKET);
+        };
+        if let Some((first, width)) = self.uniform {
+            if started < first {
+                return None;
+            }
+            let i = (started - first) / width;
+            return ((i as usize) < grid.len()).then_some(i as u32);
+        }
+        grid.index_of(started).map(|i| i as u32)
+    }
+
+    #[inline]
+    pub(super) fn code(
+        &self,
+        p: &Partition,
+        source: Source,
+        row: usize,
+        usage_row: Option<usize>,
+    ) -> u32 {
+        match source {
+            Source::Op => p.op_name[row],
+            Source::Model => match usage_row {
+                Some(u) => p.usage_model[u],
+                None => p.model[row],
+            },
+            Source::Attr(a) => p.attrs[a].get(row),
+            Source::Project | Source::Id(_) | Source::Refs(_) => NONE,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn passes(&self, p: &Partition, row: usize, usage_row: Option<usize>) -> bool {
+        self.preds.iter().all(|pred| match pred {
+            Pred::Codes {
+                source: Source::Refs(input),
+                allowed,
+                absent,
+            } => {
+                let list = refs(p, *input).get(row);
+                if list.is_empty() {
+                    *absent
+                } else {
+                    list.iter()
+                        .any(|&c| allowed.get(c as usize).copied().unwrap_or(false))
+                }
+            }
+            Pred::Codes {
+                source,
+                allowed,
+                absent,
+            } => {
+                let code = self.code(p, *source, row, usage_row);
+                if code == NONE {
+                    *absent
+                } else {
+                    allowed.get(code as usize).copied().unwrap_or(false)
+                }
+            }
+            Pred::Ids {
+                sel,
+                keys,
+                prefixes,
+                absent,
+            } => {
+                let col = ids(p, *sel);
+                if !col.is_some(row) {
+                    *absent
+                } else {
+                    keys.iter().any(|k| col.matches(row, k))
+                        || prefixes.iter().any(|x| col.starts_with(row, x))
+                }
+            }
+            Pred::Project { allowed, prefixes } => {
+                let name = p.project.as_str();
+                allowed.iter().any(|a| a == name)
+                    || prefixes.iter().any(|x| name.starts_with(x.as_str()))
+            }
+        })
+    }
+
+    /// Each slot's metric, resolved against one partition's columns so the
+    /// per-row loop reads slices instead of matching on the metric.
+    pub(super) fn sources<'p>(&'p self, p: &'p Partition) -> Vec<ValueSource<'p>> {
+        let counter = |field: usize| {
+            let column = p.usage_tokens[field].as_slice();
+            if self.usage_grain {
+                ValueSource::Counter(column)
+            } else {
+                ValueSource::CounterSum(column)
+            }
+        };
+        self.slots
+            .iter()
+            .map(|metric| match metric {
+                Metric::InputTokens => counter(0),
+                Metric::OutputTokens => counter(1),
+                Metric::TotalTokens => counter(2),
+                Metric::CacheReadInputTokens => counter(3),
+                Metric::CacheCreationInputTokens => counter(4),
+                Metric::Requests => counter(5),
+                Metric::InputCost | Metric::OutputCost | Metric::TotalCost => {
+                    let cost = CostSource {
+                        kind: match metric {
+                            Metric::InputCost => CostKind::Input,
+                            Metric::OutputCost => CostKind::Output,
+                            _ => CostKind::Total,
+                        },
+                        models: &p.usage_model,
+                        tokens: [0, 1, 3, 4].map(|f| p.usage_tokens[f].as_slice()),
+                        prices: self.prices.get(&(p as *const Partition as usize)),
+                    };
+                    if self.usage_grain {
+                        ValueSource::Cost(cost)
+                    } else {
+                        ValueSource::CostSum(cost)
+                    }
+                }
+                Metric::LatencyMs => ValueSource::Latency,
+                Metric::CallCount => ValueSource::Constant(1),
+                Metric::ErrorCount => ValueSource::Error,
+                Metric::SuccessCount => ValueSource::Success,
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn fold(
+        &self,
+        acc: &mut Acc,
+        p: &Partition,
+        sources: &[ValueSource<'_>],
+        row: usize,
+        usage_row: Option<usize>,
+        bucket: u32,
+    ) {
+        let mut key = [NONE; MAX_GROUP_BY];
+        for (k, source) in key.iter_mut().zip(&self.group) {
+            *k = match source {
+                Source::Project => acc.local.intern(p.project.as_str()),
+                Source::Id(sel) => {
+                    let v = ids(p, *sel).value(row);
+                    acc.local.intern_opt(v.as_deref())
+                }
+                s => self.code(p, *s, row, usage_row),
+            };
+        }
+        let nslots = self.slots.len();
+        let cell = match &mut acc.dense {
+            Some((groups, index)) => {
+                let b = if bucket == NO_BUCKET {
+                    0
+                } else {
+                    bucket as usize
+                };
+                let slot = b * *groups + key[0].wrapping_add(1) as usize;
+                match index[slot] {
+                    u32::MAX => {
+                        let c = acc.cell((bucket, key), nslots, &self.keep_values);
+                        acc.dense.as_mut().unwrap().1[slot] = c as u32;
+                        c
+                    }
+                    c => c as usize,
+                }
+            }
+            None => acc.cell((bucket, key), nslots, &self.keep_values),
+        };
+        acc.rows[cell] += 1;
+        for (slot, source) in sources.iter().enumerate() {
+            if let Some(v) = source.get(p, row, usage_row) {
+                let m = &mut acc.metrics[cell * nslots + slot];
+                m.sum += v as i128;
+                m.count += 1;
+                if self.min_max[slot] {
+                    m.min = m.min.min(v);
+                    m.max = m.max.max(v);
+                }
+                if self.keep_values[slot] {
+                    acc.values[cell * nslots + slot].push(v);
+                }
+            }
+        }
+    }
+
+    pub(super) fn scan(&self, work: &[(&Partition, usize)], strings: usize) -> Acc {
+        let mut acc = Acc::default();
+        let interned = self
+            .group
+            .iter()
+            .all(|s| matches!(s, Source::Op | Source::Model | Source::Attr(_)));
+        let buckets = self.grid.map_or(1, |g| g.len().max(1));
+        let groups = if self.group.is_empty() {
+            1
+        } else {
+            strings + 1
+        };
+        if self.group.len() <= 1 && interned && buckets.saturating_mul(groups) <= 1 << 24 {
+            acc.dense = Some((groups, vec![u32::MAX; buckets * groups]));
+        }
+        let (start, end) = (
+            self.query.start.timestamp_micros(),
+            self.query.end.timestamp_micros(),
+        );
+        let mut current: Option<(*const Partition, Vec<ValueSource<'_>>)> = None;
+        for &(p, block) in work {
+            if current.as_ref().is_none_or(|(q, _)| !std::ptr::eq(*q, p)) {
+                current = Some((p as *const Partition, self.sources(p)));
+            }
+            let sources = &current.as_ref().expect("set above").1;
+            let rows = block * BLOCK..((block + 1) * BLOCK).min(p.rows);
+            for row in rows {
+                let started = p.started_us[row];
+                if started < start || started >= end {
+                    continue;
+                }
+                // Filters first: they are cheaper than placing a row in a bucket.
+                if self.usage_grain {
+                    let mut bucket = None;
+                    for u in p.usage_range(row) {
+                        if !self.passes(p, row, Some(u)) {
+                            continue;
+                        }
+                        let b = *bucket.get_or_insert_with(|| self.bucket(started));
+                        if let Some(b) = b {
+                            self.fold(&mut acc, p, sources, row, Some(u), b);
+                        }
+                    }
+                } else if self.passes(p, row, None) {
+                    if let Some(bucket) = self.bucket(started) {
+                        self.fold(&mut acc, p, sources, row, None, bucket);
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Folds `other` into `into`, translating its local group strings.
+pub(super) fn merge(into: &mut Acc, other: Acc, plan: &Plan<'_>) {
+    let nslots = plan.slots.len();
+    let local_dims: Vec<bool> = plan
+        .group
+        .iter()
+        .map(|s| matches!(s, Source::Project | Source::Id(_)))
+        .collect();
+    let mut values = other.values.into_iter();
+    for (c, (bucket, mut key)) in other.keys.iter().copied().enumerate() {
+        for (k, local) in key.iter_mut().zip(&local_dims) {
+            if *local && *k != NONE {
+                *k = into.local.intern(other.local.value(*k).unwrap());
+            }
+        }
+        let cell = into.cell((bucket, key), nslots, &plan.keep_values);
+        into.rows[cell] += other.rows[c];
+        for slot in 0..nslots {
+            let i = cell * nslots + slot;
+            let b = other.metrics[c * nslots + slot];
+            let a = &mut into.metrics[i];
+            a.sum += b.sum;
+            a.count += b.count;
+            a.min = a.min.min(b.min);
+            a.max = a.max.max(b.max);
+            if let Some(mut v) = values.next() {
+                into.values[i].append(&mut v);
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The embedded store for calls: the write-ahead log and Parquet segments of
+//! `polymeter-store`, with an in-memory columnar layout ([`columns`]) that
+//! [`aggregate`] scans. [`table`] says how writes travel through the log and
+//! segments; [`writes`] how a write becomes a row of the columns.
+
+pub mod aggregate;
+pub mod columns;
+pub mod table;
+pub mod writes;
+
+use crate::error::StatsError;
+use crate::prices::Pricing;
+use crate::query::CallQuery;
+use crate::store::{AggregateResult, CallStore, StoreError, StoreSize};
+use columns::CallColumns;
+use polymeter_model::CallRecord;
+use polymeter_store::{Durable, Options};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Calls in the embedded durable store under one directory.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Durable<CallColumns>>,
+}
+
+impl EmbeddedStore {
+    /// Opens `dir`, loading segments and replaying the log. Fails, naming the
+    /// file, when stored data is corrupt.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, Options::default())
+    }
+
+    pub fn open_with(dir: &Path, options: Options) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Arc::new(Durable::open(dir, CallColumns::new(), options)?),
+        })
+    }
+
+    /// Rotates the log and waits until everything so far is in segments.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(self.inner.checkpoint()?)
+    }
+}
+
+/// Scans and fsyncs block, so they run on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StatsError> + Send + 'static,
+) -> Result<T, StatsError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StatsError::Internal(format!("stats worker failed: {e}")))?
+}
+
+#[tonic::async_trait]
+impl CallStore for EmbeddedStore {
+    async fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StatsError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            Ok(inner
+                .append(batch.into_iter().map(Into::into).collect())
+                .map_err(StoreError::from)?)
+        })
+        .await
+    }
+
+    async fn aggregate(
+        &self,
+        query: CallQuery,
+        pricing: Pricing,
+    ) -> Result<AggregateResult, StatsError> {
+        let inner = self.inner.clone();
+        blocking(move || aggregate::aggregate(&query, &inner.read(), &pricing)).await
+    }
+
+    fn size(&self) -> StoreSize {
+        let columns = self.inner.read();
+        StoreSize {
+            calls: columns.rows(),
+            heap_bytes: columns.heap_bytes(),
+        }
+    }
+}
