@@ -4,6 +4,7 @@
 mod alibaba;
 mod calls_stats;
 mod consistency;
+mod contract;
 mod cost;
 mod crash;
 mod envelopes;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -22,8 +22,7 @@ fn repo() -> PathBuf {
 }
 
 /// What the venv must be able to import (kept in step with `.ci/run`).
-const IMPORTS: &str =
-    "import qianfan, alibabacloud_aicontent20240611, opentelemetry.exporter.otlp.proto.http";
+const IMPORTS: &str = "import qianfan, alibabacloud_aicontent20240611, opentelemetry.exporter.otlp.proto.http, schemathesis, openapi_spec_validator";
 
 fn has_sdks(python: &Path) -> bool {
     Command::new(python)
@@ -34,7 +33,7 @@ fn has_sdks(python: &Path) -> bool {
 
 /// A python that can import both SDKs, installing them into a venv first if
 /// needed. Panics, with pip's output, when that is impossible.
-fn sdk_python() -> PathBuf {
+pub(crate) fn sdk_python() -> PathBuf {
     static INSTALL: Mutex<()> = Mutex::new(());
     let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(python) = std::env::var_os("POLYMETER_SDK_PYTHON") {

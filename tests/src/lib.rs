@@ -189,9 +189,14 @@ pub struct TestStack {
 
 impl TestStack {
     pub async fn start() -> Self {
+        Self::start_with(&fixture::credentials()).await
+    }
+
+    /// The stack with `credentials` instead of the fixture's.
+    pub async fn start_with(credentials: &polymeter_auth::Credentials) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = StackConfig::ephemeral(dir.path().to_owned());
-        fixture::credentials().save(&config.credentials).unwrap();
+        credentials.save(&config.credentials).unwrap();
         let stack = start_stack(config).await.expect("stack failed to start");
         let client = Client::new(format!("http://{}", stack.gateway));
         Self { stack, client, dir }

@@ -48,9 +48,7 @@ impl EmbeddedFeedbackStore {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, FeedbackError> + Send + 'static,
 ) -> Result<T, FeedbackError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| FeedbackError::Internal(format!("feedback worker failed: {e}")))?
+    polymeter_store::blocking(work, FeedbackError::Internal).await
 }
 
 #[tonic::async_trait]

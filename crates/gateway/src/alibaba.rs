@@ -20,8 +20,10 @@ use chrono::{DateTime, Duration, Utc};
 use polymeter_auth::{AuthError, Principal, METRICS_ACTION};
 use polymeter_model::{Aggregation, Metric};
 use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
 pub const PATH: &str = "/api/v1/modelRouter/open/observation/metrics";
 const ACTION: &str = "ModelRouterQueryObservationMetrics";
@@ -56,7 +58,7 @@ pub enum Code {
 }
 
 impl Code {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Code::InvalidParameter => "InvalidParameter",
             Code::UnsupportedHttpMethod => "UnsupportedHTTPMethod",
@@ -73,7 +75,7 @@ impl Code {
         }
     }
 
-    fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
             Code::AccessKeyNotFound => StatusCode::NOT_FOUND,
             Code::UnsupportedHttpMethod => StatusCode::METHOD_NOT_ALLOWED,
@@ -132,16 +134,16 @@ impl IntoResponse for AlibabaError {
         let id = request_id();
         let code = code(self.0.kind(), self.0.reason());
         let status = code.status();
-        let body = json!({
-            "requestId": id,
-            "RequestId": id,
-            "success": false,
-            "errCode": code.as_str(),
-            "errMessage": self.0.message(),
-            "Code": code.as_str(),
-            "Message": self.0.message(),
-            "httpStatusCode": status.as_u16(),
-        });
+        let body = AlibabaErrorBody {
+            request_id: id.clone(),
+            request_id_pascal: id.clone(),
+            success: false,
+            err_code: code.as_str().to_owned(),
+            err_message: self.0.message().to_owned(),
+            code: code.as_str().to_owned(),
+            message: self.0.message().to_owned(),
+            http_status_code: status.as_u16(),
+        };
         (status, [("x-acs-request-id", id)], Json(body)).into_response()
     }
 }
@@ -406,27 +408,130 @@ fn id_value(value: Option<String>) -> Value {
     }
 }
 
-fn dto(row: &pb::AggregateRow, keys: &[&str]) -> Value {
+/// Alibaba's `ModelMetricsDTO`: one per group (or one for the whole range).
+/// Group fields appear only when grouped by them; ids are integers in
+/// Alibaba's schema and stay text when a stored value is not one.
+#[derive(Serialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelMetricsDto {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub model_id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub model_name: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub client_id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub api_key_id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub resource_id: Option<Value>,
+    pub total_calls: i64,
+    /// Percent of calls that ended without an exception, 0–100.
+    pub success_rate: f64,
+    /// Mean latency of finished calls, in milliseconds.
+    pub avg_response_time: f64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+fn dto(row: &pb::AggregateRow, keys: &[&str]) -> ModelMetricsDto {
     let value = |i: usize| row.values.get(i).and_then(|v| v.value).unwrap_or(0.0);
-    let mut out = Map::new();
+    let mut out = ModelMetricsDto {
+        total_calls: value(0) as i64,
+        success_rate: value(1) * 100.0,
+        avg_response_time: value(2),
+        input_tokens: value(3) as i64,
+        output_tokens: value(4) as i64,
+        ..Default::default()
+    };
     for (key, group) in keys.iter().zip(&row.group) {
-        let v = if *key == "modelName" {
-            group
-                .value
-                .clone()
-                .map(Value::String)
-                .unwrap_or(Value::Null)
-        } else {
-            id_value(group.value.clone())
-        };
-        out.insert((*key).to_owned(), v);
+        let text = group.value.clone();
+        match *key {
+            "modelName" => out.model_name = Some(text.map(Value::String).unwrap_or(Value::Null)),
+            "modelId" => out.model_id = Some(id_value(text)),
+            "clientId" => out.client_id = Some(id_value(text)),
+            "apiKeyId" => out.api_key_id = Some(id_value(text)),
+            _ => out.resource_id = Some(id_value(text)),
+        }
     }
-    out.insert("totalCalls".into(), json!(value(0) as i64));
-    out.insert("successRate".into(), json!(value(1) * 100.0));
-    out.insert("avgResponseTime".into(), json!(value(2)));
-    out.insert("inputTokens".into(), json!(value(3) as i64));
-    out.insert("outputTokens".into(), json!(value(4) as i64));
-    Value::Object(out)
+    out
+}
+
+/// The answer of `ModelRouterQueryObservationMetrics`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsRes {
+    pub request_id: String,
+    pub success: bool,
+    pub http_status_code: u16,
+    pub data: Vec<ModelMetricsDto>,
+    pub page_index: u64,
+    pub page_size: u64,
+    pub max_results: u64,
+    /// The token of the next page; empty on the last page.
+    pub next_token: String,
+    /// Groups in all pages, when `needTotalCount` is true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_count: Option<u64>,
+}
+
+/// Alibaba's error body: both spellings of code and message (the official
+/// SDK reads `Code`/`Message`).
+#[derive(Serialize, ToSchema)]
+pub struct AlibabaErrorBody {
+    #[serde(rename = "requestId")]
+    pub request_id: String,
+    #[serde(rename = "RequestId")]
+    pub request_id_pascal: String,
+    pub success: bool,
+    #[serde(rename = "errCode")]
+    pub err_code: String,
+    #[serde(rename = "errMessage")]
+    pub err_message: String,
+    #[serde(rename = "Code")]
+    pub code: String,
+    #[serde(rename = "Message")]
+    pub message: String,
+    #[serde(rename = "httpStatusCode")]
+    pub http_status_code: u16,
+}
+
+/// The query parameters (documentation of what [`translate`] reads).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(non_snake_case, dead_code)]
+pub struct MetricsParams {
+    /// A range ending now; not with `startTime`/`endTime`. Default: 24h.
+    #[param(inline, value_type = Option<String>, pattern = "^(1h|6h|24h|7d|30d)$")]
+    timeRange: Option<String>,
+    /// Start of the range, ISO 8601.
+    #[param(value_type = Option<String>, format = DateTime)]
+    startTime: Option<String>,
+    /// End of the range, ISO 8601; default now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    endTime: Option<String>,
+    clientId: Option<i64>,
+    apiKeyId: Option<i64>,
+    modelId: Option<i64>,
+    /// Comma-separated: `modelId`, `modelName`, `clientId`, `apiKeyId`, `resourceId`.
+    groupBy: Option<String>,
+    /// A metric (`totalCalls`, `successRate`, …) or a grouped field.
+    orderBy: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^(ASC|DESC|asc|desc)$")]
+    orderDirection: Option<String>,
+    #[param(minimum = 1)]
+    pageIndex: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
+    pageSize: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
+    maxResults: Option<i64>,
+    nextToken: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^(true|True|false|False)$")]
+    needTotalCount: Option<String>,
 }
 
 /// What one metrics request asks of the stats service, and how to page it.
@@ -484,14 +589,14 @@ pub fn translate(
 }
 
 /// The stats answer → Alibaba's response body.
-pub fn render(plan: &MetricsPlan, answer: pb::AggregateCallsResponse) -> Value {
+pub fn render(plan: &MetricsPlan, answer: pb::AggregateCallsResponse) -> MetricsRes {
     let MetricsPlan {
         keys,
         paging,
         need_total,
         ..
     } = plan;
-    let mut data: Vec<Value> = answer.rows.iter().map(|r| dto(r, keys)).collect();
+    let mut data: Vec<ModelMetricsDto> = answer.rows.iter().map(|r| dto(r, keys)).collect();
     let mut total = answer.total_rows;
     // Without groups the range is one element even when it holds no calls.
     if keys.is_empty() && total == 0 {
@@ -501,23 +606,35 @@ pub fn render(plan: &MetricsPlan, answer: pb::AggregateCallsResponse) -> Value {
         }
     }
     let next = paging.offset + data.len() as u64;
-    let mut body = json!({
-        "requestId": request_id(),
-        "success": true,
-        "httpStatusCode": 200,
-        "data": data,
-        "pageIndex": paging.offset / paging.size + 1,
-        "pageSize": paging.size,
-        "maxResults": paging.size,
-        "nextToken": if next < total { next.to_string() } else { String::new() },
-    });
-    if *need_total {
-        body["totalCount"] = json!(total);
+    MetricsRes {
+        request_id: request_id(),
+        success: true,
+        http_status_code: 200,
+        data,
+        page_index: paging.offset / paging.size + 1,
+        page_size: paging.size,
+        max_results: paging.size,
+        next_token: if next < total {
+            next.to_string()
+        } else {
+            String::new()
+        },
+        total_count: need_total.then_some(total),
     }
-    body
 }
 
-async fn metrics(
+/// Call metrics of the credential's projects (Alibaba Cloud Model Router
+/// `ModelRouterQueryObservationMetrics`, version 20240611).
+#[utoipa::path(get, path = "/api/v1/modelRouter/open/observation/metrics", tag = "Alibaba", operation_id = "ModelRouterQueryObservationMetrics",
+    params(MetricsParams,
+        ("x-acs-action" = String, Header, description = "ModelRouterQueryObservationMetrics"),
+        ("x-acs-version" = String, Header, description = "20240611"),
+        ("x-acs-date" = String, Header, description = "The signing time, ISO 8601 UTC; within 15 minutes of the server's"),
+        ("x-acs-signature-nonce" = String, Header, description = "Unique per request; a reused nonce is refused"),
+        ("x-acs-content-sha256" = String, Header, description = "Hex SHA-256 of the body")),
+    responses((status = 200, description = "Metrics", body = MetricsRes)),
+    security(("acs3_hmac_sha256" = [])))]
+pub(crate) async fn metrics(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
@@ -605,7 +722,7 @@ mod tests {
         assert_eq!((r.limit, r.offset), (5, 5));
         assert_eq!(r.filters[0].any_of, vec!["42"]);
         assert!(!r.order_by[0].descending);
-        let body = render(
+        let body = serde_json::to_value(render(
             &plan,
             pb::AggregateCallsResponse {
                 bucket_width_seconds: 0,
@@ -626,7 +743,8 @@ mod tests {
                     ..Default::default()
                 }],
             },
-        );
+        ))
+        .unwrap();
         let dto = &body["data"][0];
         assert_eq!(dto["modelId"], 7);
         assert_eq!(dto["modelName"], "qwen");

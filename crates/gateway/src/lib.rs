@@ -16,6 +16,7 @@ mod exposition;
 pub mod grpc;
 mod health;
 pub mod json;
+pub mod openapi;
 pub mod otel;
 pub mod prices;
 pub mod qianfan;
@@ -46,6 +47,7 @@ pub fn router(services: Services, auth: Arc<Auth>) -> Router {
         .merge(otel::routes())
         .merge(prices::routes())
         .route("/metrics", axum::routing::get(exposition::render))
+        .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(polymeter_proto::MESSAGE_LIMIT))

@@ -36,7 +36,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -48,6 +48,42 @@ impl Encoding {
             Encoding::Json => "application/json",
         }
     }
+}
+
+/// An OTLP `ExportTraceServiceRequest` or `ExportTraceServiceResponse` in
+/// protobuf encoding.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documents a body read as bytes
+pub struct OtlpProtobuf(Vec<u8>);
+
+/// An OTLP `ExportTraceServiceRequest` in OTLP/JSON (`resourceSpans`, …).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)] // documents a body decoded by opentelemetry-proto
+pub struct OtlpJsonRequest(serde_json::Value);
+
+/// OTLP's `ExportTraceServiceResponse` in OTLP/JSON: rejected spans, if any.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtlpJsonResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_success: Option<OtlpPartialSuccess>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtlpPartialSuccess {
+    pub rejected_spans: i64,
+    pub error_message: String,
+}
+
+/// `google.rpc.Status` in OTLP/JSON: the body of an OTLP/HTTP error.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OtlpStatusJson {
+    /// The gRPC code of the error's kind.
+    pub code: i32,
+    pub message: String,
 }
 
 /// `google.rpc.Status`, the body of an OTLP/HTTP error.
@@ -62,7 +98,7 @@ struct RpcStatus {
 /// An [`Error`] as OTLP/HTTP answers it: the kind's HTTP status and a
 /// `google.rpc.Status` with the kind's gRPC code, in the request's encoding.
 #[derive(Debug)]
-struct OtlpError(Encoding, Error);
+pub struct OtlpError(Encoding, Error);
 
 impl IntoResponse for OtlpError {
     fn into_response(self) -> Response {
@@ -73,10 +109,10 @@ impl IntoResponse for OtlpError {
         };
         let body = match encoding {
             Encoding::Protobuf => status.encode_to_vec(),
-            Encoding::Json => serde_json::to_vec(&serde_json::json!({
-                "code": status.code,
-                "message": status.message,
-            }))
+            Encoding::Json => serde_json::to_vec(&OtlpStatusJson {
+                code: status.code,
+                message: status.message,
+            })
             .unwrap_or_default(),
         };
         (
@@ -155,7 +191,17 @@ fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, 
     }
 }
 
-async fn traces(
+/// OTLP/HTTP trace export: spans become calls (GenAI attributes). Authenticated
+/// with a Weave key; the project from the `project_id` header or each
+/// resource's attributes.
+#[utoipa::path(post, path = "/otel/v1/traces", tag = "OpenTelemetry",
+    params(("project_id" = Option<String>, Header, description = "`entity/project` for spans whose resource names none"),
+           ("Content-Encoding" = Option<String>, Header, description = "`gzip` or none")),
+    request_body(content((OtlpProtobuf = "application/x-protobuf"), (OtlpJsonRequest = "application/json"))),
+    responses((status = 200, description = "Stored durably; rejected spans are counted in partialSuccess",
+        content((OtlpProtobuf = "application/x-protobuf"), (OtlpJsonResponse = "application/json")))),
+    security(("weave_basic" = [])))]
+pub(crate) async fn traces(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -184,6 +230,12 @@ async fn traces(
     let body = match encoding {
         Encoding::Protobuf => answer.encode_to_vec(),
         Encoding::Json => {
+            let answer = OtlpJsonResponse {
+                partial_success: answer.partial_success.map(|p| OtlpPartialSuccess {
+                    rejected_spans: p.rejected_spans,
+                    error_message: p.error_message,
+                }),
+            };
             serde_json::to_vec(&answer).map_err(|e| fail(Error::internal(e.to_string())))?
         }
     };

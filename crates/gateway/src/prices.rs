@@ -20,8 +20,9 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use polymeter_proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,25 +33,61 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Deserialize)]
+/// A price override, USD per token; cache prices default to the input price.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PriceBody {
+pub struct PriceBody {
     input: f64,
     output: f64,
     cache_read: Option<f64>,
     cache_write: Option<f64>,
 }
 
-fn render(price: Option<pb::Price>) -> Value {
-    match price {
-        None => Value::Null,
-        Some(p) => json!({
-            "input": p.input,
-            "output": p.output,
-            "cache_read": p.cache_read.unwrap_or(p.input),
-            "cache_write": p.cache_write.unwrap_or(p.input),
-        }),
-    }
+/// A price, USD per token.
+#[derive(Serialize, ToSchema)]
+pub struct PriceRes {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: f64,
+    pub cache_write: f64,
+}
+
+fn render(price: Option<pb::Price>) -> Option<PriceRes> {
+    price.map(|p| PriceRes {
+        input: p.input,
+        output: p.output,
+        cache_read: p.cache_read.unwrap_or(p.input),
+        cache_write: p.cache_write.unwrap_or(p.input),
+    })
+}
+
+/// A project's overrides by model.
+#[derive(Serialize, ToSchema)]
+pub struct OverridesRes {
+    pub project_id: String,
+    pub overrides: BTreeMap<String, PriceRes>,
+}
+
+/// The price a project's calls of a model are costed with.
+#[derive(Serialize, ToSchema)]
+pub struct LookupRes {
+    pub model: String,
+    /// `override`, `table` or `none`.
+    pub source: String,
+    pub price: Option<PriceRes>,
+}
+
+/// The override now in force.
+#[derive(Serialize, ToSchema)]
+pub struct SetRes {
+    pub model: String,
+    pub price: Option<PriceRes>,
+}
+
+/// The model whose override was removed.
+#[derive(Serialize, ToSchema)]
+pub struct DeleteRes {
+    pub deleted: String,
 }
 
 fn project(caller: &WeaveCaller, entity: &str, project: &str) -> Result<String, Error> {
@@ -59,11 +96,16 @@ fn project(caller: &WeaveCaller, entity: &str, project: &str) -> Result<String, 
     Ok(id)
 }
 
-async fn list(
+/// The project's price overrides.
+#[utoipa::path(get, path = "/v1/projects/{entity}/{project}/prices", tag = "Prices",
+    params(("entity" = String, Path, min_length = 1, max_length = 200), ("project" = String, Path, min_length = 1, max_length = 200)),
+    responses((status = 200, description = "Overrides by model", body = OverridesRes)),
+    security(("weave_basic" = [])))]
+pub(crate) async fn list(
     State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name)): Path<(String, String)>,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<OverridesRes>> {
     let project_id = project(&caller, &entity, &name)?;
     let overrides = services
         .stats
@@ -72,20 +114,25 @@ async fn list(
             project_id: project_id.clone(),
         })
         .await?;
-    let prices: serde_json::Map<String, Value> = overrides
-        .into_iter()
-        .map(|o| (o.model, render(o.price)))
-        .collect();
-    Ok(Json(
-        json!({ "project_id": project_id, "overrides": prices }),
-    ))
+    Ok(Json(OverridesRes {
+        project_id,
+        overrides: overrides
+            .into_iter()
+            .filter_map(|o| Some((o.model, render(o.price)?)))
+            .collect(),
+    }))
 }
 
-async fn lookup(
+/// The price the project's calls of `model` are costed with, and its source.
+#[utoipa::path(get, path = "/v1/projects/{entity}/{project}/prices/{model}", tag = "Prices",
+    params(("entity" = String, Path, min_length = 1, max_length = 200), ("project" = String, Path, min_length = 1, max_length = 200), ("model" = String, Path, description = "A model name as calls report it", min_length = 1, max_length = 200)),
+    responses((status = 200, description = "The price in force", body = LookupRes)),
+    security(("weave_basic" = [])))]
+pub(crate) async fn lookup(
     State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name, model)): Path<(String, String, String)>,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<LookupRes>> {
     let project_id = project(&caller, &entity, &name)?;
     let answer = services
         .stats
@@ -95,17 +142,25 @@ async fn lookup(
             model: model.clone(),
         })
         .await?;
-    Ok(Json(
-        json!({ "model": model, "source": answer.source, "price": render(answer.price) }),
-    ))
+    Ok(Json(LookupRes {
+        model,
+        source: answer.source,
+        price: render(answer.price),
+    }))
 }
 
-async fn set(
+/// Sets the project's price for `model`; it applies to past calls too.
+#[utoipa::path(put, path = "/v1/projects/{entity}/{project}/prices/{model}", tag = "Prices",
+    params(("entity" = String, Path, min_length = 1, max_length = 200), ("project" = String, Path, min_length = 1, max_length = 200), ("model" = String, Path, description = "A model name as calls report it", min_length = 1, max_length = 200)),
+    request_body = PriceBody,
+    responses((status = 200, description = "Stored durably", body = SetRes)),
+    security(("weave_basic" = [])))]
+pub(crate) async fn set(
     State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name, model)): Path<(String, String, String)>,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<SetRes>> {
     let project_id = project(&caller, &entity, &name)?;
     let p: PriceBody = parse(&body)?;
     let price = pb::Price {
@@ -125,16 +180,22 @@ async fn set(
             }),
         })
         .await?;
-    Ok(Json(
-        json!({ "model": model, "price": render(Some(price)) }),
-    ))
+    Ok(Json(SetRes {
+        model,
+        price: render(Some(price)),
+    }))
 }
 
-async fn delete(
+/// Removes the project's override for `model`.
+#[utoipa::path(delete, path = "/v1/projects/{entity}/{project}/prices/{model}", tag = "Prices",
+    params(("entity" = String, Path, min_length = 1, max_length = 200), ("project" = String, Path, min_length = 1, max_length = 200), ("model" = String, Path, description = "A model name as calls report it", min_length = 1, max_length = 200)),
+    responses((status = 200, description = "Removed", body = DeleteRes)),
+    security(("weave_basic" = [])))]
+pub(crate) async fn delete(
     State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, name, model)): Path<(String, String, String)>,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<DeleteRes>> {
     let project_id = project(&caller, &entity, &name)?;
     let deleted = services
         .stats
@@ -150,5 +211,5 @@ async fn delete(
         ))
         .into());
     }
-    Ok(Json(json!({ "deleted": model })))
+    Ok(Json(DeleteRes { deleted: model }))
 }

@@ -17,11 +17,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use polymeter_auth::Principal;
-use polymeter_model::{Aggregation, Metric};
+use polymeter_model::{Aggregation, Metric as ModelMetric};
 use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa::ToSchema;
 
 pub const PATH: &str = "/v2/service";
 const ACTION: &str = "DescribeServiceMetric";
@@ -53,7 +53,7 @@ pub enum Code {
 }
 
 impl Code {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Code::AccessDenied => "AccessDenied",
             Code::InvalidAccessKeyId => "InvalidAccessKeyId",
@@ -70,7 +70,7 @@ impl Code {
         }
     }
 
-    fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
             Code::AccessDenied | Code::InvalidAccessKeyId => StatusCode::FORBIDDEN,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -134,7 +134,11 @@ impl IntoResponse for QianfanError {
     fn into_response(self) -> Response {
         let id = request_id();
         let code = code(self.0.kind(), self.0.reason());
-        let body = json!({ "requestId": id, "code": code.as_str(), "message": self.0.message() });
+        let body = QianfanErrorBody {
+            request_id: id.clone(),
+            code: code.as_str().to_owned(),
+            message: self.0.message().to_owned(),
+        };
         let mut response = (code.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert("x-bce-error-code", HeaderValue::from_static(code.as_str()));
@@ -145,20 +149,82 @@ impl IntoResponse for QianfanError {
 }
 
 /// `appId` is a list in the API document but a single string from the Python SDK.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum OneOrMany {
+pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+/// `DescribeServiceMetric`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MetricRequest {
+pub struct MetricRequest {
+    /// Services to include; all when absent.
     service_id: Option<Vec<String>>,
+    /// Apps to include; all when absent.
     app_id: Option<OneOrMany>,
+    /// Required; UTC, minute precision (seconds become 00).
+    #[schema(required = true, format = DateTime, example = "2024-04-23T00:00:00Z")]
     start_time: Option<String>,
+    /// Required; UTC, minute precision (the end minute is included).
+    #[schema(required = true, format = DateTime, example = "2024-04-23T01:00:00Z")]
     end_time: Option<String>,
+}
+
+/// `DescribeServiceMetric`'s answer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricResponse {
+    pub request_id: String,
+    pub result: MetricResult,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricResult {
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub service_list: Vec<ServiceMetrics>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMetrics {
+    pub service_id: String,
+    /// The name most of the service's calls carry.
+    pub service_name: String,
+    pub app_list: Vec<AppMetrics>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMetrics {
+    pub app_id: String,
+    pub metric: Metric,
+}
+
+/// Sums over the range.
+#[derive(Serialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    pub input_tokens_total: i64,
+    pub output_tokens_total: i64,
+    pub tokens_total: i64,
+    /// Calls that ended without an exception.
+    pub succeed_call_total: i64,
+    pub failure_call_total: i64,
+    /// Every call, running ones included.
+    pub call_total: i64,
+}
+
+/// Qianfan's error body (also in `X-Bce-Error-Code`/`X-Bce-Error-Message`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QianfanErrorBody {
+    pub request_id: String,
+    pub code: String,
+    pub message: String,
 }
 
 /// An empty body is an empty request: every field is then reported missing
@@ -200,14 +266,14 @@ fn any_of(dimension: Dimension, values: Vec<String>) -> Option<pb::Filter> {
     })
 }
 
-/// The metric object's fields, each one measure (in this order).
-const METRICS: &[(&str, Metric)] = &[
-    ("inputTokensTotal", Metric::InputTokens),
-    ("outputTokensTotal", Metric::OutputTokens),
-    ("tokensTotal", Metric::TotalTokens),
-    ("succeedCallTotal", Metric::SuccessCount),
-    ("failureCallTotal", Metric::ErrorCount),
-    ("callTotal", Metric::CallCount),
+/// The metric object's fields, each one measure, in [`Metric`]'s order.
+const METRICS: &[ModelMetric] = &[
+    ModelMetric::InputTokens,
+    ModelMetric::OutputTokens,
+    ModelMetric::TotalTokens,
+    ModelMetric::SuccessCount,
+    ModelMetric::ErrorCount,
+    ModelMetric::CallCount,
 ];
 
 fn text(group: &[pb::GroupValue], i: usize) -> String {
@@ -266,7 +332,7 @@ pub fn translate(body: &[u8], principal: &Principal) -> Result<MetricPlan, Qianf
         };
     let sums = METRICS
         .iter()
-        .map(|(_, metric)| pb::Measure {
+        .map(|metric| pb::Measure {
             metric: metric.to_proto() as i32,
             aggregation: Aggregation::Sum.to_proto() as i32,
             percentile: 0.0,
@@ -296,7 +362,11 @@ pub fn translate(body: &[u8], principal: &Principal) -> Result<MetricPlan, Qianf
 }
 
 /// The answers to the plan's two queries → Qianfan's response body.
-pub fn render(plan: &MetricPlan, rows: &[pb::AggregateRow], labels: &[pb::AggregateRow]) -> Value {
+pub fn render(
+    plan: &MetricPlan,
+    rows: &[pb::AggregateRow],
+    labels: &[pb::AggregateRow],
+) -> MetricResponse {
     let mut names: HashMap<String, String> = HashMap::new();
     for row in labels {
         let name = text(&row.group, 1);
@@ -305,40 +375,49 @@ pub fn render(plan: &MetricPlan, rows: &[pb::AggregateRow], labels: &[pb::Aggreg
         }
     }
     // Rows come sorted by service, then app: consecutive rows share a service.
-    let mut services: Vec<Value> = Vec::new();
-    let mut current: Option<String> = None;
+    let mut services: Vec<ServiceMetrics> = Vec::new();
     for row in rows {
         let service_id = text(&row.group, 0);
-        let mut metric = serde_json::Map::new();
-        for (i, (name, _)) in METRICS.iter().enumerate() {
-            let v = row.values.get(i).and_then(|v| v.value).unwrap_or(0.0);
-            metric.insert((*name).to_owned(), json!(v as i64));
+        let v = |i: usize| row.values.get(i).and_then(|v| v.value).unwrap_or(0.0) as i64;
+        let app = AppMetrics {
+            app_id: text(&row.group, 1),
+            metric: Metric {
+                input_tokens_total: v(0),
+                output_tokens_total: v(1),
+                tokens_total: v(2),
+                succeed_call_total: v(3),
+                failure_call_total: v(4),
+                call_total: v(5),
+            },
+        };
+        match services.last_mut() {
+            Some(s) if s.service_id == service_id => s.app_list.push(app),
+            _ => services.push(ServiceMetrics {
+                service_name: names.get(&service_id).cloned().unwrap_or_default(),
+                service_id,
+                app_list: vec![app],
+            }),
         }
-        let app = json!({ "appId": text(&row.group, 1), "metric": metric });
-        if current.as_ref() != Some(&service_id) {
-            services.push(json!({
-                "serviceId": service_id,
-                "serviceName": names.get(&service_id).cloned().unwrap_or_default(),
-                "appList": [],
-            }));
-            current = Some(service_id);
-        }
-        services.last_mut().expect("just pushed")["appList"]
-            .as_array_mut()
-            .expect("appList is an array")
-            .push(app);
     }
-    json!({
-        "requestId": request_id(),
-        "result": {
-            "startTime": plan.start_time,
-            "endTime": plan.end_time,
-            "serviceList": services,
+    MetricResponse {
+        request_id: request_id(),
+        result: MetricResult {
+            start_time: plan.start_time.clone(),
+            end_time: plan.end_time.clone(),
+            service_list: services,
         },
-    })
+    }
 }
 
-async fn service(
+/// Token and call totals per service and app over a range (Baidu Qianfan
+/// `DescribeServiceMetric`).
+#[utoipa::path(post, path = "/v2/service", tag = "Qianfan", operation_id = "DescribeServiceMetric",
+    params(("Action" = String, Query, description = "DescribeServiceMetric"),
+           ("x-bce-date" = Option<String>, Header, description = "The signing time, ISO 8601 UTC")),
+    request_body = MetricRequest,
+    responses((status = 200, description = "Totals per service and app", body = MetricResponse)),
+    security(("bce_auth_v1" = [])))]
+pub(crate) async fn service(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
@@ -473,7 +552,7 @@ mod tests {
             group: group("s1", "chat"),
             ..Default::default()
         }];
-        let body = render(&plan, &sums, &labels);
+        let body = serde_json::to_value(render(&plan, &sums, &labels)).unwrap();
         let service = &body["result"]["serviceList"][0];
         assert_eq!(service["serviceName"], "chat");
         assert_eq!(service["appList"][0]["metric"]["callTotal"], 6);

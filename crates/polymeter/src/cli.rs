@@ -7,7 +7,7 @@ use crate::{
     bind, open_call_store, open_credentials, open_feedback_store, run_feedback, run_gateway,
     run_ingest, run_stats, start_stack, GatewayPeers, Shutdown, StackConfig,
 };
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use polymeter_auth::{Credentials, KeyKind, KeyRequest};
 use std::net::SocketAddr;
@@ -51,6 +51,16 @@ enum Command {
     /// Look up model prices, and manage project price overrides on a running
     /// stats service (they apply to past calls too).
     Prices(PricesArgs),
+    /// Print the gateway's OpenAPI 3.1 document (the one served at
+    /// /openapi.json), or write it to a file.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Args)]
+struct OpenapiArgs {
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -508,6 +518,7 @@ impl Command {
             Command::Feedback(_) => "polymeter-feedback",
             Command::Keys(_) => "polymeter-keys",
             Command::Prices(_) => "polymeter-prices",
+            Command::Openapi(_) => "polymeter-openapi",
         }
     }
 }
@@ -547,9 +558,21 @@ where
 /// Parses the command line and runs it to completion.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Command::Keys(args) = cli.command {
-        return run_keys(args);
-    }
+    let cli = match cli.command {
+        Command::Keys(args) => return run_keys(args),
+        Command::Openapi(args) => {
+            let document = polymeter_gateway::openapi::document_json() + "\n";
+            return match args.out {
+                Some(path) => std::fs::write(&path, document)
+                    .with_context(|| format!("cannot write {}", path.display())),
+                None => {
+                    print!("{document}");
+                    Ok(())
+                }
+            };
+        }
+        _ => cli,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -625,7 +648,9 @@ async fn run(cli: Cli) -> Result<()> {
             let store = open_feedback_store(&a.data_dir.join("feedback"), a.wal_rotate_bytes)?;
             until_interrupted("feedback", a.listen, |l, s| run_feedback(l, store, s)).await
         }
-        Command::Keys(_) => unreachable!("handled before the runtime starts"),
+        Command::Keys(_) | Command::Openapi(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Prices(args) => run_prices(args).await,
     }
 }

@@ -32,13 +32,11 @@ impl StatsServer {
     }
 }
 
+/// Price-override writes fsync, so they run on the blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StatsError> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StatsError::Internal(format!("stats worker failed: {e}")))?
-        .map_err(Status::from)
+    Ok(polymeter_store::blocking(work, StatsError::Internal).await?)
 }
 
 #[tonic::async_trait]

@@ -30,6 +30,19 @@ pub use interner::Interner;
 pub use segment::{read_segment, SegmentWriter};
 pub use wal::{read_frames, FrameLog};
 
+/// Runs store work that blocks (a scan, an fsync) on the runtime's blocking
+/// pool, so it never stalls the threads serving requests. A worker that
+/// panicked becomes `failed(message)`.
+pub async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    failed: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => Err(failed(format!("store worker failed: {e}"))),
+    }
+}
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use std::path::PathBuf;

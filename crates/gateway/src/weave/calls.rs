@@ -8,24 +8,30 @@ use crate::json::{parse, Instant};
 use axum::extract::{Path, State};
 use axum::Json;
 use polymeter_proto::v1::{self as pb, weave_call_op::Op};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Weave's `StartedCallSchemaForInsert`. Fields Polymeter does not use
 /// (`otel_dump`, `wb_run_step`, …) are accepted and ignored so every SDK
 /// version can write.
-#[derive(Deserialize)]
-struct StartedCall {
+#[derive(Deserialize, ToSchema)]
+pub struct StartedCall {
+    /// `entity/project`.
+    #[schema(pattern = "^[^/]+/[^/]+$", example = "acme/chatbot")]
     project_id: String,
     id: Option<String>,
+    #[schema(min_length = 1)]
     op_name: String,
     display_name: Option<String>,
     trace_id: Option<String>,
     parent_id: Option<String>,
     thread_id: Option<String>,
     turn_id: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     started_at: Instant,
     #[serde(default)]
+    #[schema(value_type = Object)]
     attributes: Value,
     #[serde(default)]
     inputs: Value,
@@ -34,69 +40,127 @@ struct StartedCall {
 }
 
 /// Weave's `EndedCallSchemaForInsert`.
-#[derive(Deserialize)]
-struct EndedCall {
+#[derive(Deserialize, ToSchema)]
+pub struct EndedCall {
+    /// `entity/project`.
+    #[schema(pattern = "^[^/]+/[^/]+$", example = "acme/chatbot")]
     project_id: String,
+    #[schema(min_length = 1)]
     id: String,
+    #[schema(value_type = String, format = DateTime)]
     ended_at: Instant,
     exception: Option<String>,
     #[serde(default)]
     output: Value,
     #[serde(default)]
+    /// `usage`: counters per model (`prompt_tokens`, `input_tokens`, …).
+    #[schema(value_type = Object)]
     summary: Value,
 }
 
 /// A finished call sent whole: the start fields and the end fields together.
-#[derive(Deserialize)]
-struct CompleteCall {
+#[derive(Deserialize, ToSchema)]
+pub struct CompleteCall {
     project_id: Option<String>,
     id: Option<String>,
+    #[schema(min_length = 1)]
     op_name: String,
     display_name: Option<String>,
     trace_id: Option<String>,
     parent_id: Option<String>,
     thread_id: Option<String>,
     turn_id: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     started_at: Instant,
+    #[schema(value_type = String, format = DateTime)]
     ended_at: Instant,
     #[serde(default)]
+    #[schema(value_type = Object)]
     attributes: Value,
     #[serde(default)]
     inputs: Value,
     #[serde(default)]
     output: Value,
     #[serde(default)]
+    /// `usage`: counters per model (`prompt_tokens`, `input_tokens`, …).
+    #[schema(value_type = Object)]
     summary: Value,
     exception: Option<String>,
     wb_user_id: Option<String>,
     wb_run_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct StartReq {
+/// Weave's `CallStartReq`.
+#[derive(Deserialize, ToSchema)]
+pub struct StartReq {
     start: StartedCall,
 }
 
-#[derive(Deserialize)]
-struct EndReq {
+/// Weave's `CallEndReq`.
+#[derive(Deserialize, ToSchema)]
+pub struct EndReq {
     end: EndedCall,
 }
 
-#[derive(Deserialize)]
+/// One item of an upsert batch: `{"mode": "start", "req": …}` or `{"mode": "end", "req": …}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "mode", content = "req", rename_all = "lowercase")]
-enum BatchItem {
+pub enum BatchItem {
     Start(StartReq),
     End(EndReq),
 }
 
-#[derive(Deserialize)]
-struct BatchReq {
+/// Weave's `CallCreateBatchReq`.
+#[derive(Deserialize, ToSchema)]
+pub struct BatchReq {
     batch: Vec<BatchItem>,
 }
 
-#[derive(Deserialize)]
-struct CompleteReq {
+/// Finished calls sent whole.
+#[derive(Deserialize, ToSchema)]
+pub struct CompleteReq {
     batch: Vec<CompleteCall>,
+}
+
+/// Weave's `CallStartRes`: the call's id and trace id (generated when not sent).
+#[derive(Serialize, ToSchema, Default)]
+pub struct CallRefRes {
+    pub id: String,
+    pub trace_id: String,
+}
+
+impl From<pb::CallRef> for CallRefRes {
+    fn from(r: pb::CallRef) -> Self {
+        Self {
+            id: r.id,
+            trace_id: r.trace_id,
+        }
+    }
+}
+
+/// Weave's `CallEndRes`: empty.
+#[derive(Serialize, ToSchema)]
+pub struct CallEndRes {}
+
+/// One answer of an upsert batch: the ids for a start, nothing for an end.
+#[derive(Serialize, ToSchema)]
+pub struct BatchItemRes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// Weave's `CallCreateBatchRes`.
+#[derive(Serialize, ToSchema)]
+pub struct BatchRes {
+    pub res: Vec<BatchItemRes>,
+}
+
+/// The ids of each completed call, in order.
+#[derive(Serialize, ToSchema)]
+pub struct CompleteRes {
+    pub res: Vec<CallRefRes>,
 }
 
 fn json_text(v: &Value) -> String {
@@ -155,34 +219,47 @@ async fn ingest(
     services.ingest.ingest_weave_calls(request).await
 }
 
+/// Starts a call (Weave `call_start`).
+#[utoipa::path(post, path = "/call/start", tag = "Weave", request_body = StartReq,
+    responses((status = 200, description = "Stored durably", body = CallRefRes)),
+    security(("weave_basic" = [])))]
 pub async fn start(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<CallRefRes>> {
     let req: StartReq = parse(&body)?;
     caller.check("start.project_id", &req.start.project_id)?;
     let results = ingest(&services, &caller, vec![Op::Start(req.start.into())]).await?;
     let r = results.into_iter().next().unwrap_or_default();
-    Ok(Json(json!({ "id": r.id, "trace_id": r.trace_id })))
+    Ok(Json(r.into()))
 }
 
+/// Ends a call (Weave `call_end`); its usage and exception are taken from the
+/// summary and the exception.
+#[utoipa::path(post, path = "/call/end", tag = "Weave", request_body = EndReq,
+    responses((status = 200, description = "Stored durably", body = CallEndRes)),
+    security(("weave_basic" = [])))]
 pub async fn end(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<CallEndRes>> {
     let req: EndReq = parse(&body)?;
     caller.check("end.project_id", &req.end.project_id)?;
     ingest(&services, &caller, vec![Op::End(req.end.into())]).await?;
-    Ok(Json(json!({})))
+    Ok(Json(CallEndRes {}))
 }
 
+/// Starts and ends calls in one batch, stored whole or not at all.
+#[utoipa::path(post, path = "/call/upsert_batch", tag = "Weave", request_body = BatchReq,
+    responses((status = 200, description = "Stored durably", body = BatchRes)),
+    security(("weave_basic" = [])))]
 pub async fn upsert_batch(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<BatchRes>> {
     let req: BatchReq = parse(&body)?;
     for (i, item) in req.batch.iter().enumerate() {
         let (field, project_id) = match item {
@@ -205,26 +282,30 @@ pub async fn upsert_batch(
         })
         .collect();
     let results = ingest(&services, &caller, ops).await?;
-    let res: Vec<Value> = results
+    let res = results
         .into_iter()
         .zip(is_start)
-        .map(|(r, start)| {
-            if start {
-                json!({ "id": r.id, "trace_id": r.trace_id })
-            } else {
-                json!({})
-            }
+        .map(|(r, start)| BatchItemRes {
+            id: start.then_some(r.id),
+            trace_id: start.then_some(r.trace_id),
         })
         .collect();
-    Ok(Json(json!({ "res": res })))
+    Ok(Json(BatchRes { res }))
 }
 
+/// Stores finished calls sent whole (start and end fields together).
+#[utoipa::path(post, path = "/v2/{entity}/{project}/calls/complete", tag = "Weave",
+    params(("entity" = String, Path, description = "The project's entity"),
+           ("project" = String, Path, description = "The project's name")),
+    request_body = CompleteReq,
+    responses((status = 200, description = "Stored durably", body = CompleteRes)),
+    security(("weave_basic" = [])))]
 pub async fn complete(
     State(services): State<Services>,
     caller: WeaveCaller,
     Path((entity, project)): Path<(String, String)>,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<CompleteRes>> {
     let project_id = format!("{entity}/{project}");
     caller.check("path", &project_id)?;
     let req: CompleteReq = parse(&body)?;
@@ -271,9 +352,7 @@ pub async fn complete(
         }));
     }
     let results = ingest(&services, &caller, ops).await?;
-    let res: Vec<Value> = results
-        .into_iter()
-        .map(|r| json!({ "id": r.id, "trace_id": r.trace_id }))
-        .collect();
-    Ok(Json(json!({ "res": res })))
+    Ok(Json(CompleteRes {
+        res: results.into_iter().map(Into::into).collect(),
+    }))
 }

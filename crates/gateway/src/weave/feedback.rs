@@ -11,16 +11,20 @@ use axum::Json;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use polymeter_model::feedback::FeedbackDimension;
 use polymeter_proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// Weave's `FeedbackCreateReq` with the agent-monitor fields. Fields Polymeter
 /// does not use (`creator`, `annotation_ref`, …) are accepted and ignored.
-#[derive(Deserialize)]
-struct FeedbackCreate {
+#[derive(Deserialize, ToSchema)]
+pub struct FeedbackCreate {
+    /// `entity/project`.
+    #[schema(pattern = "^[^/]+/[^/]+$", example = "acme/chatbot")]
     project_id: String,
     weave_ref: String,
+    #[schema(min_length = 1)]
     feedback_type: String,
     #[serde(default)]
     payload: Value,
@@ -37,8 +41,9 @@ struct FeedbackCreate {
     span_status_code: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct BatchCreate {
+/// Weave's `FeedbackCreateBatchReq`.
+#[derive(Deserialize, ToSchema)]
+pub struct BatchCreate {
     batch: Vec<FeedbackCreate>,
 }
 
@@ -67,17 +72,32 @@ impl From<FeedbackCreate> for pb::WeaveFeedback {
 }
 
 /// Weave's `FeedbackCreateRes`.
-fn created(w: &pb::FeedbackWrite) -> Value {
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackCreateRes {
+    pub id: String,
+    /// Set by the server, ISO 8601 in milliseconds.
+    pub created_at: Option<String>,
+    pub wb_user_id: Option<String>,
+    pub payload: Value,
+}
+
+/// Weave's `FeedbackCreateBatchRes`.
+#[derive(Serialize, ToSchema)]
+pub struct BatchCreateRes {
+    pub res: Vec<FeedbackCreateRes>,
+}
+
+fn created(w: &pb::FeedbackWrite) -> FeedbackCreateRes {
     let at = Utc
         .timestamp_millis_opt(w.created_at_ms)
         .single()
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
-    json!({
-        "id": w.feedback_id,
-        "created_at": at,
-        "wb_user_id": w.wb_user_id,
-        "payload": serde_json::from_str::<Value>(&w.payload_json).unwrap_or(Value::Null),
-    })
+    FeedbackCreateRes {
+        id: w.feedback_id.clone(),
+        created_at: at,
+        wb_user_id: w.wb_user_id.clone(),
+        payload: serde_json::from_str::<Value>(&w.payload_json).unwrap_or(Value::Null),
+    }
 }
 
 async fn ingest(
@@ -92,11 +112,15 @@ async fn ingest(
     services.ingest.ingest_weave_feedback(request).await
 }
 
+/// Records one piece of feedback (Weave `feedback_create`).
+#[utoipa::path(post, path = "/feedback/create", tag = "Weave", request_body = FeedbackCreate,
+    responses((status = 200, description = "Stored durably", body = FeedbackCreateRes)),
+    security(("weave_basic" = [])))]
 pub async fn create(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<FeedbackCreateRes>> {
     let req: FeedbackCreate = parse(&body)?;
     caller.check("project_id", &req.project_id)?;
     let created_records = ingest(&services, &caller, vec![req.into()]).await?;
@@ -106,11 +130,15 @@ pub async fn create(
     Ok(Json(created(first)))
 }
 
+/// Records feedback in one batch, stored whole or not at all.
+#[utoipa::path(post, path = "/feedback/batch/create", tag = "Weave", request_body = BatchCreate,
+    responses((status = 200, description = "Stored durably", body = BatchCreateRes)),
+    security(("weave_basic" = [])))]
 pub async fn batch_create(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<BatchCreateRes>> {
     let req: BatchCreate = parse(&body)?;
     for (i, item) in req.batch.iter().enumerate() {
         caller.check(&format!("batch[{i}].project_id"), &item.project_id)?;
@@ -121,14 +149,17 @@ pub async fn batch_create(
         req.batch.into_iter().map(Into::into).collect(),
     )
     .await?;
-    Ok(Json(
-        json!({ "res": records.iter().map(created).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(BatchCreateRes {
+        res: records.iter().map(created).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// Weave's `FeedbackAggregateReq`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateReq {
+    /// `entity/project`.
+    #[schema(pattern = "^[^/]+/[^/]+$", example = "acme/chatbot")]
     project_id: String,
     after_ms: u64,
     before_ms: u64,
@@ -190,44 +221,65 @@ pub fn render(
     request: &pb::AggregateFeedbackRequest,
     group_by: &[FeedbackDimension],
     answer: pb::AggregateFeedbackResponse,
-) -> Value {
-    let buckets: Vec<Value> = answer
+) -> AggregateRes {
+    let buckets = answer
         .buckets
         .into_iter()
-        .map(|b| {
-            let group: Map<String, Value> = group_by
+        .map(|b| FeedbackBucketRes {
+            time_bucket_start_ms: b.time_bucket_start_ms,
+            group: group_by
                 .iter()
                 .zip(b.group)
-                .map(|(d, v)| (d.as_str().to_owned(), Value::String(v)))
-                .collect();
-            let sorted = |m: std::collections::HashMap<String, u64>| -> BTreeMap<String, u64> {
-                m.into_iter().collect()
-            };
-            let sums: BTreeMap<String, f64> = b.rating_sums.into_iter().collect();
-            json!({
-                "time_bucket_start_ms": b.time_bucket_start_ms,
-                "group": group,
-                "total_count": b.total_count,
-                "scored_count": b.scored_count,
-                "tag_counts": sorted(b.tag_counts),
-                "rating_counts": sorted(b.rating_counts),
-                "rating_sums": sums,
-            })
+                .map(|(d, v)| (d.as_str().to_owned(), v))
+                .collect(),
+            total_count: b.total_count,
+            scored_count: b.scored_count,
+            tag_counts: b.tag_counts.into_iter().collect(),
+            rating_counts: b.rating_counts.into_iter().collect(),
+            rating_sums: b.rating_sums.into_iter().collect(),
         })
         .collect();
-    json!({
-        "after_ms": request.after_ms,
-        "before_ms": request.before_ms,
-        "time_bucket_seconds": request.time_bucket_seconds,
-        "buckets": buckets,
-    })
+    AggregateRes {
+        after_ms: request.after_ms,
+        before_ms: request.before_ms,
+        time_bucket_seconds: request.time_bucket_seconds,
+        buckets,
+    }
 }
 
+/// Weave's `FeedbackAggregateRes`.
+#[derive(Serialize, ToSchema)]
+pub struct AggregateRes {
+    pub after_ms: i64,
+    pub before_ms: i64,
+    pub time_bucket_seconds: Option<i64>,
+    pub buckets: Vec<FeedbackBucketRes>,
+}
+
+/// One bucket × group: counts of rows, scored rows, tags and ratings.
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackBucketRes {
+    /// Null without time buckets.
+    pub time_bucket_start_ms: Option<i64>,
+    /// The group's value of each `group_by` dimension.
+    pub group: BTreeMap<String, String>,
+    pub total_count: u64,
+    /// Rows with a tag or a rating.
+    pub scored_count: u64,
+    pub tag_counts: BTreeMap<String, u64>,
+    pub rating_counts: BTreeMap<String, u64>,
+    pub rating_sums: BTreeMap<String, f64>,
+}
+
+/// Counts of feedback rows, tags and ratings per time bucket and group.
+#[utoipa::path(post, path = "/feedback/aggregate", tag = "Weave", request_body = AggregateReq,
+    responses((status = 200, description = "Buckets with counts", body = AggregateRes)),
+    security(("weave_basic" = [])))]
 pub async fn aggregate(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<AggregateRes>> {
     let req: AggregateReq = parse(&body)?;
     caller.check("project_id", &req.project_id)?;
     let (request, group_by) = translate(req, &caller.0.tenant)?;

@@ -4,8 +4,8 @@
 //! Errors use Weave's envelope, `{"reason": "…"}`, with the kind's HTTP status.
 
 mod caller;
-mod calls;
-mod feedback;
+pub(crate) mod calls;
+pub(crate) mod feedback;
 pub(crate) mod stats;
 
 pub use caller::WeaveCaller;
@@ -16,7 +16,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::json;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -59,6 +58,13 @@ pub fn status(kind: ErrorKind) -> StatusCode {
     kind.http_status()
 }
 
+/// Weave's error body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WeaveErrorBody {
+    /// What is wrong, naming the field at fault.
+    pub reason: String,
+}
+
 /// An [`Error`] in Weave's envelope.
 #[derive(Debug)]
 pub struct WeaveError(pub Error);
@@ -72,8 +78,10 @@ impl<E: Into<Error>> From<E> for WeaveError {
 impl IntoResponse for WeaveError {
     fn into_response(self) -> Response {
         let kind = self.0.kind();
-        let mut response =
-            (status(kind), Json(json!({ "reason": self.0.message() }))).into_response();
+        let body = WeaveErrorBody {
+            reason: self.0.message().to_owned(),
+        };
+        let mut response = (status(kind), Json(body)).into_response();
         if kind == ErrorKind::Unauthenticated {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -12,33 +12,59 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 use polymeter_model::buckets::{check_width, parse_zone};
 use polymeter_model::{Aggregation, Metric};
 use polymeter_proto::v1::{self as pb, Dimension, Grain};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+/// Weave's `CallsStatsReq`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallsStatsReq {
+    /// `entity/project`.
+    #[schema(pattern = "^[^/]+/[^/]+$", example = "acme/chatbot")]
     project_id: String,
+    /// Inclusive start of the range (ISO 8601; without an offset, UTC).
+    #[schema(value_type = String, format = DateTime)]
     start: Instant,
+    /// Exclusive end of the range; default now.
+    #[schema(value_type = Option<String>, format = DateTime)]
     end: Option<Instant>,
+    /// Bucket width in seconds; chosen from the range when omitted.
+    #[schema(minimum = 1)]
     granularity: Option<i64>,
+    /// Token and cost metrics, per bucket and model.
     usage_metrics: Option<Vec<MetricSpec>>,
+    /// Latency, call and error counts, per bucket.
     call_metrics: Option<Vec<MetricSpec>>,
     filter: Option<CallsFilter>,
+    /// IANA zone the buckets are aligned to; default UTC.
+    #[schema(example = "Europe/Paris", pattern = "^[A-Za-z0-9_+/-]+$")]
     timezone: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One metric and how to aggregate it.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MetricSpec {
+pub struct MetricSpec {
+    /// A usage metric (`input_tokens`, `output_tokens`, `total_tokens`,
+    /// `cache_read_input_tokens`, `cache_creation_input_tokens`, `input_cost`,
+    /// `output_cost`, `total_cost`) or a call metric (`latency_ms`,
+    /// `call_count`, `error_count`).
+    #[schema(
+        pattern = "^(input_tokens|output_tokens|total_tokens|cache_read_input_tokens|cache_creation_input_tokens|input_cost|output_cost|total_cost|latency_ms|call_count|error_count)$"
+    )]
     metric: String,
+    /// Any of `sum`, `avg`, `min`, `max`, `count`; default `["sum"]`.
     aggregations: Option<Vec<String>>,
+    /// Exact percentiles, each in 0..=100.
     percentiles: Option<Vec<f64>>,
 }
 
-#[derive(Deserialize, Default)]
+/// Weave's `CallsFilter`: each list keeps calls whose field is any of its values.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CallsFilter {
+pub struct CallsFilter {
+    /// Op refs; `…:*` matches every version.
     op_names: Option<Vec<String>>,
     input_refs: Option<Vec<String>>,
     output_refs: Option<Vec<String>>,
@@ -47,9 +73,40 @@ struct CallsFilter {
     call_ids: Option<Vec<String>>,
     thread_ids: Option<Vec<String>>,
     turn_ids: Option<Vec<String>>,
+    /// Only calls without a parent.
     trace_roots_only: Option<bool>,
     wb_user_ids: Option<Vec<String>>,
     wb_run_ids: Option<Vec<String>>,
+}
+
+/// Weave's `CallsStatsRes`.
+#[derive(Serialize, ToSchema)]
+pub struct CallsStatsRes {
+    pub start: String,
+    pub end: String,
+    /// The bucket width used, in seconds.
+    pub granularity: u64,
+    pub timezone: String,
+    pub usage_buckets: Vec<StatsBucket>,
+    pub call_buckets: Vec<StatsBucket>,
+}
+
+/// One bucket (× model, for usage buckets). Besides the fixed keys, one key
+/// per asked aggregation: `sum_input_tokens`, `avg_latency_ms`,
+/// `p95_latency_ms`, …; a number, or null where the bucket has no value.
+#[derive(Serialize, ToSchema)]
+pub struct StatsBucket {
+    /// Bucket start, ISO 8601 with the zone's offset.
+    pub timestamp: Option<String>,
+    /// Usage buckets only: the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub model: Option<Option<String>>,
+    /// Rows in the bucket.
+    pub count: u64,
+    #[serde(flatten)]
+    #[schema(value_type = std::collections::HashMap<String, Option<f64>>)]
+    pub values: Map<String, Value>,
 }
 
 /// One output column: its key and the measure that fills it.
@@ -161,33 +218,31 @@ fn number(value: Option<f64>, integral: bool) -> Value {
     }
 }
 
-fn rows(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<Value> {
+fn rows(rows: Vec<pb::AggregateRow>, columns: &[Column], model: bool) -> Vec<StatsBucket> {
     rows.into_iter()
         .map(|row| {
-            let mut out = Map::new();
             let offset = FixedOffset::east_opt(row.bucket_utc_offset_seconds)
                 .unwrap_or(FixedOffset::east_opt(0).unwrap());
-            if let Some(t) = row
+            let timestamp = row
                 .bucket_start_us
                 .and_then(|us| Utc.timestamp_micros(us).single())
-            {
-                out.insert(
-                    "timestamp".into(),
-                    json!(t
-                        .with_timezone(&offset)
+                .map(|t| {
+                    t.with_timezone(&offset)
                         .format("%Y-%m-%dT%H:%M:%S%:z")
-                        .to_string()),
-                );
+                        .to_string()
+                });
+            StatsBucket {
+                timestamp,
+                model: model.then(|| row.group.first().and_then(|g| g.value.clone())),
+                count: row.row_count,
+                values: columns
+                    .iter()
+                    .zip(row.values)
+                    .map(|(column, value)| {
+                        (column.key.clone(), number(value.value, column.integral))
+                    })
+                    .collect(),
             }
-            if model {
-                let name = row.group.first().and_then(|g| g.value.clone());
-                out.insert("model".into(), json!(name));
-            }
-            out.insert("count".into(), json!(row.row_count));
-            for (column, value) in columns.iter().zip(row.values) {
-                out.insert(column.key.clone(), number(value.value, column.integral));
-            }
-            Value::Object(out)
         })
         .collect()
 }
@@ -282,7 +337,7 @@ pub fn render(
     plan: &StatsPlan,
     usage: Option<pb::AggregateCallsResponse>,
     calls: Option<pb::AggregateCallsResponse>,
-) -> Value {
+) -> CallsStatsRes {
     let mut granularity = 0;
     let mut usage_buckets = Vec::new();
     if let (Some((_, columns)), Some(answer)) = (&plan.usage, usage) {
@@ -296,21 +351,26 @@ pub fn render(
             call_buckets = rows(answer.rows, columns, false);
         }
     }
-    json!({
-        "start": plan.start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        "end": plan.end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        "granularity": granularity,
-        "timezone": plan.timezone,
-        "usage_buckets": usage_buckets,
-        "call_buckets": call_buckets,
-    })
+    CallsStatsRes {
+        start: plan.start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        end: plan.end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        granularity,
+        timezone: plan.timezone.clone(),
+        usage_buckets,
+        call_buckets,
+    }
 }
 
+/// Time-bucketed call and usage statistics of one project.
+#[utoipa::path(post, path = "/calls/stats", tag = "Weave",
+    request_body = CallsStatsReq,
+    responses((status = 200, description = "Buckets covering the range", body = CallsStatsRes)),
+    security(("weave_basic" = [])))]
 pub async fn calls_stats(
     State(services): State<Services>,
     caller: WeaveCaller,
     WeaveBody(body): WeaveBody,
-) -> WeaveResult<Json<Value>> {
+) -> WeaveResult<Json<CallsStatsRes>> {
     let req: CallsStatsReq = parse(&body)?;
     caller.check("project_id", &req.project_id)?;
     let plan = translate(req, &caller.0.tenant, Utc::now())?;

@@ -43,13 +43,10 @@ impl EmbeddedStore {
     }
 }
 
-/// Scans and fsyncs block, so they run on the blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StatsError> + Send + 'static,
 ) -> Result<T, StatsError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StatsError::Internal(format!("stats worker failed: {e}")))?
+    polymeter_store::blocking(work, StatsError::Internal).await
 }
 
 #[tonic::async_trait]

@@ -1,0 +1,294 @@
+//! The gateway's published contract: an OpenAPI 3.1 document generated from
+//! the types the dialects parse and render (`utoipa` derives on the request
+//! and answer structs, `#[utoipa::path]` on the handlers), served at
+//! `GET /openapi.json` and written by `polymeter openapi`.
+//!
+//! Error responses are not written by hand per route: [`Contract`] adds, to
+//! every operation of a dialect, one response per status that dialect's one
+//! error table can produce, with its envelope and the vendor codes it uses.
+
+use crate::error::{ErrorKind, Reason};
+use crate::{alibaba, health, otel, prices, qianfan, weave};
+use axum::http::StatusCode;
+use axum::Json;
+use std::collections::{BTreeMap, BTreeSet};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Polymeter",
+        description = "LLM usage and quality metrics behind the REST dialects existing clients speak: W&B Weave, Alibaba Cloud Model Router, Baidu Qianfan and OpenTelemetry (OTLP/HTTP), plus Polymeter's own price overrides and operations routes."
+    ),
+    paths(
+        weave::calls::start,
+        weave::calls::end,
+        weave::calls::upsert_batch,
+        weave::calls::complete,
+        weave::stats::calls_stats,
+        weave::feedback::create,
+        weave::feedback::batch_create,
+        weave::feedback::aggregate,
+        prices::list,
+        prices::lookup,
+        prices::set,
+        prices::delete,
+        alibaba::metrics,
+        qianfan::service,
+        otel::traces,
+        health::healthz,
+        health::readyz,
+        prometheus,
+        openapi_json,
+    ),
+    components(schemas(
+        weave::WeaveErrorBody,
+        alibaba::AlibabaErrorBody,
+        qianfan::QianfanErrorBody,
+        otel::OtlpStatusJson,
+    )),
+    modifiers(&Contract),
+    tags(
+        (name = "Weave", description = "W&B Weave: call and feedback ingest, `/calls/stats`, `/feedback/aggregate`. Errors: `{\"reason\"}`."),
+        (name = "Prices", description = "Per-project price overrides, authenticated and enveloped like Weave."),
+        (name = "Alibaba", description = "Alibaba Cloud Model Router observation metrics, signed with ACS3-HMAC-SHA256."),
+        (name = "Qianfan", description = "Baidu Qianfan DescribeServiceMetric, signed with bce-auth-v1."),
+        (name = "OpenTelemetry", description = "OTLP/HTTP trace export. Errors: `google.rpc.Status` in the request's encoding."),
+        (name = "Operations", description = "Health, readiness, metrics and this document."),
+    )
+)]
+struct ApiDoc;
+
+/// Prometheus text exposition of the gateway's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[allow(dead_code)] // documents the route `exposition::render` serves
+fn prometheus() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "Operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub(crate) async fn openapi_json() -> Json<Document> {
+    Json(document())
+}
+
+/// The whole contract.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty JSON, as `polymeter openapi` writes it.
+pub fn document_json() -> String {
+    document()
+        .to_pretty_json()
+        .expect("an OpenAPI document always serialises")
+}
+
+/// Security schemes and each dialect's error responses.
+struct Contract;
+
+/// A dialect's error statuses: each with the vendor codes behind it.
+type Statuses = BTreeMap<u16, BTreeSet<&'static str>>;
+
+fn every_case() -> impl Iterator<Item = (ErrorKind, Option<Reason>)> {
+    ErrorKind::ALL.into_iter().flat_map(|kind| {
+        std::iter::once(None)
+            .chain(Reason::ALL.into_iter().map(Some))
+            .map(move |reason| (kind, reason))
+    })
+}
+
+/// Statuses a route can answer with, from one dialect's table. A wrong method
+/// is a property of the path, not of an operation, so 405 is left out.
+fn statuses(table: impl Fn(ErrorKind, Option<Reason>) -> (u16, &'static str)) -> Statuses {
+    let mut out = Statuses::new();
+    for (kind, reason) in every_case() {
+        if kind == ErrorKind::MethodNotAllowed {
+            continue;
+        }
+        let (status, code) = table(kind, reason);
+        out.entry(status).or_default().insert(code);
+    }
+    out
+}
+
+fn kind_statuses(skip: &[ErrorKind]) -> Statuses {
+    statuses(|kind, _| (weave::status(kind).as_u16(), kind.as_str()))
+        .into_iter()
+        .filter(|(status, _)| {
+            !skip
+                .iter()
+                .any(|k| k.http_status() == StatusCode::from_u16(*status).unwrap())
+        })
+        .collect()
+}
+
+fn add_errors(
+    operation: &mut Operation,
+    statuses: &Statuses,
+    content: &[(&str, &str)],
+    what: &str,
+) {
+    for (status, codes) in statuses {
+        let codes: Vec<&str> = codes.iter().copied().collect();
+        let mut response = ResponseBuilder::new().description(format!(
+            "{what}; {}: {}",
+            if codes.len() == 1 { "code" } else { "codes" },
+            codes.join(", ")
+        ));
+        for (media, schema) in content {
+            response = response.content(
+                *media,
+                ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        *schema,
+                    ))))
+                    .build(),
+            );
+        }
+        operation
+            .responses
+            .responses
+            .insert(status.to_string(), RefOr::T(response.build()));
+    }
+}
+
+impl Modify for Contract {
+    fn modify(&self, api: &mut Document) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "weave_basic",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "A Polymeter API key as the password: `Authorization: Basic base64(\"api:<key>\")`, as W&B clients send `WANDB_API_KEY`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "acs3_hmac_sha256",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "Alibaba Cloud ACS3-HMAC-SHA256: `ACS3-HMAC-SHA256 Credential=<AccessKeyId>,SignedHeaders=<names>,Signature=<hex>`. The signature is the hex HMAC-SHA256, keyed by the AccessKey secret, of `ACS3-HMAC-SHA256\\n` + hex SHA-256 of the canonical request (method, path, sorted RFC 3986 query, signed headers — `host` and every `x-acs-*` — the signed-header list, and the body's hex SHA-256). The key needs the action aicontent:ModelRouterQueryObservationMetrics.",
+            ))),
+        );
+        components.add_security_scheme(
+            "bce_auth_v1",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "Baidu bce-auth-v1: `bce-auth-v1/<ak>/<timestamp>/<expiration>/<signedHeaders>/<signature>`. The signing key is the hex HMAC-SHA256 of the prefix keyed by the secret key; the signature is the hex HMAC-SHA256 of the canonical request (method, path, sorted query, the signed headers and every `x-bce-*`) keyed by that hex string. The body is not signed.",
+            ))),
+        );
+
+        let weave = kind_statuses(&[ErrorKind::UnsupportedMediaType]);
+        let otlp = kind_statuses(&[]);
+        let alibaba = statuses(|k, r| {
+            let c = alibaba::code(k, r);
+            (c.status().as_u16(), c.as_str())
+        });
+        let qianfan = statuses(|k, r| {
+            let c = qianfan::code(k, r);
+            (c.status().as_u16(), c.as_str())
+        });
+        let json = "application/json";
+        for item in api.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                match operation.tags.as_ref().and_then(|t| t.first()).map(String::as_str) {
+                    Some("Weave") | Some("Prices") => add_errors(
+                        operation,
+                        &weave,
+                        &[(json, weave::WeaveErrorBody::name().as_ref())],
+                        "Error in Weave's envelope",
+                    ),
+                    Some("Alibaba") => add_errors(
+                        operation,
+                        &alibaba,
+                        &[(json, alibaba::AlibabaErrorBody::name().as_ref())],
+                        "Error in Alibaba's envelope",
+                    ),
+                    Some("Qianfan") => add_errors(
+                        operation,
+                        &qianfan,
+                        &[(json, qianfan::QianfanErrorBody::name().as_ref())],
+                        "Error in Qianfan's envelope, also in the X-Bce-Error-Code and X-Bce-Error-Message headers",
+                    ),
+                    Some("OpenTelemetry") => add_errors(
+                        operation,
+                        &otlp,
+                        &[
+                            (json, otel::OtlpStatusJson::name().as_ref()),
+                            ("application/x-protobuf", "OtlpProtobuf"),
+                        ],
+                        "google.rpc.Status in the request's encoding",
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in [
+            "/call/start",
+            "/call/end",
+            "/call/upsert_batch",
+            "/v2/{entity}/{project}/calls/complete",
+            "/calls/stats",
+            "/feedback/create",
+            "/feedback/batch/create",
+            "/feedback/aggregate",
+            "/v1/projects/{entity}/{project}/prices",
+            "/v1/projects/{entity}/{project}/prices/{model}",
+            "/api/v1/modelRouter/open/observation/metrics",
+            "/v2/service",
+            "/otel/v1/traces",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} is missing");
+        }
+    }
+
+    #[test]
+    fn error_responses_come_from_each_dialects_table() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        let alibaba =
+            &doc["paths"]["/api/v1/modelRouter/open/observation/metrics"]["get"]["responses"];
+        assert!(alibaba["404"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidAccessKeyId.NotFound"));
+        let qianfan = &doc["paths"]["/v2/service"]["post"]["responses"];
+        assert!(qianfan["403"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidAccessKeyId"));
+        let stats = &doc["paths"]["/calls/stats"]["post"]["responses"];
+        for status in ["400", "401", "403", "503", "504"] {
+            assert!(stats[status].is_object(), "/calls/stats lacks {status}");
+        }
+    }
+}
