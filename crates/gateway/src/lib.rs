@@ -51,12 +51,27 @@ pub fn router(services: Services, auth: Arc<Auth>) -> Router {
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(polymeter_proto::MESSAGE_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |r: &axum::http::Request<axum::body::Body>| polymeter_telemetry::http_span(r),
             ),
         )
         .with_state(AppState { services, auth })
+}
+
+/// A handler that panicked (a bug) still answers: 500 in the Weave envelope,
+/// the gateway's default, rather than a dropped connection.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked");
+    axum::response::IntoResponse::into_response(weave::WeaveError(error::Error::internal(
+        "internal error: the gateway failed on this request",
+    )))
 }
 
 /// Unknown routes answer in the Weave envelope, the gateway's default dialect.

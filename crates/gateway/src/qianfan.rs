@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 use polymeter_auth::Principal;
 use polymeter_model::{Aggregation, Metric as ModelMetric};
 use polymeter_proto::v1::{self as pb, order, Dimension, Grain};
@@ -247,14 +247,13 @@ fn minute(name: &str, value: Option<&str>, round_up: bool) -> Result<DateTime<Ut
             "{name}: {text:?} is not a UTC time such as 2024-04-23T00:00:00Z"
         ))
     })?;
-    let floor = t
-        .duration_trunc(Duration::minutes(1))
-        .expect("a minute divides any instant");
-    Ok(if round_up {
-        floor + Duration::minutes(1)
-    } else {
-        floor
-    })
+    // Whole seconds, not `duration_trunc`: that works in nanoseconds and
+    // fails past 2262, which a client may well send.
+    let minute = t.timestamp().div_euclid(60) + i64::from(round_up);
+    minute
+        .checked_mul(60)
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .ok_or_else(|| invalid(format!("{name}: {text:?} is out of range")))
 }
 
 fn any_of(dimension: Dimension, values: Vec<String>) -> Option<pb::Filter> {
@@ -412,7 +411,7 @@ pub fn render(
 /// Token and call totals per service and app over a range (Baidu Qianfan
 /// `DescribeServiceMetric`).
 #[utoipa::path(post, path = "/v2/service", tag = "Qianfan", operation_id = "DescribeServiceMetric",
-    params(("Action" = String, Query, description = "DescribeServiceMetric"),
+    params(("Action" = String, Query, description = "The action: DescribeServiceMetric", pattern = "^DescribeServiceMetric$"),
            ("x-bce-date" = Option<String>, Header, description = "The signing time, ISO 8601 UTC")),
     request_body = MetricRequest,
     responses((status = 200, description = "Totals per service and app", body = MetricResponse)),
@@ -557,6 +556,21 @@ mod tests {
         assert_eq!(service["serviceName"], "chat");
         assert_eq!(service["appList"][0]["metric"]["callTotal"], 6);
         assert_eq!(body["result"]["startTime"], "2024-05-01T10:00:31Z");
+    }
+
+    #[test]
+    fn times_far_from_now_are_answered_not_panicked_on() {
+        let plan = translate(
+            br#"{"startTime": "2024-04-23T00:00:00Z", "endTime": "2263-01-01T00:00:00Z"}"#,
+            &principal(),
+        )
+        .unwrap();
+        assert_eq!(plan.sums.end_us % 60_000_000, 0);
+        let e = translate(
+            br#"{"startTime": "-262143-01-01T00:00:00Z", "endTime": "2024-01-01T00:00:00Z"}"#,
+            &principal(),
+        );
+        assert!(e.is_ok() || e.err().unwrap().0.kind() == ErrorKind::InvalidArgument);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Fake {
     pub feedback_asked: Mutex<Vec<pb::AggregateFeedbackRequest>>,
     pub ingested: Mutex<Vec<pb::IngestWeaveCallsRequest>>,
     pub fail: Mutex<Option<Error>>,
+    /// Makes the stats service's fake panic, standing in for a bug.
+    pub panic: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -44,6 +46,9 @@ impl StatsApi for Fake {
         &self,
         request: pb::AggregateCallsRequest,
     ) -> Result<pb::AggregateCallsResponse, Error> {
+        if self.panic.load(std::sync::atomic::Ordering::Relaxed) {
+            panic!("a bug in a service client");
+        }
         self.failure()?;
         self.calls_asked.lock().unwrap().push(request);
         let mut answers = self.calls_answers.lock().unwrap();

@@ -23,6 +23,8 @@ pub struct FeedbackCreate {
     /// `entity/project`.
     #[schema(pattern = "^[^/]+/[^/]+$", example = "acme/chatbot")]
     project_id: String,
+    /// What the feedback is about, e.g. `weave:///acme/bot/call/<id>`.
+    #[schema(pattern = "^weave:///[^/]+/[^/]+/[^/]+/[^/]+")]
     weave_ref: String,
     #[schema(min_length = 1)]
     feedback_type: String,

@@ -536,6 +536,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_weaves_envelope_and_the_next_request_is_served() {
+        let fake = Arc::new(Fake::default());
+        let (app, auth) = router(fake.clone());
+        let body = json!({"project_id": "acme/bot", "start": "2024-05-01T00:00:00Z"});
+        fake.panic.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (status, answer) = post(&app, "/calls/stats", &auth, body.clone()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("internal error"));
+        fake.panic
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let (status, _) = post(&app, "/calls/stats", &auth, body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn a_wrong_key_or_another_tenants_project_is_refused_before_any_query() {
         let fake = Arc::new(Fake::default());
         let (app, _) = router(fake.clone());
