@@ -60,13 +60,20 @@ def _host(context):
     return base.split("://", 1)[1].split("/", 1)[0]
 
 
+def _unsigned_headers(case, prefix):
+    """The case's headers without any the signature sets (generated values
+    of documented headers such as `x-acs-date` are replaced)."""
+    return {
+        name: value
+        for name, value in (case.headers or {}).items()
+        if not name.lower().startswith(prefix) and name.lower() not in ("authorization", "host")
+    }
+
+
 def _sign_acs3(case, host):
     key_id = os.environ["POLYMETER_ALIBABA_ID"]
     secret = os.environ["POLYMETER_ALIBABA_SECRET"]
-    headers = dict(case.headers or {})
-    for name in list(headers):
-        if name.lower().startswith("x-acs-") or name.lower() in ("authorization", "host"):
-            del headers[name]
+    headers = _unsigned_headers(case, "x-acs-")
     signed = {
         "host": host,
         "x-acs-action": "ModelRouterQueryObservationMetrics",
@@ -93,10 +100,7 @@ def _sign_acs3(case, host):
 def _sign_bce(case, host):
     key_id = os.environ["POLYMETER_QIANFAN_ID"]
     secret = os.environ["POLYMETER_QIANFAN_SECRET"]
-    headers = dict(case.headers or {})
-    for name in list(headers):
-        if name.lower().startswith("x-bce-") or name.lower() in ("authorization", "host"):
-            del headers[name]
+    headers = _unsigned_headers(case, "x-bce-")
     timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     signed = {"host": host, "x-bce-date": timestamp}
     query = "&".join(

@@ -45,17 +45,12 @@ impl EmbeddedFeedbackStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, FeedbackError> + Send + 'static,
-) -> Result<T, FeedbackError> {
-    polymeter_store::blocking(work, FeedbackError::Internal).await
-}
-
 #[tonic::async_trait]
 impl FeedbackStore for EmbeddedFeedbackStore {
     async fn append(&self, batch: Vec<pb::FeedbackWrite>) -> Result<(), FeedbackError> {
         let inner = self.inner.clone();
-        blocking(move || Ok(inner.append(batch)?)).await
+        // Appending fsyncs and scanning is CPU-bound: both run on the blocking pool.
+        polymeter_store::blocking(move || Ok(inner.append(batch)?), FeedbackError::Internal).await
     }
 
     async fn aggregate(
@@ -63,6 +58,7 @@ impl FeedbackStore for EmbeddedFeedbackStore {
         query: FeedbackQuery,
     ) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
         let inner = self.inner.clone();
-        blocking(move || Ok(crate::aggregate::aggregate(&inner.read(), &query))).await
+        let scan = move || Ok(crate::aggregate::aggregate(&inner.read(), &query));
+        polymeter_store::blocking(scan, FeedbackError::Internal).await
     }
 }

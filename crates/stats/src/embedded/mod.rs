@@ -43,22 +43,17 @@ impl EmbeddedStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StatsError> + Send + 'static,
-) -> Result<T, StatsError> {
-    polymeter_store::blocking(work, StatsError::Internal).await
-}
-
 #[tonic::async_trait]
 impl CallStore for EmbeddedStore {
     async fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StatsError> {
         let inner = self.inner.clone();
-        blocking(move || {
+        // Appending fsyncs and scanning is CPU-bound: both run on the blocking pool.
+        let append = move || {
             Ok(inner
                 .append(batch.into_iter().map(Into::into).collect())
                 .map_err(StoreError::from)?)
-        })
-        .await
+        };
+        polymeter_store::blocking(append, StatsError::Internal).await
     }
 
     async fn aggregate(
@@ -67,7 +62,8 @@ impl CallStore for EmbeddedStore {
         pricing: Pricing,
     ) -> Result<AggregateResult, StatsError> {
         let inner = self.inner.clone();
-        blocking(move || aggregate::aggregate(&query, &inner.read(), &pricing)).await
+        let scan = move || aggregate::aggregate(&query, &inner.read(), &pricing);
+        polymeter_store::blocking(scan, StatsError::Internal).await
     }
 
     fn size(&self) -> StoreSize {

@@ -42,8 +42,6 @@ impl CostSource<'_> {
     }
 }
 
-/// Where one metric's value comes from, for one partition.
-
 /// Each model code used in `p`, priced for `p`'s project.
 pub(super) fn partition_prices(
     p: &Partition,

@@ -59,7 +59,6 @@ pub(super) fn finish(
 }
 
 /// Fixed units per reported unit.
-/// Fixed units per reported unit.
 pub(super) fn scale(metric: Metric) -> f64 {
     match metric {
         Metric::LatencyMs => 1000.0,

@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// Where one metric's value comes from, for one partition.
 #[derive(Clone, Copy)]
 pub(super) enum ValueSource<'p> {
     /// Usage grain: the usage row's counter (`None`: all zero so far).
