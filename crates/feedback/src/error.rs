@@ -21,9 +21,10 @@ pub enum FeedbackError {
 
 impl From<polymeter_store::StoreError> for FeedbackError {
     fn from(e: polymeter_store::StoreError) -> Self {
-        match e {
-            polymeter_store::StoreError::Corrupt { .. } => FeedbackError::Corrupt(e.to_string()),
-            other => FeedbackError::Unavailable(other.to_string()),
+        match e.kind() {
+            ErrorKind::DataLoss => FeedbackError::Corrupt(e.to_string()),
+            ErrorKind::Unavailable => FeedbackError::Unavailable(e.to_string()),
+            _ => FeedbackError::Internal(e.to_string()),
         }
     }
 }

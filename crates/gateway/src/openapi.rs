@@ -72,7 +72,9 @@ fn prometheus() {}
 #[utoipa::path(get, path = "/openapi.json", tag = "Operations",
     responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
 pub(crate) async fn openapi_json() -> Json<Document> {
-    Json(document())
+    // Built once: the document is a function of the code alone.
+    static DOCUMENT: std::sync::OnceLock<Document> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(document).clone())
 }
 
 /// The whole contract.

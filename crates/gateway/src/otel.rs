@@ -15,7 +15,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use std::io::Read;
 
@@ -191,6 +193,22 @@ fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, 
     }
 }
 
+/// Ingest's answer in the request's encoding.
+fn render(encoding: Encoding, answer: ExportTraceServiceResponse) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => answer.encode_to_vec(),
+        Encoding::Json => {
+            let answer = OtlpJsonResponse {
+                partial_success: answer.partial_success.map(|p| OtlpPartialSuccess {
+                    rejected_spans: p.rejected_spans,
+                    error_message: p.error_message,
+                }),
+            };
+            serde_json::to_vec(&answer).expect("a plain struct always serialises")
+        }
+    }
+}
+
 /// OTLP/HTTP trace export: spans become calls (GenAI attributes). Authenticated
 /// with a Weave key; the project from the `project_id` header or each
 /// resource's attributes.
@@ -227,22 +245,59 @@ pub(crate) async fn traces(
         .export_traces(export, credentials)
         .await
         .map_err(fail)?;
-    let body = match encoding {
-        Encoding::Protobuf => answer.encode_to_vec(),
-        Encoding::Json => {
-            let answer = OtlpJsonResponse {
-                partial_success: answer.partial_success.map(|p| OtlpPartialSuccess {
-                    rejected_spans: p.rejected_spans,
-                    error_message: p.error_message,
-                }),
-            };
-            serde_json::to_vec(&answer).map_err(|e| fail(Error::internal(e.to_string())))?
-        }
-    };
+    let body = render(encoding, answer);
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(encoding.content_type()),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{router, Fake};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    async fn send(content_type: &str, body: &str) -> (StatusCode, String, serde_json::Value) {
+        let (app, auth) = router(Arc::new(Fake::default()));
+        let request = Request::post("/otel/v1/traces")
+            .header("content-type", content_type)
+            .header("authorization", auth)
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let media = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, media, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn otlp_json_is_answered_in_json() {
+        let (status, media, body) = send("application/json", r#"{"resourceSpans": []}"#).await;
+        assert_eq!(
+            (status, media.as_str()),
+            (StatusCode::OK, "application/json")
+        );
+        assert_eq!(body, serde_json::json!({}));
+    }
+
+    #[tokio::test]
+    async fn errors_are_google_rpc_status_with_the_kinds_code() {
+        let (status, _, body) = send("text/plain", "x").await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(body["code"], tonic::Code::InvalidArgument as i32);
+        let (status, _, body) = send("application/json", "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["message"].as_str().unwrap().contains("OTLP/JSON"));
+    }
 }

@@ -213,3 +213,28 @@ pub(crate) async fn delete(
     }
     Ok(Json(DeleteRes { deleted: model }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{router, Fake};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn deleting_an_override_that_is_not_there_is_a_404_in_weaves_envelope() {
+        let (app, auth) = router(Arc::new(Fake::default()));
+        let request = Request::delete("/v1/projects/acme/bot/prices/openai/gpt-4o")
+            .header("authorization", auth)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(body["reason"].as_str().unwrap().contains("openai/gpt-4o"));
+    }
+}

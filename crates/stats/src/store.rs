@@ -35,9 +35,12 @@ impl polymeter_error::HasKind for StoreError {
 
 impl From<polymeter_store::StoreError> for StoreError {
     fn from(e: polymeter_store::StoreError) -> Self {
-        match e {
-            polymeter_store::StoreError::Corrupt { .. } => StoreError::Corrupt(e.to_string()),
-            other => StoreError::Unavailable(other.to_string()),
+        use polymeter_error::{ErrorKind, HasKind};
+        match e.kind() {
+            ErrorKind::DataLoss => StoreError::Corrupt(e.to_string()),
+            // A write the embedded store could not encode is refused whole;
+            // nothing was stored, so "unavailable, retry" stays truthful.
+            _ => StoreError::Unavailable(e.to_string()),
         }
     }
 }

@@ -65,6 +65,17 @@ pub enum StoreError {
     Encode(String),
 }
 
+impl polymeter_error::HasKind for StoreError {
+    fn kind(&self) -> polymeter_error::ErrorKind {
+        use polymeter_error::ErrorKind;
+        match self {
+            StoreError::Io { .. } | StoreError::Closed(_) => ErrorKind::Unavailable,
+            StoreError::Corrupt { .. } => ErrorKind::DataLoss,
+            StoreError::Encode(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 impl StoreError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();

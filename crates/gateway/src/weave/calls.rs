@@ -293,6 +293,51 @@ pub async fn upsert_batch(
     Ok(Json(BatchRes { res }))
 }
 
+/// Finished calls of `project_id` → ingest ops, or a 400 naming the item.
+pub fn translate_complete(project_id: &str, req: CompleteReq) -> Result<Vec<Op>, Error> {
+    let mut ops = Vec::with_capacity(req.batch.len());
+    for (i, c) in req.batch.into_iter().enumerate() {
+        if let Some(p) = c.project_id.as_deref().filter(|p| *p != project_id) {
+            return Err(Error::invalid(format!(
+                "batch[{i}].project_id: {p:?} does not match the path's project {project_id:?}"
+            )));
+        }
+        if c.ended_at.0 < c.started_at.0 {
+            return Err(Error::invalid(format!(
+                "batch[{i}].ended_at must not be before started_at"
+            )));
+        }
+        let start = pb::WeaveCallStart {
+            project_id: project_id.to_owned(),
+            id: c.id.clone(),
+            op_name: c.op_name,
+            display_name: c.display_name,
+            trace_id: c.trace_id,
+            parent_id: c.parent_id,
+            thread_id: c.thread_id,
+            turn_id: c.turn_id,
+            started_at_us: c.started_at.micros(),
+            attributes_json: json_text(&c.attributes),
+            inputs_json: json_text(&c.inputs),
+            wb_user_id: c.wb_user_id,
+            wb_run_id: c.wb_run_id,
+        };
+        let end = pb::WeaveCallEnd {
+            project_id: project_id.to_owned(),
+            id: c.id.unwrap_or_default(),
+            ended_at_us: c.ended_at.micros(),
+            exception: c.exception,
+            output_json: json_text(&c.output),
+            summary_json: json_text(&c.summary),
+        };
+        ops.push(Op::Complete(pb::WeaveCompleteCall {
+            start: Some(start),
+            end: Some(end),
+        }));
+    }
+    Ok(ops)
+}
+
 /// Stores finished calls sent whole (start and end fields together).
 #[utoipa::path(post, path = "/v2/{entity}/{project}/calls/complete", tag = "Weave",
     params(("entity" = String, Path, description = "The project's entity"),
@@ -308,51 +353,66 @@ pub async fn complete(
 ) -> WeaveResult<Json<CompleteRes>> {
     let project_id = format!("{entity}/{project}");
     caller.check("path", &project_id)?;
-    let req: CompleteReq = parse(&body)?;
-    let mut ops = Vec::with_capacity(req.batch.len());
-    for (i, c) in req.batch.into_iter().enumerate() {
-        if let Some(p) = c.project_id.as_deref().filter(|p| *p != project_id) {
-            return Err(Error::invalid(format!(
-                "batch[{i}].project_id: {p:?} does not match the path's project {project_id:?}"
-            ))
-            .into());
-        }
-        if c.ended_at.0 < c.started_at.0 {
-            return Err(Error::invalid(format!(
-                "batch[{i}].ended_at must not be before started_at"
-            ))
-            .into());
-        }
-        let start = pb::WeaveCallStart {
-            project_id: project_id.clone(),
-            id: c.id.clone(),
-            op_name: c.op_name,
-            display_name: c.display_name,
-            trace_id: c.trace_id,
-            parent_id: c.parent_id,
-            thread_id: c.thread_id,
-            turn_id: c.turn_id,
-            started_at_us: c.started_at.micros(),
-            attributes_json: json_text(&c.attributes),
-            inputs_json: json_text(&c.inputs),
-            wb_user_id: c.wb_user_id,
-            wb_run_id: c.wb_run_id,
-        };
-        let end = pb::WeaveCallEnd {
-            project_id: project_id.clone(),
-            id: c.id.unwrap_or_default(),
-            ended_at_us: c.ended_at.micros(),
-            exception: c.exception,
-            output_json: json_text(&c.output),
-            summary_json: json_text(&c.summary),
-        };
-        ops.push(Op::Complete(pb::WeaveCompleteCall {
-            start: Some(start),
-            end: Some(end),
-        }));
-    }
+    let ops = translate_complete(&project_id, parse(&body)?)?;
     let results = ingest(&services, &caller, ops).await?;
     Ok(Json(CompleteRes {
         res: results.into_iter().map(Into::into).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{post, router, Fake};
+    use axum::http::StatusCode;
+    use polymeter_proto::v1::weave_call_op::Op;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_start_becomes_one_ingest_op_for_the_callers_tenant() {
+        let fake = Arc::new(Fake::default());
+        let (app, auth) = router(fake.clone());
+        let (status, body) = post(
+            &app,
+            "/call/start",
+            &auth,
+            json!({"start": {"project_id": "acme/bot", "op_name": "chat",
+                             "started_at": "2024-05-01T12:00:00", "attributes": {"x": 1},
+                             "otel_dump": "ignored"}}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, json!({"id": "id", "trace_id": "trace"}));
+        let asked = fake.ingested.lock().unwrap()[0].clone();
+        assert_eq!(asked.tenant, "local");
+        let Some(Op::Start(start)) = &asked.ops[0].op else {
+            panic!("not a start: {asked:?}")
+        };
+        assert_eq!(start.project_id, "acme/bot");
+        assert_eq!(start.started_at_us, 1_714_564_800_000_000);
+        assert_eq!(start.attributes_json, r#"{"x":1}"#);
+    }
+
+    #[tokio::test]
+    async fn a_complete_batch_for_another_project_is_refused_whole() {
+        let fake = Arc::new(Fake::default());
+        let (app, auth) = router(fake.clone());
+        let call = |project: &str| {
+            json!({"project_id": project, "op_name": "chat",
+                   "started_at": "2024-05-01T12:00:00Z", "ended_at": "2024-05-01T12:00:01Z"})
+        };
+        let (status, body) = post(
+            &app,
+            "/v2/acme/bot/calls/complete",
+            &auth,
+            json!({"batch": [call("acme/bot"), call("acme/other")]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("batch[1].project_id"));
+        assert!(fake.ingested.lock().unwrap().is_empty());
+    }
 }
