@@ -1,5 +1,5 @@
 //! Alibaba Model Router `GET /api/v1/modelRouter/open/observation/metrics`
-//! (DESIGN 3.3): ACS3-HMAC-SHA256 refusals in Alibaba's envelope, and the
+//!: ACS3-HMAC-SHA256 refusals in Alibaba's envelope, and the
 //! metrics the dialect answers.
 
 use crate::support::*;

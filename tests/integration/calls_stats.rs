@@ -1,4 +1,4 @@
-//! `POST /calls/stats`, rule by rule (DESIGN 3.1).
+//! `POST /calls/stats`, rule by rule.
 
 use crate::support::*;
 use chrono::Duration;
@@ -112,7 +112,7 @@ async fn usage_metrics_are_grouped_by_bucket_and_model() {
     assert_eq!(
         body["usage_buckets"],
         json!([
-            // Costs from the shipped table (DESIGN 5). claude-3-5-sonnet: input
+            // Costs from the shipped table. claude-3-5-sonnet: input
             // 3e-6, output 1.5e-5, no cache-write price so the input price:
             // (7 − 4) × 3e-6 = 9e-6; 3 × 1.5e-5 = 4.5e-5; + 4 × 3e-6 → 6.6e-5.
             {"timestamp": "2024-05-01T12:00:00+00:00", "model": "claude-3-5-sonnet", "count": 1,

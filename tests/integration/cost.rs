@@ -1,4 +1,4 @@
-//! Cost (DESIGN 5): priced from the shipped table at query time, cached
+//! Cost: priced from the shipped table at query time, cached
 //! tokens counted once at their own price, unknown models at 0, project
 //! overrides through the API and the CLI applying to past calls too.
 

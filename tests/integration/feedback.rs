@@ -1,4 +1,4 @@
-//! Feedback ingest and `POST /feedback/aggregate` (DESIGN 3.2), as a table of
+//! Feedback ingest and `POST /feedback/aggregate`, as a table of
 //! cases over one hand-made dataset with hand-computed answers.
 
 use polymeter_tests::{json, Client, TestStack};

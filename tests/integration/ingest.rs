@@ -1,5 +1,5 @@
 //! Weave call ingest: the four routes, their answers, and why re-sending never
-//! double counts (DESIGN 2 and 3.5).
+//! double counts.
 
 use crate::support::*;
 use polymeter_tests::{json, Client, TestStack};

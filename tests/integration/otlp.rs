@@ -1,4 +1,4 @@
-//! OpenTelemetry ingest (DESIGN 3.5): spans from a real exporter, OTLP/HTTP in
+//! OpenTelemetry ingest: spans from a real exporter, OTLP/HTTP in
 //! protobuf and JSON with gzip, and the refusals, all ending as calls that
 //! every query dialect reads.
 

@@ -1,4 +1,4 @@
-//! Qianfan `POST /v2/service?Action=DescribeServiceMetric` (DESIGN 3.4):
+//! Qianfan `POST /v2/service?Action=DescribeServiceMetric`:
 //! bce-auth-v1 refusals with Qianfan's body and headers, and the grouped
 //! service metrics.
 

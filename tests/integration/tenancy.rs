@@ -1,5 +1,5 @@
 //! Tenancy: every Weave route wants an API key, and no credential of any
-//! dialect reaches another tenant's data (DESIGN 6).
+//! dialect reaches another tenant's data.
 
 use crate::support::*;
 use polymeter_tests::{fixture, json, TestStack};

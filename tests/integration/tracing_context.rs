@@ -1,5 +1,5 @@
 //! W3C trace context flows from an HTTP client through the gateway and over
-//! gRPC to ingest and stats (DESIGN 1): every hop's span joins the caller's
+//! gRPC to ingest and stats: every hop's span joins the caller's
 //! trace, as a child of the hop before it.
 
 use opentelemetry::trace::TracerProvider as _;

@@ -1,4 +1,4 @@
-//! Polymeter's own price-override API (DESIGN 5), authenticated and enveloped
+//! Polymeter's own price-override API, authenticated and enveloped
 //! like the Weave routes (`Authorization: Basic`, `{"reason"}` errors):
 //!
 //! - `GET    /v1/projects/{entity}/{project}/prices` — the project's overrides

@@ -1,4 +1,4 @@
-//! OpenTelemetry spans → call writes (DESIGN 3.5). Each span is one call: ids
+//! OpenTelemetry spans → call writes. Each span is one call: ids
 //! and parent from the span, `op_name` from `gen_ai.operation.name` (else the
 //! span name), usage from the GenAI semantic conventions and their older and
 //! OpenInference spellings, error from the span status or `error.type`, vendor

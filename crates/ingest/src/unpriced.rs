@@ -1,4 +1,4 @@
-//! Usage of models the shipped price table does not know (DESIGN 5: they cost
+//! Usage of models the shipped price table does not know (they cost
 //! 0). Each such usage entry counts in `polymeter_unpriced_usage_total`, and
 //! each such model is logged once per process, so a missing price is noticed
 //! (and fixed with a project override) instead of silently under-reporting.
