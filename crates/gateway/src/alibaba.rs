@@ -6,7 +6,7 @@
 //! envelope with both spellings of code and message.
 
 use crate::auth::{request_id, signed_request};
-use crate::error::{body_error, method_not_allowed, Error, ErrorKind, Reason};
+use crate::error::{body_error, method_not_allowed, Envelope, Enveloped, Error, ErrorKind, Reason};
 use crate::json::Instant;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -115,33 +115,29 @@ pub fn code(kind: ErrorKind, reason: Option<Reason>) -> Code {
     }
 }
 
+/// Alibaba's envelope, coded by [`code`].
+pub struct Alibaba;
+
 /// An [`Error`] in Alibaba's envelope.
-#[derive(Debug)]
-pub struct AlibabaError(Error);
+pub type AlibabaError = Enveloped<Alibaba>;
 
 fn invalid(message: impl Into<String>) -> AlibabaError {
-    AlibabaError(Error::invalid(message))
+    Error::invalid(message).into()
 }
 
-impl<E: Into<Error>> From<E> for AlibabaError {
-    fn from(err: E) -> Self {
-        AlibabaError(err.into())
-    }
-}
-
-impl IntoResponse for AlibabaError {
-    fn into_response(self) -> Response {
+impl Envelope for Alibaba {
+    fn render(error: &Error) -> Response {
         let id = request_id();
-        let code = code(self.0.kind(), self.0.reason());
+        let code = code(error.kind(), error.reason());
         let status = code.status();
         let body = AlibabaErrorBody {
             request_id: id.clone(),
             request_id_pascal: id.clone(),
             success: false,
             err_code: code.as_str().to_owned(),
-            err_message: self.0.message().to_owned(),
+            err_message: error.message().to_owned(),
             code: code.as_str().to_owned(),
-            message: self.0.message().to_owned(),
+            message: error.message().to_owned(),
             http_status_code: status.as_u16(),
         };
         (status, [("x-acs-request-id", id)], Json(body)).into_response()

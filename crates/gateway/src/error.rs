@@ -8,6 +8,42 @@ pub use polymeter_error::{Error, ErrorKind, Reason};
 
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::marker::PhantomData;
+
+/// How one dialect writes an [`Error`] on its wire: its status (from its one
+/// table of kinds), body and headers.
+pub trait Envelope {
+    fn render(error: &Error) -> Response;
+}
+
+/// An [`Error`] on its way out, in dialect `D`'s envelope; any error of the
+/// vocabulary converts into it, so handlers use `?` throughout.
+pub struct Enveloped<D>(pub Error, PhantomData<D>);
+
+impl<D> Enveloped<D> {
+    pub fn new(error: Error) -> Self {
+        Self(error, PhantomData)
+    }
+}
+
+impl<D> std::fmt::Debug for Enveloped<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<D, E: Into<Error>> From<E> for Enveloped<D> {
+    fn from(err: E) -> Self {
+        Self::new(err.into())
+    }
+}
+
+impl<D: Envelope> IntoResponse for Enveloped<D> {
+    fn into_response(self) -> Response {
+        D::render(&self.0)
+    }
+}
 
 /// A body that could not be read: too large, or cut off.
 pub fn body_error(rejection: BytesRejection) -> Error {

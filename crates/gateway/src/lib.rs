@@ -69,7 +69,7 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::R
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %what, "a request handler panicked");
-    axum::response::IntoResponse::into_response(weave::WeaveError(error::Error::internal(
+    axum::response::IntoResponse::into_response(weave::WeaveError::new(error::Error::internal(
         "internal error: the gateway failed on this request",
     )))
 }

@@ -5,7 +5,7 @@
 //! `{requestId, code, message}` plus `X-Bce-Error-Code`/`X-Bce-Error-Message`.
 
 use crate::auth::{request_id, signed_request};
-use crate::error::{body_error, method_not_allowed, Error, ErrorKind, Reason};
+use crate::error::{body_error, method_not_allowed, Envelope, Enveloped, Error, ErrorKind, Reason};
 use crate::json::Instant;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -107,18 +107,14 @@ pub fn code(kind: ErrorKind, reason: Option<Reason>) -> Code {
     }
 }
 
+/// Qianfan's envelope, coded by [`code`].
+pub struct Qianfan;
+
 /// An [`Error`] in Qianfan's envelope.
-#[derive(Debug)]
-pub struct QianfanError(Error);
+pub type QianfanError = Enveloped<Qianfan>;
 
 fn invalid(message: impl Into<String>) -> QianfanError {
-    QianfanError(Error::invalid(message))
-}
-
-impl<E: Into<Error>> From<E> for QianfanError {
-    fn from(err: E) -> Self {
-        QianfanError(err.into())
-    }
+    Error::invalid(message).into()
 }
 
 /// Header values must be visible ASCII; anything else becomes `?`.
@@ -130,19 +126,19 @@ fn header_text(text: &str) -> HeaderValue {
     HeaderValue::from_str(&ascii).unwrap_or(HeaderValue::from_static("error"))
 }
 
-impl IntoResponse for QianfanError {
-    fn into_response(self) -> Response {
+impl Envelope for Qianfan {
+    fn render(error: &Error) -> Response {
         let id = request_id();
-        let code = code(self.0.kind(), self.0.reason());
+        let code = code(error.kind(), error.reason());
         let body = QianfanErrorBody {
             request_id: id.clone(),
             code: code.as_str().to_owned(),
-            message: self.0.message().to_owned(),
+            message: error.message().to_owned(),
         };
         let mut response = (code.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert("x-bce-error-code", HeaderValue::from_static(code.as_str()));
-        headers.insert("x-bce-error-message", header_text(self.0.message()));
+        headers.insert("x-bce-error-message", header_text(error.message()));
         headers.insert("x-bce-request-id", header_text(&id));
         response
     }

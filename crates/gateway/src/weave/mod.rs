@@ -10,7 +10,7 @@ pub(crate) mod stats;
 
 pub use caller::WeaveCaller;
 
-use crate::error::{body_error, Error, ErrorKind};
+use crate::error::{body_error, Envelope, Enveloped, Error, ErrorKind};
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,21 +65,18 @@ pub struct WeaveErrorBody {
     pub reason: String,
 }
 
+/// Weave's envelope: the kind's status and `{"reason"}`; 401s say how to
+/// authenticate.
+pub struct Weave;
+
 /// An [`Error`] in Weave's envelope.
-#[derive(Debug)]
-pub struct WeaveError(pub Error);
+pub type WeaveError = Enveloped<Weave>;
 
-impl<E: Into<Error>> From<E> for WeaveError {
-    fn from(err: E) -> Self {
-        WeaveError(err.into())
-    }
-}
-
-impl IntoResponse for WeaveError {
-    fn into_response(self) -> Response {
-        let kind = self.0.kind();
+impl Envelope for Weave {
+    fn render(error: &Error) -> Response {
+        let kind = error.kind();
         let body = WeaveErrorBody {
-            reason: self.0.message().to_owned(),
+            reason: error.message().to_owned(),
         };
         let mut response = (status(kind), Json(body)).into_response();
         if kind == ErrorKind::Unauthenticated {
@@ -105,6 +102,6 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for WeaveBody {
         axum::body::Bytes::from_request(request, state)
             .await
             .map(WeaveBody)
-            .map_err(|rejection| WeaveError(body_error(rejection)))
+            .map_err(|rejection| WeaveError::new(body_error(rejection)))
     }
 }
