@@ -144,14 +144,6 @@ impl ErrorKind {
             _ => ErrorKind::Internal,
         }
     }
-
-    /// Whether the client may send the same request again and expect success.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Unavailable | ErrorKind::DeadlineExceeded | ErrorKind::ResourceExhausted
-        )
-    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -255,14 +247,6 @@ impl Error {
         Self::new(ErrorKind::NotFound, message)
     }
 
-    pub fn permission_denied(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::PermissionDenied, message)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Unavailable, message)
-    }
-
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
@@ -277,12 +261,6 @@ impl Error {
 
     pub fn message(&self) -> &str {
         &self.message
-    }
-
-    /// The same failure with `context: ` before its message.
-    pub fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
-        self
     }
 
     /// The gRPC status that carries this error, kind and reason included.
@@ -405,12 +383,10 @@ mod tests {
     }
 
     #[test]
-    fn a_full_resource_is_a_retryable_503() {
+    fn a_full_resource_is_a_503() {
         assert_eq!(
             ErrorKind::ResourceExhausted.http_status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        assert!(ErrorKind::ResourceExhausted.is_retryable());
-        assert!(!ErrorKind::InvalidArgument.is_retryable());
     }
 }

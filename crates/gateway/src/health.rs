@@ -36,10 +36,10 @@ pub(crate) async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "Operations",
     responses((status = 200, description = "Ready", body = Readiness),
               (status = 503, description = "A service is not ready", body = Readiness)))]
-pub(crate) async fn readyz(State(backends): State<Services>) -> (StatusCode, Json<Readiness>) {
+pub(crate) async fn readyz(State(peers): State<Services>) -> (StatusCode, Json<Readiness>) {
     let mut ready = true;
     let mut services = BTreeMap::new();
-    for (name, serving) in backends.health.readiness().await {
+    for (name, serving) in peers.health.readiness().await {
         ready &= serving;
         let state = if serving { "serving" } else { "unavailable" };
         services.insert(name.to_owned(), state.to_owned());

@@ -9,7 +9,6 @@
 
 use crate::error::{ErrorKind, Reason};
 use crate::{alibaba, health, otel, prices, qianfan, weave};
-use axum::http::StatusCode;
 use axum::Json;
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::openapi::path::Operation;
@@ -103,12 +102,16 @@ fn every_case() -> impl Iterator<Item = (ErrorKind, Option<Reason>)> {
     })
 }
 
-/// Statuses a route can answer with, from one dialect's table. A wrong method
-/// is a property of the path, not of an operation, so 405 is left out.
-fn statuses(table: impl Fn(ErrorKind, Option<Reason>) -> (u16, &'static str)) -> Statuses {
+/// Statuses a route can answer with, from one dialect's table, leaving out
+/// the kinds in `skip` (those the route cannot produce). A wrong method is a
+/// property of the path, not of an operation, so 405 is always left out.
+fn statuses(
+    skip: &[ErrorKind],
+    table: impl Fn(ErrorKind, Option<Reason>) -> (u16, &'static str),
+) -> Statuses {
     let mut out = Statuses::new();
     for (kind, reason) in every_case() {
-        if kind == ErrorKind::MethodNotAllowed {
+        if kind == ErrorKind::MethodNotAllowed || skip.contains(&kind) {
             continue;
         }
         let (status, code) = table(kind, reason);
@@ -117,15 +120,9 @@ fn statuses(table: impl Fn(ErrorKind, Option<Reason>) -> (u16, &'static str)) ->
     out
 }
 
-fn kind_statuses(skip: &[ErrorKind]) -> Statuses {
-    statuses(|kind, _| (weave::status(kind).as_u16(), kind.as_str()))
-        .into_iter()
-        .filter(|(status, _)| {
-            !skip
-                .iter()
-                .any(|k| k.http_status() == StatusCode::from_u16(*status).unwrap())
-        })
-        .collect()
+/// Weave's and OTLP's table: the kind's own status, named by the kind.
+fn by_kind(kind: ErrorKind, _: Option<Reason>) -> (u16, &'static str) {
+    (weave::status(kind).as_u16(), kind.as_str())
 }
 
 fn add_errors(
@@ -187,13 +184,14 @@ impl Modify for Contract {
             ))),
         );
 
-        let weave = kind_statuses(&[ErrorKind::UnsupportedMediaType]);
-        let otlp = kind_statuses(&[]);
-        let alibaba = statuses(|k, r| {
+        // Weave routes read any body as JSON, so none answers 415.
+        let weave = statuses(&[ErrorKind::UnsupportedMediaType], by_kind);
+        let otlp = statuses(&[], by_kind);
+        let alibaba = statuses(&[], |k, r| {
             let c = alibaba::code(k, r);
             (c.status().as_u16(), c.as_str())
         });
-        let qianfan = statuses(|k, r| {
+        let qianfan = statuses(&[], |k, r| {
             let c = qianfan::code(k, r);
             (c.status().as_u16(), c.as_str())
         });

@@ -166,11 +166,13 @@ mod tests {
 }
 
 /// What cost metrics are priced with: the price table and the query tenant's
-/// overrides, by project. Owned, so a store may answer on another thread.
+/// overrides, by project. It holds the shared snapshot of the overrides (no
+/// copy per query) and is owned, so a store may answer on another thread.
 #[derive(Clone)]
 pub struct Pricing {
-    pub table: &'static PriceTable,
-    pub overrides: HashMap<String, Overrides>,
+    table: &'static PriceTable,
+    overrides: Arc<AllOverrides>,
+    tenant: String,
 }
 
 impl Pricing {
@@ -178,7 +180,8 @@ impl Pricing {
     pub fn table_only() -> Self {
         Self {
             table: PriceTable::builtin(),
-            overrides: HashMap::new(),
+            overrides: Arc::default(),
+            tenant: String::new(),
         }
     }
 
@@ -186,16 +189,17 @@ impl Pricing {
     pub fn for_tenant(overrides: &PriceOverrides, tenant: &str) -> Self {
         Self {
             table: PriceTable::builtin(),
-            overrides: overrides
-                .snapshot()
-                .get(tenant)
-                .cloned()
-                .unwrap_or_default(),
+            overrides: overrides.snapshot(),
+            tenant: tenant.to_owned(),
         }
     }
 
     /// The price `project`'s calls of `model` are costed with.
-    pub fn price(&self, project: &str, model: &str) -> Option<polymeter_pricing::Price> {
-        polymeter_pricing::price_of(self.table, self.overrides.get(project), model)
+    pub fn price(&self, project: &str, model: &str) -> Option<Price> {
+        let overrides = self
+            .overrides
+            .get(&self.tenant)
+            .and_then(|t| t.get(project));
+        polymeter_pricing::price_of(self.table, overrides, model)
     }
 }

@@ -48,7 +48,6 @@ pub(super) fn partition_prices(
     strings: &Interner,
     pricing: &Pricing,
 ) -> FxHashMap<u32, FixedPrice> {
-    let overrides = pricing.overrides.get(p.project.as_str());
     let mut prices = FxHashMap::default();
     let mut seen = rustc_hash::FxHashSet::default();
     for &code in &p.usage_model {
@@ -56,7 +55,7 @@ pub(super) fn partition_prices(
             continue;
         }
         let model = strings.value(code).unwrap_or("");
-        if let Some(price) = price_of(pricing.table, overrides, model) {
+        if let Some(price) = pricing.price(p.project.as_str(), model) {
             prices.insert(code, price.fixed());
         }
     }

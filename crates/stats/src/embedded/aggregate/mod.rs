@@ -32,7 +32,7 @@ use cost::*;
 use finish::*;
 use percentile::percentiles;
 use polymeter_model::{Aggregation, BucketGrid, Metric};
-use polymeter_pricing::{price_of, FixedPrice, Tokens, PICO};
+use polymeter_pricing::{FixedPrice, Tokens, PICO};
 use polymeter_proto::v1::{Dimension, Grain};
 use resolve::*;
 use rustc_hash::FxHashMap;
