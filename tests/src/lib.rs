@@ -4,6 +4,7 @@
 //! to its gateway — Weave with an API key, Alibaba and Qianfan signed as their
 //! SDKs sign.
 
+pub mod clickhouse;
 pub mod fixture;
 pub mod signing;
 
@@ -139,6 +140,11 @@ impl Client {
         self.post_raw(path, body.to_string()).await
     }
 
+    /// `method` with a JSON body, as the Weave key.
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Answer {
+        send(self.request(method, path).body(body.to_string())).await
+    }
+
     pub async fn post_raw(&self, path: &str, body: String) -> Answer {
         send(self.request(reqwest::Method::POST, path).body(body)).await
     }
@@ -180,11 +186,22 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
     }
 }
 
+/// Which store a test stack keeps its records in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Embedded,
+    /// ClickHouse: a real server, or ClickHouse's engine through the chDB
+    /// adapter (see [`clickhouse`]).
+    ClickHouse,
+}
+
 /// The whole stack, in this process, on ephemeral loopback ports.
 pub struct TestStack {
     pub stack: Stack,
     pub client: Client,
     pub dir: tempfile::TempDir,
+    /// The ClickHouse the stack stores in, when it does.
+    pub clickhouse: Option<clickhouse::ClickHouse>,
 }
 
 impl TestStack {
@@ -194,12 +211,34 @@ impl TestStack {
 
     /// The stack with `credentials` instead of the fixture's.
     pub async fn start_with(credentials: &polymeter_auth::Credentials) -> Self {
+        Self::start_on(credentials, Store::Embedded).await
+    }
+
+    /// The stack with the fixture's credentials on `store`.
+    pub async fn start_with_store(store: Store) -> Self {
+        Self::start_on(&fixture::credentials(), store).await
+    }
+
+    async fn start_on(credentials: &polymeter_auth::Credentials, store: Store) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = StackConfig::ephemeral(dir.path().to_owned());
+        let mut config = StackConfig::ephemeral(dir.path().to_owned());
         credentials.save(&config.credentials).unwrap();
+        let clickhouse = match store {
+            Store::Embedded => None,
+            Store::ClickHouse => {
+                let ch = clickhouse::ClickHouse::start();
+                config.store = polymeter::StoreChoice::parse(&ch.url).unwrap();
+                Some(ch)
+            }
+        };
         let stack = start_stack(config).await.expect("stack failed to start");
         let client = Client::new(format!("http://{}", stack.gateway));
-        Self { stack, client, dir }
+        Self {
+            stack,
+            client,
+            dir,
+            clickhouse,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -10,9 +10,8 @@ use crate::table::{FeedbackTable, Partition, Strings, NONE};
 use polymeter_model::feedback::{span_status_name, FeedbackDimension, SpanType};
 use polymeter_proto::v1 as pb;
 use rustc_hash::FxHashMap;
-use std::collections::BTreeMap;
 
-use crate::query::{FeedbackQuery, RATING_KEY};
+use crate::query::{rating_fixed, respond, Answer, FeedbackQuery, RATING_KEY};
 
 /// A filter on interned codes: `None` passes everything.
 fn codes(
@@ -51,7 +50,7 @@ struct Cell {
     total: u64,
     scored: u64,
     tags: FxHashMap<u32, u64>,
-    ratings: FxHashMap<u32, (u64, f64)>,
+    ratings: FxHashMap<u32, (u64, i128)>,
 }
 
 /// Answers one feedback question from the table.
@@ -98,33 +97,26 @@ pub fn aggregate(table: &FeedbackTable, query: &FeedbackQuery) -> pb::AggregateF
             &mut cells,
         );
     }
-    let mut cells: BTreeMap<(Option<i64>, Vec<String>), Cell> =
-        cells.keys.into_iter().zip(cells.cells).collect();
-    if width_ms.is_none() && group.is_empty() && cells.is_empty() {
-        cells.insert((None, Vec::new()), Cell::default());
-    }
     let name = |c: u32| s.value(c).unwrap_or_default().to_owned();
-    let buckets = cells
+    let cells = cells
+        .keys
         .into_iter()
-        .map(|((bucket, group), cell)| pb::FeedbackBucket {
-            time_bucket_start_ms: bucket,
-            group,
-            total_count: cell.total,
-            scored_count: cell.scored,
-            tag_counts: cell.tags.iter().map(|(&t, &n)| (name(t), n)).collect(),
-            rating_counts: cell
-                .ratings
-                .iter()
-                .map(|(&r, &(n, _))| (name(r), n))
-                .collect(),
-            rating_sums: cell
-                .ratings
-                .iter()
-                .map(|(&r, &(_, sum))| (name(r), sum))
-                .collect(),
+        .zip(cells.cells)
+        .map(|(key, cell)| {
+            let answer = Answer {
+                total: cell.total,
+                scored: cell.scored,
+                tags: cell.tags.iter().map(|(&t, &n)| (name(t), n)).collect(),
+                ratings: cell
+                    .ratings
+                    .iter()
+                    .map(|(&r, &(n, sum))| (name(r), n, sum))
+                    .collect(),
+            };
+            (key, answer)
         })
         .collect();
-    pb::AggregateFeedbackResponse { buckets }
+    respond(cells, query)
 }
 
 struct Scan<'a> {
@@ -237,7 +229,7 @@ fn scan(
         for &(r, v) in row_ratings {
             let e = cell.ratings.entry(r).or_default();
             e.0 += 1;
-            e.1 += v;
+            e.1 += rating_fixed(v);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! in [`aggregate`] over its columnar [`table::FeedbackTable`].
 
 pub mod aggregate;
+pub mod clickhouse;
 pub mod error;
 pub mod query;
 pub mod service;
@@ -16,5 +17,6 @@ pub mod table;
 
 pub use error::FeedbackError;
 pub use service::{serve, FeedbackServer};
+pub use clickhouse::ClickHouseFeedbackStore;
 pub use store::{EmbeddedFeedbackStore, FeedbackStore};
 pub use table::FeedbackTable;

@@ -4,6 +4,7 @@
 use crate::error::FeedbackError;
 use polymeter_model::feedback::{FeedbackDimension, SpanType};
 use polymeter_proto::v1 as pb;
+use std::collections::BTreeMap;
 
 /// The most buckets one query may ask for.
 pub const MAX_BUCKETS: i64 = 10_000;
@@ -84,4 +85,57 @@ impl TryFrom<pb::AggregateFeedbackRequest> for FeedbackQuery {
             group_by,
         })
     }
+}
+
+/// Ratings are summed in fixed point (10⁻¹⁸ of a rating), so a sum is exact
+/// and the same whatever order a store adds in; a rating of 0..=1 loses
+/// nothing a float sum would keep.
+pub const RATING_UNIT: f64 = 1e18;
+
+/// A rating in fixed point (truncated, as ClickHouse's `toInt128` does).
+pub fn rating_fixed(v: f64) -> i128 {
+    (v * RATING_UNIT) as i128
+}
+
+/// One bucket × group cell as a store folded it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Answer {
+    pub total: u64,
+    pub scored: u64,
+    pub tags: Vec<(String, u64)>,
+    /// Name, count, fixed-point sum.
+    pub ratings: Vec<(String, u64, i128)>,
+}
+
+/// Cells keyed by (bucket start, group values) as the answer: in key order,
+/// and one empty row for a query with neither buckets nor groups that
+/// matched nothing.
+pub fn respond(
+    mut cells: BTreeMap<(Option<i64>, Vec<String>), Answer>,
+    query: &FeedbackQuery,
+) -> pb::AggregateFeedbackResponse {
+    if query.width_ms.is_none() && query.group_by.is_empty() && cells.is_empty() {
+        cells.insert((None, Vec::new()), Answer::default());
+    }
+    let buckets = cells
+        .into_iter()
+        .map(|((bucket, group), cell)| pb::FeedbackBucket {
+            time_bucket_start_ms: bucket,
+            group,
+            total_count: cell.total,
+            scored_count: cell.scored,
+            tag_counts: cell.tags.into_iter().collect(),
+            rating_counts: cell
+                .ratings
+                .iter()
+                .map(|(name, n, _)| (name.clone(), *n))
+                .collect(),
+            rating_sums: cell
+                .ratings
+                .into_iter()
+                .map(|(name, _, sum)| (name, sum as f64 / RATING_UNIT))
+                .collect(),
+        })
+        .collect();
+    pb::AggregateFeedbackResponse { buckets }
 }

@@ -4,7 +4,7 @@
 //! name so they can run services as real child processes.
 
 use crate::{
-    bind, open_call_store, open_credentials, open_feedback_store, run_feedback, run_gateway,
+    bind, open_call_store, StoreChoice, open_credentials, open_feedback_store, run_feedback, run_gateway,
     run_ingest, run_stats, start_stack, GatewayPeers, Shutdown, StackConfig,
 };
 use anyhow::{Context, Result};
@@ -385,6 +385,11 @@ struct UpArgs {
         default_value = "127.0.0.1:50053"
     )]
     feedback_listen: SocketAddr,
+    /// Where records are kept: `embedded` (files under the data directory) or
+    /// `clickhouse://user:password@host:8123/database` (user and password may
+    /// instead come from CLICKHOUSE_USER / CLICKHOUSE_PASSWORD).
+    #[arg(long, env = "POLYMETER_STORE", default_value = "embedded", value_parser = parse_store)]
+    store: StoreChoice,
     /// Directory holding every service's data (one subdirectory each).
     #[arg(long, env = "POLYMETER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -482,6 +487,11 @@ struct StatsArgs {
         default_value = "127.0.0.1:50052"
     )]
     listen: SocketAddr,
+    /// Where records are kept: `embedded` (files under the data directory) or
+    /// `clickhouse://user:password@host:8123/database` (user and password may
+    /// instead come from CLICKHOUSE_USER / CLICKHOUSE_PASSWORD).
+    #[arg(long, env = "POLYMETER_STORE", default_value = "embedded", value_parser = parse_store)]
+    store: StoreChoice,
     /// Directory holding every service's data; the stats service uses `<data-dir>/stats`.
     #[arg(long, env = "POLYMETER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -499,6 +509,11 @@ struct FeedbackArgs {
         default_value = "127.0.0.1:50053"
     )]
     listen: SocketAddr,
+    /// Where records are kept: `embedded` (files under the data directory) or
+    /// `clickhouse://user:password@host:8123/database` (user and password may
+    /// instead come from CLICKHOUSE_USER / CLICKHOUSE_PASSWORD).
+    #[arg(long, env = "POLYMETER_STORE", default_value = "embedded", value_parser = parse_store)]
+    store: StoreChoice,
     /// Directory holding every service's data; the feedback service uses `<data-dir>/feedback`.
     #[arg(long, env = "POLYMETER_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -555,6 +570,10 @@ where
     run(listener, shutdown).await
 }
 
+fn parse_store(text: &str) -> Result<StoreChoice, String> {
+    StoreChoice::parse(text).map_err(|e| e.to_string())
+}
+
 /// Parses the command line and runs it to completion.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -598,6 +617,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_else(|| a.data_dir.join(crate::CREDENTIALS_FILE)),
                 data_dir: a.data_dir.clone(),
                 wal_rotate_bytes: a.wal_rotate_bytes,
+                store: a.store.clone(),
             })
             .await?;
             print_created_keys(&stack.created_keys);
@@ -640,12 +660,15 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Stats(a) => {
-            let store = open_call_store(&a.data_dir.join("stats"), a.wal_rotate_bytes)?;
+            let store =
+                open_call_store(&a.store, &a.data_dir.join("stats"), a.wal_rotate_bytes).await?;
             let prices = crate::open_price_overrides(&a.data_dir.join("stats"))?;
             until_interrupted("stats", a.listen, |l, s| run_stats(l, store, prices, s)).await
         }
         Command::Feedback(a) => {
-            let store = open_feedback_store(&a.data_dir.join("feedback"), a.wal_rotate_bytes)?;
+            let store =
+                open_feedback_store(&a.store, &a.data_dir.join("feedback"), a.wal_rotate_bytes)
+                    .await?;
             until_interrupted("feedback", a.listen, |l, s| run_feedback(l, store, s)).await
         }
         Command::Keys(_) | Command::Openapi(_) => {

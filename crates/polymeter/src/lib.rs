@@ -52,9 +52,51 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// Where the owning services (stats, feedback) keep their records.
+#[derive(Debug, Clone, Default)]
+pub enum StoreChoice {
+    /// Each service in its own directory under the data directory.
+    #[default]
+    Embedded,
+    /// Stateless services over one ClickHouse database.
+    ClickHouse(polymeter_clickhouse::StoreUrl),
+}
+
+impl StoreChoice {
+    /// `embedded` (or nothing) or `clickhouse://user:password@host:8123/database`;
+    /// credentials may come from `CLICKHOUSE_USER` / `CLICKHOUSE_PASSWORD`.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        match text.trim() {
+            "" | "embedded" => Ok(StoreChoice::Embedded),
+            url => Ok(StoreChoice::ClickHouse(
+                polymeter_clickhouse::StoreUrl::parse(url, |k| std::env::var(k).ok())?,
+            )),
+        }
+    }
+}
+
+/// Opens the stats service's store: the embedded one under `data_dir`, or
+/// the ClickHouse database (applying its migrations).
+pub async fn open_call_store(
+    choice: &StoreChoice,
+    data_dir: &Path,
+    wal_rotate_bytes: u64,
+) -> anyhow::Result<Arc<dyn CallStore>> {
+    match choice {
+        StoreChoice::Embedded => open_embedded_call_store(data_dir, wal_rotate_bytes),
+        StoreChoice::ClickHouse(url) => {
+            let store = polymeter_stats::clickhouse::ClickHouseStore::open(url)
+                .await
+                .with_context(|| format!("cannot open the call store at {url}"))?;
+            tracing::info!(%url, "call store open on ClickHouse");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Opens the stats service's durable store under `data_dir`, loading its
 /// segments and replaying its log. Fails, naming the file, on corrupt data.
-pub fn open_call_store(
+fn open_embedded_call_store(
     data_dir: &Path,
     wal_rotate_bytes: u64,
 ) -> anyhow::Result<Arc<dyn CallStore>> {
@@ -125,11 +167,19 @@ fn release_freed_memory() {
     }
 }
 
-/// Opens the feedback service's durable store under `data_dir`.
-pub fn open_feedback_store(
+/// Opens the feedback service's store: embedded under `data_dir`, or ClickHouse.
+pub async fn open_feedback_store(
+    choice: &StoreChoice,
     data_dir: &Path,
     wal_rotate_bytes: u64,
 ) -> anyhow::Result<Arc<dyn FeedbackStore>> {
+    if let StoreChoice::ClickHouse(url) = choice {
+        let store = polymeter_feedback::ClickHouseFeedbackStore::open(url)
+            .await
+            .with_context(|| format!("cannot open the feedback store at {url}"))?;
+        tracing::info!(%url, "feedback store open on ClickHouse");
+        return Ok(Arc::new(store));
+    }
     let options = polymeter_store::Options {
         rotate_bytes: wal_rotate_bytes,
         ..Default::default()
@@ -205,6 +255,8 @@ pub struct StackConfig {
     pub wal_rotate_bytes: u64,
     /// The credentials file; created with a development tenant when missing.
     pub credentials: PathBuf,
+    /// Where stats and feedback keep their records.
+    pub store: StoreChoice,
 }
 
 /// The credentials file's name inside the data directory, its default home.
@@ -225,6 +277,7 @@ impl StackConfig {
             credentials: data_dir.join(CREDENTIALS_FILE),
             data_dir,
             wal_rotate_bytes: DEFAULT_WAL_ROTATE_BYTES,
+            store: StoreChoice::Embedded,
         }
     }
 }
@@ -254,10 +307,19 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
         stats.local_addr()?,
         feedback.local_addr()?,
     ];
-    let store = open_call_store(&config.data_dir.join("stats"), config.wal_rotate_bytes)?;
+    let store = open_call_store(
+        &config.store,
+        &config.data_dir.join("stats"),
+        config.wal_rotate_bytes,
+    )
+    .await?;
     let prices = open_price_overrides(&config.data_dir.join("stats"))?;
-    let feedback_store =
-        open_feedback_store(&config.data_dir.join("feedback"), config.wal_rotate_bytes)?;
+    let feedback_store = open_feedback_store(
+        &config.store,
+        &config.data_dir.join("feedback"),
+        config.wal_rotate_bytes,
+    )
+    .await?;
     let (keyring, created_keys) = open_credentials(&config.credentials, true)?;
     let ingest_keyring = Keyring::open(&config.credentials)?;
 

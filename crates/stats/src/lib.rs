@@ -7,6 +7,8 @@
 //! [`embedded::aggregate`]. Nothing above the store trait knows which store
 //! it has.
 
+pub mod answer;
+pub mod clickhouse;
 pub mod embedded;
 pub mod error;
 pub mod prices;

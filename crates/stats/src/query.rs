@@ -8,6 +8,9 @@ use polymeter_model::buckets::{auto_width, capped_width, check_width, parse_zone
 use polymeter_model::{Aggregation, Metric, ProjectId, TenantId};
 use polymeter_proto::v1::{self as pb, order::Key as PbOrderKey, Dimension, Grain};
 
+/// Most `group_by` dimensions one query may use.
+pub const MAX_GROUP_BY: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct Bucketing {
     pub width_seconds: u64,
@@ -167,6 +170,12 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
                 Ok(d)
             })
             .collect::<Result<_, _>>()?;
+        if group_by.len() > MAX_GROUP_BY {
+            return Err(StatsError::invalid(format!(
+                "group_by: at most {MAX_GROUP_BY} dimensions, got {}",
+                group_by.len()
+            )));
+        }
         let measures: Vec<MeasureSpec> = req
             .measures
             .iter()

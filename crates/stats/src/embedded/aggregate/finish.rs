@@ -1,35 +1,15 @@
-//! Cells become result rows: measures finished from their accumulators,
-//! empty buckets filled as the query asks, rows ordered.
+//! Cells become result rows: measures finished from their folds by the
+//! rules every store shares ([`crate::answer`]).
 
 use super::*;
 
-/// Cells → result rows, zero-filled as the query asks.
+/// Cells → result rows (only the cells something fell into).
 pub(super) fn finish(
     plan: &Plan<'_>,
     columns: &CallColumns,
     mut acc: Acc,
     grid: Option<&BucketGrid>,
 ) -> Vec<ResultRow> {
-    let query = plan.query;
-    let nslots = plan.slots.len();
-    // Every group seen, and the empty group when there is no grouping.
-    let mut seen: BTreeSet<[u32; MAX_GROUP_BY]> = acc.keys.iter().map(|(_, k)| *k).collect();
-    if query.group_by.is_empty() {
-        seen.insert([NONE; MAX_GROUP_BY]);
-    }
-    match grid {
-        Some(grid) if query.fill_empty_buckets => {
-            for bucket in 0..grid.len() as u32 {
-                for key in &seen {
-                    acc.cell((bucket, *key), nslots, &plan.keep_values);
-                }
-            }
-        }
-        None if query.group_by.is_empty() => {
-            acc.cell((NO_BUCKET, [NONE; MAX_GROUP_BY]), nslots, &plan.keep_values);
-        }
-        _ => {}
-    }
     let decode = |source: &Source, code: u32| -> Option<String> {
         match source {
             Source::Project | Source::Id(_) => acc.local.value(code).map(str::to_owned),
@@ -58,21 +38,12 @@ pub(super) fn finish(
     rows
 }
 
-/// Fixed units per reported unit.
-pub(super) fn scale(metric: Metric) -> f64 {
-    match metric {
-        Metric::LatencyMs => 1000.0,
-        Metric::InputCost | Metric::OutputCost | Metric::TotalCost => PICO,
-        _ => 1.0,
-    }
-}
-
 /// Every cell's measure values; percentile selection is split across two
 /// threads when there are many values.
 pub(super) fn cell_values(
     plan: &Plan<'_>,
     cells: usize,
-    metrics: &[MetricAcc],
+    metrics: &[Fold],
     values: &mut [Vec<i64>],
 ) -> Vec<Vec<Option<f64>>> {
     let nslots = plan.slots.len();
@@ -111,7 +82,7 @@ pub(super) fn cell_values(
                 .collect();
             let found = percentiles(&mut values[slot], &ps);
             for (&i, v) in asked.iter().zip(found) {
-                out[i] = v.map(|v| v / scale(*metric));
+                out[i] = finish_percentile(*metric, v);
             }
         }
         out
@@ -146,32 +117,4 @@ pub(super) fn cell_values(
         lower.extend(upper.join().expect("percentile thread panicked"));
         lower
     })
-}
-
-/// A measure other than a percentile, from its accumulator.
-pub(super) fn finish_measure(measure: &MeasureSpec, acc: &MetricAcc) -> Option<f64> {
-    let scale = scale(measure.metric);
-    let any = acc.count > 0;
-    match measure.aggregation {
-        Aggregation::Sum => Some(acc.sum as f64 / scale),
-        Aggregation::Count => Some(acc.count as f64),
-        Aggregation::Avg if !any => Some(0.0),
-        Aggregation::Avg => Some(acc.sum as f64 / acc.count as f64 / scale),
-        Aggregation::Min => any.then(|| acc.min as f64 / scale),
-        Aggregation::Max => any.then(|| acc.max as f64 / scale),
-        // Filled in from the kept values by `cell_values`.
-        Aggregation::Percentile => None,
-    }
-}
-
-pub(super) fn compare(a: &ResultRow, b: &ResultRow, key: OrderKey) -> Ordering {
-    match key {
-        OrderKey::Bucket => a.bucket_start_us.cmp(&b.bucket_start_us),
-        OrderKey::RowCount => a.row_count.cmp(&b.row_count),
-        OrderKey::Group(i) => a.group[i].cmp(&b.group[i]),
-        OrderKey::Measure(i) => match (a.values[i], b.values[i]) {
-            (Some(x), Some(y)) => x.total_cmp(&y),
-            (x, y) => x.is_some().cmp(&y.is_some()),
-        },
-    }
 }

@@ -24,24 +24,22 @@ use crate::embedded::columns::{
     Attr, CallColumns, IdColumn, IdKey, Interner, Partition, RefLists, BLOCK, FLAG_ERROR, NONE,
     NO_TIME,
 };
+use crate::answer::{fill, finish_measure, finish_percentile, order_and_page, Fold};
 use crate::error::StatsError;
 use crate::prices::Pricing;
-use crate::query::{CallQuery, MeasureSpec, OrderKey, RowFilter};
+use crate::query::{CallQuery, RowFilter};
 use crate::store::{AggregateResult, ResultRow};
 use cost::*;
 use finish::*;
 use percentile::percentiles;
 use polymeter_model::{Aggregation, BucketGrid, Metric};
-use polymeter_pricing::{FixedPrice, Tokens, PICO};
+use polymeter_pricing::{FixedPrice, Tokens};
 use polymeter_proto::v1::{Dimension, Grain};
 use resolve::*;
 use rustc_hash::FxHashMap;
 use scan::*;
-use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
-/// Most `group_by` dimensions one query may use.
-pub const MAX_GROUP_BY: usize = 4;
+pub use crate::query::MAX_GROUP_BY;
 
 /// Answers one query from the columns.
 pub fn aggregate(
@@ -49,12 +47,6 @@ pub fn aggregate(
     columns: &CallColumns,
     pricing: &Pricing,
 ) -> Result<AggregateResult, StatsError> {
-    if query.group_by.len() > MAX_GROUP_BY {
-        return Err(StatsError::invalid(format!(
-            "group_by: at most {MAX_GROUP_BY} dimensions, got {}",
-            query.group_by.len()
-        )));
-    }
     let grid = query
         .bucketing
         .as_ref()
@@ -156,39 +148,8 @@ pub fn aggregate(
     }
 
     let mut rows = finish(&plan, columns, acc, grid.as_ref());
-    rows.sort_by(|a, b| {
-        a.bucket_start_us
-            .cmp(&b.bucket_start_us)
-            .then_with(|| a.group.cmp(&b.group))
-    });
-    if !query.order_by.is_empty() {
-        rows.sort_by(|a, b| {
-            query
-                .order_by
-                .iter()
-                .fold(Ordering::Equal, |acc, (key, desc)| {
-                    acc.then_with(|| {
-                        let o = compare(a, b, *key);
-                        if *desc {
-                            o.reverse()
-                        } else {
-                            o
-                        }
-                    })
-                })
-        });
-    }
-    let total_rows = rows.len();
-    let rows = rows
-        .into_iter()
-        .skip(query.offset)
-        .take(query.limit.unwrap_or(usize::MAX))
-        .collect();
-    Ok(AggregateResult {
-        bucket_width_seconds: grid.map(|g| g.width_seconds()),
-        rows,
-        total_rows,
-    })
+    fill(&mut rows, query, grid.as_ref());
+    Ok(order_and_page(rows, query, grid.as_ref()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Exact percentiles: linear interpolation between the closest ranks
-//! (numpy's default, SQL's `percentile_cont`), by selection rather than a
-//! full sort.
+//! (numpy's default, SQL's `percentile_cont`, ClickHouse's
+//! `quantileExactInclusive`), by selection rather than a full sort.
 
 /// Exact percentile by linear interpolation between the closest ranks
 /// (numpy's default, SQL's `percentile_cont`) of `values`, which it reorders.
@@ -21,16 +21,18 @@ pub fn percentiles(values: &mut [i64], ps: &[f64]) -> Vec<Option<f64>> {
     // values[..from] are all <= values[from..]
     let mut from = 0;
     for i in order {
-        let rank = ps[i] / 100.0 * last as f64;
-        let lo = (rank.floor() as usize).clamp(from, last);
+        // ClickHouse's `quantileExactInclusive` arithmetic, step for step
+        // (1-based rank h, the fraction taken from h), so that both stores
+        // produce the same bits and not merely close numbers.
+        let h = ps[i] / 100.0 * last as f64 + 1.0;
+        let n = (h as usize).clamp(1, last + 1);
+        let lo = (n - 1).max(from);
         let (_, &mut a, above) = values[from..].select_nth_unstable(lo - from);
-        let frac = rank - lo as f64;
-        let a = a as f64;
-        out[i] = Some(if frac <= 0.0 || above.is_empty() {
-            a
+        out[i] = Some(if n > last || above.is_empty() {
+            a as f64
         } else {
-            let b = *above.iter().min().expect("not empty") as f64;
-            a + (b - a) * frac
+            let b = *above.iter().min().expect("not empty");
+            a as f64 + (h - n as f64) * (b - a) as f64
         });
         from = lo;
     }

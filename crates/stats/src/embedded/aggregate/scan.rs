@@ -67,15 +67,6 @@ pub(super) struct Plan<'a> {
     pub(super) prices: FxHashMap<usize, FxHashMap<u32, FixedPrice>>,
 }
 
-/// A (bucket, group key) cell's accumulators.
-#[derive(Clone, Copy, Default)]
-pub(super) struct MetricAcc {
-    pub(super) sum: i128,
-    pub(super) count: u64,
-    pub(super) min: i64,
-    pub(super) max: i64,
-}
-
 pub(super) type CellKey = (u32, [u32; MAX_GROUP_BY]);
 
 /// One scanning thread's accumulators.
@@ -84,7 +75,7 @@ pub(super) struct Acc {
     pub(super) cells: FxHashMap<CellKey, u32>,
     pub(super) keys: Vec<CellKey>,
     pub(super) rows: Vec<u64>,
-    pub(super) metrics: Vec<MetricAcc>,
+    pub(super) metrics: Vec<Fold>,
     pub(super) values: Vec<Vec<i64>>,
     /// Strings of group values that are not interned (project, ids).
     pub(super) local: Interner,
@@ -104,15 +95,7 @@ impl Acc {
         self.cells.insert(key, c as u32);
         self.keys.push(key);
         self.rows.push(0);
-        self.metrics.extend(std::iter::repeat_n(
-            MetricAcc {
-                sum: 0,
-                count: 0,
-                min: i64::MAX,
-                max: i64::MIN,
-            },
-            slots,
-        ));
+        self.metrics.extend(std::iter::repeat_n(Fold::default(), slots));
         for _ in keep {
             self.values.push(Vec::new());
         }

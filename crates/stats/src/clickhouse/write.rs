@@ -1,0 +1,200 @@
+//! Writes: each call in a batch is merged with what is stored about it (the
+//! new half replaces the stored half, as in the embedded store) and written
+//! as one whole row, so a query finds a call's halves together under its
+//! start time. Reading the stored halves is a point lookup by call id (a
+//! bloom-filter index on `call_id`); it happens on writes only.
+
+use super::schema::{CallRow, ModelRow};
+use polymeter_model::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Entries of a call's usage list a store keeps (the embedded store's limit).
+pub const MAX_USAGE: usize = u8::MAX as usize;
+
+/// Versions strictly increase within a process and follow the wall clock
+/// across processes; each call takes two, so a tombstone (`v`) sorts before
+/// the row that replaces it (`v + 1`).
+pub(super) fn next_version() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 2);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// What is known about one call.
+#[derive(Default, Clone)]
+pub(super) struct Known {
+    pub start: Option<(u64, CallStart)>,
+    pub end: Option<(u64, CallEnd)>,
+    /// Sort keys of stored rows that carried a start.
+    pub stored_starts: Vec<i64>,
+}
+
+impl Known {
+    /// Folds a stored row in: each half from the newest row carrying it.
+    pub fn absorb(&mut self, row: CallRow) {
+        if row.has_start == 1 {
+            self.stored_starts.push(row.sort_us);
+        }
+        if row.has_start == 1 && self.start.as_ref().is_none_or(|(v, _)| row.version > *v) {
+            self.start = Some((row.version, start_of(&row)));
+        }
+        if row.has_end == 1 && self.end.as_ref().is_none_or(|(v, _)| row.version > *v) {
+            self.end = Some((row.version, end_of(&row)));
+        }
+    }
+
+    /// A new write: each half it carries replaces the known one.
+    pub fn apply(&mut self, record: CallRecord) {
+        if let Some(s) = record.start {
+            self.start = Some((u64::MAX, s));
+        }
+        if let Some(e) = record.end {
+            self.end = Some((u64::MAX, e));
+        }
+    }
+}
+
+fn start_of(r: &CallRow) -> CallStart {
+    CallStart {
+        trace_id: r.trace_id.clone(),
+        parent_id: r.parent_id.clone(),
+        thread_id: r.thread_id.clone(),
+        turn_id: r.turn_id.clone(),
+        op_name: r.op_name.clone(),
+        display_name: r.display_name.clone(),
+        started_at: chrono::DateTime::from_timestamp_micros(r.started_us).unwrap_or_default(),
+        wb_user_id: r.wb_user_id.clone(),
+        wb_run_id: r.wb_run_id.clone(),
+        input_refs: r.input_refs.clone(),
+        vendor: VendorDimensions {
+            service_id: r.service_id.clone(),
+            service_name: r.service_name.clone(),
+            app_id: r.app_id.clone(),
+            client_id: r.client_id.clone(),
+            api_key_id: r.api_key_id.clone(),
+            model_id: r.model_id.clone(),
+            resource_id: r.resource_id.clone(),
+        },
+    }
+}
+
+fn end_of(r: &CallRow) -> CallEnd {
+    CallEnd {
+        ended_at: chrono::DateTime::from_timestamp_micros(r.ended_us).unwrap_or_default(),
+        exception: r.exception.clone(),
+        usage: (0..r.usage_model.len())
+            .map(|i| ModelUsage {
+                model: r.usage_model[i].clone(),
+                input_tokens: r.usage_input_tokens[i],
+                output_tokens: r.usage_output_tokens[i],
+                total_tokens: r.usage_total_tokens[i],
+                cache_read_input_tokens: r.usage_cache_read_input_tokens[i],
+                cache_creation_input_tokens: r.usage_cache_creation_input_tokens[i],
+                requests: r.usage_requests[i],
+            })
+            .collect(),
+        output_refs: r.output_refs.clone(),
+    }
+}
+
+/// The rows that record `known` for `(tenant, project, call_id)`: tombstones
+/// where a stored start sat at another time, then the whole call.
+pub(super) fn rows(tenant: &str, project: &str, call_id: &str, known: &Known) -> Vec<CallRow> {
+    let version = next_version();
+    let start = known.start.as_ref().map(|(_, s)| s);
+    let end = known.end.as_ref().map(|(_, e)| e);
+    let started_us = start.map(|s| s.started_at.timestamp_micros());
+    let ended_us = end.map(|e| e.ended_at.timestamp_micros());
+    let sort_us = started_us.or(ended_us).unwrap_or_default();
+    let mut row = CallRow {
+        tenant: tenant.to_owned(),
+        project_id: project.to_owned(),
+        sort_us,
+        call_id: call_id.to_owned(),
+        version: version + 1,
+        is_deleted: 0,
+        has_start: start.is_some() as u8,
+        started_us: started_us.unwrap_or_default(),
+        has_end: end.is_some() as u8,
+        ended_us: ended_us.unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(s) = start {
+        row.trace_id = s.trace_id.clone();
+        // An empty parent is no parent, as in the embedded store.
+        row.parent_id = s.parent_id.clone().filter(|p| !p.is_empty());
+        row.thread_id = s.thread_id.clone();
+        row.turn_id = s.turn_id.clone();
+        row.op_name = s.op_name.clone();
+        row.display_name = s.display_name.clone();
+        row.wb_user_id = s.wb_user_id.clone();
+        row.wb_run_id = s.wb_run_id.clone();
+        let v = &s.vendor;
+        row.service_id = v.service_id.clone();
+        row.service_name = v.service_name.clone();
+        row.app_id = v.app_id.clone();
+        row.client_id = v.client_id.clone();
+        row.api_key_id = v.api_key_id.clone();
+        row.model_id = v.model_id.clone();
+        row.resource_id = v.resource_id.clone();
+        row.input_refs = s.input_refs.clone();
+    }
+    if let Some(e) = end {
+        row.exception = e.exception.clone();
+        for u in e.usage.iter().take(MAX_USAGE) {
+            row.usage_model.push(u.model.clone());
+            row.usage_input_tokens.push(u.input_tokens);
+            row.usage_output_tokens.push(u.output_tokens);
+            row.usage_total_tokens.push(u.total_tokens);
+            row.usage_cache_read_input_tokens
+                .push(u.cache_read_input_tokens);
+            row.usage_cache_creation_input_tokens
+                .push(u.cache_creation_input_tokens);
+            row.usage_requests.push(u.requests);
+        }
+        row.output_refs = e.output_refs.clone();
+    }
+    let mut out: Vec<CallRow> = known
+        .stored_starts
+        .iter()
+        .filter(|&&old| old != sort_us)
+        .map(|&old| CallRow {
+            tenant: row.tenant.clone(),
+            project_id: row.project_id.clone(),
+            sort_us: old,
+            call_id: row.call_id.clone(),
+            version,
+            is_deleted: 1,
+            ..Default::default()
+        })
+        .collect();
+    out.push(row);
+    out
+}
+
+/// The models a batch's rows use, once each.
+pub(super) fn models(rows: &[CallRow]) -> Vec<ModelRow> {
+    let mut seen: HashMap<ModelRow, ()> = HashMap::new();
+    for r in rows {
+        for m in &r.usage_model {
+            seen.entry(ModelRow {
+                tenant: r.tenant.clone(),
+                project_id: r.project_id.clone(),
+                model: m.clone(),
+            })
+            .or_default();
+        }
+    }
+    seen.into_keys().collect()
+}

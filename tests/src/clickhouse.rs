@@ -1,0 +1,88 @@
+//! A ClickHouse for tests: a fresh database on the server named by
+//! `POLYMETER_TEST_CLICKHOUSE_URL` (`http://user:password@host:8123`) when it
+//! is set, and otherwise on ClickHouse's engine through the chDB adapter
+//! (`tests/clickhouse/chdb_http.py`) started for this test with the test
+//! venv's Python.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct ClickHouse {
+    /// The store URL to hand to Polymeter (`clickhouse://…/database`).
+    pub url: String,
+    adapter: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The test venv's Python (`POLYMETER_SDK_PYTHON`, or `target/sdk-venv`,
+/// which `.ci/run` creates from `tests/sdk/requirements.txt`).
+pub fn test_python() -> PathBuf {
+    std::env::var_os("POLYMETER_SDK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/sdk-venv/bin/python"))
+}
+
+impl ClickHouse {
+    /// A ClickHouse with an empty database of its own.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("polymeter_test_{:016x}", rand::random::<u64>());
+        if let Ok(server) = std::env::var("POLYMETER_TEST_CLICKHOUSE_URL") {
+            let rest = server
+                .strip_prefix("http://")
+                .unwrap_or_else(|| panic!("POLYMETER_TEST_CLICKHOUSE_URL must be http://…, got {server}"));
+            return Self {
+                url: format!("clickhouse://{}/{database}", rest.trim_end_matches('/')),
+                adapter: None,
+                _dir: dir,
+            };
+        }
+        let python = test_python();
+        let mut child = Command::new(&python)
+            .arg(repo().join("tests/clickhouse/chdb_http.py"))
+            .args(["--port", "0", "--path"])
+            .arg(dir.path().join("chdb"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {} (the test venv): {e}", python.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "the chDB adapter did not start (is chdb installed in {}?): {line:?}",
+                    python.display()
+                )
+            })
+            .to_owned();
+        Self {
+            url: format!("clickhouse://default@{addr}/{database}"),
+            adapter: Some(child),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.adapter {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
