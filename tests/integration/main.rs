@@ -3,6 +3,7 @@
 
 mod alibaba;
 mod calls_stats;
+mod clickhouse;
 mod conformance;
 mod consistency;
 mod contract;

@@ -12,7 +12,7 @@ pub struct ClickHouse {
     /// The store URL to hand to Polymeter (`clickhouse://…/database`).
     pub url: String,
     adapter: Option<Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The repository's root.
@@ -43,39 +43,68 @@ impl ClickHouse {
             return Self {
                 url: format!("clickhouse://{}/{database}", rest.trim_end_matches('/')),
                 adapter: None,
-                _dir: dir,
+                dir,
             };
         }
-        let python = test_python();
-        let mut child = Command::new(&python)
-            .arg(repo().join("tests/clickhouse/chdb_http.py"))
-            .args(["--port", "0", "--path"])
-            .arg(dir.path().join("chdb"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} (the test venv): {e}", python.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "the chDB adapter did not start (is chdb installed in {}?): {line:?}",
-                    python.display()
-                )
-            })
-            .to_owned();
+        let (child, addr) = spawn_adapter(dir.path(), 0);
         Self {
             url: format!("clickhouse://default@{addr}/{database}"),
             adapter: Some(child),
-            _dir: dir,
+            dir,
         }
     }
+
+    /// Whether this is the chDB adapter (which tests can stop and start).
+    pub fn is_adapter(&self) -> bool {
+        self.adapter.is_some()
+    }
+
+    /// Kills the adapter (`kill -9`): ClickHouse is gone until [`Self::restart`].
+    pub fn kill(&mut self) {
+        let child = self.adapter.as_mut().expect("only the adapter can be killed");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the adapter again on the same port over the same data.
+    pub fn restart(&mut self) {
+        let port: u16 = self
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the URL names a port");
+        let (child, _) = spawn_adapter(self.dir.path(), port);
+        self.adapter = Some(child);
+    }
+}
+
+fn spawn_adapter(dir: &Path, port: u16) -> (Child, String) {
+    let python = test_python();
+    let mut child = Command::new(&python)
+        .arg(repo().join("tests/clickhouse/chdb_http.py"))
+        .args(["--port", &port.to_string(), "--path"])
+        .arg(dir.join("chdb"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (the test venv): {e}", python.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "the chDB adapter did not start (is chdb installed in {}?): {line:?}",
+                python.display()
+            )
+        })
+        .to_owned();
+    (child, addr)
 }
 
 impl Drop for ClickHouse {

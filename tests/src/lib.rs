@@ -219,18 +219,29 @@ impl TestStack {
         Self::start_on(&fixture::credentials(), store).await
     }
 
+    /// The stack with the fixture's credentials on a ClickHouse already started.
+    pub async fn start_with_clickhouse(ch: clickhouse::ClickHouse) -> Self {
+        Self::start_in(&fixture::credentials(), Some(ch)).await
+    }
+
     async fn start_on(credentials: &polymeter_auth::Credentials, store: Store) -> Self {
+        let clickhouse = match store {
+            Store::Embedded => None,
+            Store::ClickHouse => Some(clickhouse::ClickHouse::start()),
+        };
+        Self::start_in(credentials, clickhouse).await
+    }
+
+    async fn start_in(
+        credentials: &polymeter_auth::Credentials,
+        clickhouse: Option<clickhouse::ClickHouse>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = StackConfig::ephemeral(dir.path().to_owned());
         credentials.save(&config.credentials).unwrap();
-        let clickhouse = match store {
-            Store::Embedded => None,
-            Store::ClickHouse => {
-                let ch = clickhouse::ClickHouse::start();
-                config.store = polymeter::StoreChoice::parse(&ch.url).unwrap();
-                Some(ch)
-            }
-        };
+        if let Some(ch) = &clickhouse {
+            config.store = polymeter::StoreChoice::parse(&ch.url).unwrap();
+        }
         let stack = start_stack(config).await.expect("stack failed to start");
         let client = Client::new(format!("http://{}", stack.gateway));
         Self {

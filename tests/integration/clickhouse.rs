@@ -1,0 +1,83 @@
+//! The ClickHouse store's own guarantees, beyond giving the embedded store's
+//! answers (that is `conformance`): an outage answers "unavailable, retry"
+//! and loses nothing acknowledged; replicas starting together migrate safely.
+
+use crate::support::*;
+use chrono::Duration;
+use polymeter::{open_call_store, open_feedback_store, StoreChoice};
+use polymeter_tests::clickhouse::ClickHouse;
+use polymeter_tests::{json, Store, TestStack};
+
+async fn call_count(c: &polymeter_tests::Client) -> serde_json::Value {
+    let body = stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
+        "granularity": 86400, "call_metrics": [{"metric": "call_count"}]}));
+    let answer = c.post("/calls/stats", &body).await.ok();
+    answer["call_buckets"][0]["sum_call_count"].clone()
+}
+
+#[tokio::test]
+async fn an_outage_answers_unavailable_and_loses_nothing_acknowledged() {
+    let mut stack = TestStack::start_with_store(Store::ClickHouse).await;
+    if !stack.clickhouse.as_ref().unwrap().is_adapter() {
+        eprintln!("a real ClickHouse server cannot be stopped from here; outage not exercised");
+        return;
+    }
+    let c = stack.client.clone();
+    let base = t("2024-05-01T10:00:00Z");
+    let calls: Vec<Call> = (0..5)
+        .map(|i| Call::new(&format!("a{i}"), base + Duration::minutes(i)).tokens("gpt-4o", 10, 1))
+        .collect();
+    ingest(&c, &calls).await;
+    assert_eq!(call_count(&c).await, 5);
+
+    stack.clickhouse.as_mut().unwrap().kill();
+    let late = Call::new("late", base + Duration::minutes(30));
+    let answer = c
+        .post(&format!("/v2/{PROJECT}/calls/complete"), &json!({"batch": [late.body.clone()]}))
+        .await;
+    let reason = answer.reason(503);
+    assert!(reason.contains("unavailable"), "{reason}");
+    let answer = c
+        .post("/calls/stats", &stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})))
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let answer = c
+        .post("/feedback/create", &json!({"project_id": PROJECT, "feedback_type": "wandb.reaction.1",
+            "weave_ref": "weave:///acme/bot/call/a0", "payload": {}}))
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+
+    // ClickHouse returns: no restart of Polymeter, the acknowledged calls are
+    // there, and the refused one can simply be sent again.
+    stack.clickhouse.as_mut().unwrap().restart();
+    assert_eq!(call_count(&c).await, 5);
+    ingest(&c, &[late]).await;
+    assert_eq!(call_count(&c).await, 6);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once_and_agree() {
+    let ch = ClickHouse::start();
+    let choice = StoreChoice::parse(&ch.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Four stats and four feedback replicas start at the same moment.
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let (choice, path) = (choice.clone(), dir.path().join(i.to_string()));
+        opening.spawn(async move {
+            open_call_store(&choice, &path, 1 << 20).await?;
+            open_feedback_store(&choice, &path, 1 << 20).await.map(|_| ())
+        });
+    }
+    while let Some(done) = opening.join_next().await {
+        done.unwrap().expect("every replica starts");
+    }
+    // And once more, as after a rolling restart: nothing left to apply.
+    open_call_store(&choice, dir.path(), 1 << 20).await.unwrap();
+    let stack = TestStack::start_with_clickhouse(ch).await;
+    let c = &stack.client;
+    ingest(c, &[Call::new("m1", t("2024-05-01T10:00:00Z"))]).await;
+    assert_eq!(call_count(c).await, 1);
+    stack.stop().await;
+}
