@@ -9,6 +9,7 @@ mod consistency;
 mod contract;
 mod cost;
 mod crash;
+mod deploy;
 mod envelopes;
 mod feedback;
 mod ingest;
