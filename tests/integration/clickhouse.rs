@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use chrono::Duration;
-use polymeter::{open_call_store, open_feedback_store, StoreChoice};
+use polymeter::{open_feedback_store, open_stats, StoreChoice};
 use polymeter_tests::clickhouse::ClickHouse;
 use polymeter_tests::{json, Store, TestStack};
 
@@ -66,7 +66,7 @@ async fn replicas_starting_together_migrate_once_and_agree() {
     for i in 0..4 {
         let (choice, path) = (choice.clone(), dir.path().join(i.to_string()));
         opening.spawn(async move {
-            open_call_store(&choice, &path, 1 << 20).await?;
+            open_stats(&choice, &path, 1 << 20).await?;
             open_feedback_store(&choice, &path, 1 << 20).await.map(|_| ())
         });
     }
@@ -74,10 +74,43 @@ async fn replicas_starting_together_migrate_once_and_agree() {
         done.unwrap().expect("every replica starts");
     }
     // And once more, as after a rolling restart: nothing left to apply.
-    open_call_store(&choice, dir.path(), 1 << 20).await.unwrap();
+    open_stats(&choice, dir.path(), 1 << 20).await.unwrap();
     let stack = TestStack::start_with_clickhouse(ch).await;
     let c = &stack.client;
     ingest(c, &[Call::new("m1", t("2024-05-01T10:00:00Z"))]).await;
     assert_eq!(call_count(c).await, 1);
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_override_set_through_one_replica_reaches_the_others() {
+    let ch = ClickHouse::start();
+    let choice = StoreChoice::parse(&ch.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, a) = open_stats(&choice, &dir.path().join("a"), 1 << 20).await.unwrap();
+    let (_, b) = open_stats(&choice, &dir.path().join("b"), 1 << 20).await.unwrap();
+    let price = polymeter_pricing::Price::new(1e-6, 2e-6, None, None).unwrap();
+    let writer = a.clone();
+    tokio::task::spawn_blocking(move || writer.set("acme", "acme/bot", "My-Model", price))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.for_project("acme", "acme/bot").unwrap()["my-model"], price);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.for_project("acme", "acme/bot").is_none() {
+        assert!(std::time::Instant::now() < deadline, "replica b never saw the override");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.for_project("acme", "acme/bot").unwrap()["my-model"], price);
+    // A third replica starting now reads it at once; a delete reaches it too.
+    let (_, c) = open_stats(&choice, &dir.path().join("c"), 1 << 20).await.unwrap();
+    assert_eq!(c.for_project("acme", "acme/bot").unwrap()["my-model"], price);
+    let writer = b.clone();
+    let deleted = tokio::task::spawn_blocking(move || writer.delete("acme", "acme/bot", "my-model"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(deleted);
+    let (_, d) = open_stats(&choice, &dir.path().join("d"), 1 << 20).await.unwrap();
+    assert!(d.for_project("acme", "acme/bot").is_none());
 }

@@ -64,6 +64,7 @@ fn is_ours(text: &str) -> bool {
         47,  // UNKNOWN_IDENTIFIER
         53,  // TYPE_MISMATCH
         62,  // SYNTAX_ERROR
+        184, // ILLEGAL_AGGREGATION
         215, // NOT_AN_AGGREGATE
     ];
     text.split("Code: ")

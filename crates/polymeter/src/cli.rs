@@ -4,7 +4,7 @@
 //! name so they can run services as real child processes.
 
 use crate::{
-    bind, open_call_store, StoreChoice, open_credentials, open_feedback_store, run_feedback, run_gateway,
+    bind, open_stats, StoreChoice, open_credentials, open_feedback_store, run_feedback, run_gateway,
     run_ingest, run_stats, start_stack, GatewayPeers, Shutdown, StackConfig,
 };
 use anyhow::{Context, Result};
@@ -660,9 +660,8 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Stats(a) => {
-            let store =
-                open_call_store(&a.store, &a.data_dir.join("stats"), a.wal_rotate_bytes).await?;
-            let prices = crate::open_price_overrides(&a.data_dir.join("stats"))?;
+            let (store, prices) =
+                open_stats(&a.store, &a.data_dir.join("stats"), a.wal_rotate_bytes).await?;
             until_interrupted("stats", a.listen, |l, s| run_stats(l, store, prices, s)).await
         }
         Command::Feedback(a) => {

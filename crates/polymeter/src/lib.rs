@@ -75,21 +75,33 @@ impl StoreChoice {
     }
 }
 
-/// Opens the stats service's store: the embedded one under `data_dir`, or
-/// the ClickHouse database (applying its migrations).
-pub async fn open_call_store(
+/// How often a stats replica on ClickHouse re-reads the price overrides
+/// (a change made through another replica shows here within this time).
+const PRICE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens what the stats service keeps — its call store and the projects'
+/// price overrides: the embedded store and a file under `data_dir`, or the
+/// ClickHouse database (applying its migrations).
+pub async fn open_stats(
     choice: &StoreChoice,
     data_dir: &Path,
     wal_rotate_bytes: u64,
-) -> anyhow::Result<Arc<dyn CallStore>> {
+) -> anyhow::Result<(Arc<dyn CallStore>, Arc<PriceOverrides>)> {
     match choice {
-        StoreChoice::Embedded => open_embedded_call_store(data_dir, wal_rotate_bytes),
+        StoreChoice::Embedded => Ok((
+            open_embedded_call_store(data_dir, wal_rotate_bytes)?,
+            open_price_overrides(data_dir)?,
+        )),
         StoreChoice::ClickHouse(url) => {
-            let store = polymeter_stats::clickhouse::ClickHouseStore::open(url)
+            use polymeter_stats::clickhouse::{prices::PriceTable, ClickHouseStore};
+            let store = ClickHouseStore::open(url)
                 .await
                 .with_context(|| format!("cannot open the call store at {url}"))?;
+            let prices = PriceOverrides::open_clickhouse(PriceTable::new(&store), PRICE_REFRESH)
+                .await
+                .with_context(|| format!("cannot read the price overrides at {url}"))?;
             tracing::info!(%url, "call store open on ClickHouse");
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), prices))
         }
     }
 }
@@ -119,7 +131,7 @@ fn open_embedded_call_store(
 }
 
 /// Opens the stats service's project price overrides under `data_dir`.
-pub fn open_price_overrides(data_dir: &Path) -> anyhow::Result<Arc<PriceOverrides>> {
+fn open_price_overrides(data_dir: &Path) -> anyhow::Result<Arc<PriceOverrides>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     Ok(Arc::new(PriceOverrides::open(data_dir)?))
@@ -307,13 +319,12 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
         stats.local_addr()?,
         feedback.local_addr()?,
     ];
-    let store = open_call_store(
+    let (store, prices) = open_stats(
         &config.store,
         &config.data_dir.join("stats"),
         config.wal_rotate_bytes,
     )
     .await?;
-    let prices = open_price_overrides(&config.data_dir.join("stats"))?;
     let feedback_store = open_feedback_store(
         &config.store,
         &config.data_dir.join("feedback"),

@@ -1,7 +1,9 @@
 //! Project price overrides, owned by the stats service beside the calls they
-//! price: a small JSON file in the data directory, rewritten whole and
-//! atomically (temporary file, fsync, rename, directory fsync) on each change,
-//! so an acknowledged change survives a crash.
+//! price. With the embedded store: a small JSON file in the data directory,
+//! rewritten whole and atomically (temporary file, fsync, rename, directory
+//! fsync) on each change, so an acknowledged change survives a crash. With
+//! ClickHouse: a table every stats replica reads (see
+//! [`crate::clickhouse::prices`]).
 
 use crate::error::StatsError;
 use polymeter_pricing::{override_key, Overrides, Price, PriceTable};
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub const FILE: &str = "price_overrides.json";
 
 /// tenant → project → overrides.
-type AllOverrides = BTreeMap<String, HashMap<String, Overrides>>;
+pub(crate) type AllOverrides = BTreeMap<String, HashMap<String, Overrides>>;
 
 #[derive(Serialize, Deserialize, Default)]
 struct OnDisk {
@@ -21,10 +23,59 @@ struct OnDisk {
 }
 
 pub struct PriceOverrides {
-    path: Option<PathBuf>,
+    backend: Backend,
     state: RwLock<Arc<AllOverrides>>,
-    /// Serialises writers, so two changes never race to the file.
+    /// Serialises writers, so two changes never race to the backend.
     writer: Mutex<()>,
+    /// Changes made here; a refresh that began before one is dropped, so it
+    /// cannot hide the change until the next refresh.
+    changes: std::sync::atomic::AtomicU64,
+}
+
+/// Where overrides are kept durably.
+enum Backend {
+    Memory,
+    /// The embedded store's file.
+    File(PathBuf),
+    /// ClickHouse, shared by every stats replica.
+    ClickHouse(Arc<crate::clickhouse::prices::PriceTable>),
+}
+
+/// One change: an override set (`Some`) or removed (`None`).
+pub(crate) struct Change<'a> {
+    pub tenant: &'a str,
+    pub project: &'a str,
+    pub key: String,
+    pub price: Option<Price>,
+}
+
+impl Change<'_> {
+    /// Applies it; whether anything changed.
+    fn apply(&self, all: &mut AllOverrides) -> bool {
+        match self.price {
+            Some(price) => {
+                all.entry(self.tenant.to_owned())
+                    .or_default()
+                    .entry(self.project.to_owned())
+                    .or_default()
+                    .insert(self.key.clone(), price);
+                true
+            }
+            None => {
+                let Some(projects) = all.get_mut(self.tenant) else {
+                    return false;
+                };
+                let Some(models) = projects.get_mut(self.project) else {
+                    return false;
+                };
+                let removed = models.remove(&self.key).is_some();
+                if models.is_empty() {
+                    projects.remove(self.project);
+                }
+                removed
+            }
+        }
+    }
 }
 
 impl PriceOverrides {
@@ -40,19 +91,50 @@ impl PriceOverrides {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => AllOverrides::new(),
             Err(e) => return Err(StatsError::Internal(format!("{}: {e}", path.display()))),
         };
-        Ok(Self {
-            path: Some(path),
-            state: RwLock::new(Arc::new(state)),
-            writer: Mutex::new(()),
-        })
+        Ok(Self::with(Backend::File(path), state))
     }
 
     /// Overrides kept in memory only; for tests.
     pub fn in_memory() -> Self {
+        Self::with(Backend::Memory, AllOverrides::new())
+    }
+
+    /// Overrides in ClickHouse, shared by every stats replica: loaded now and
+    /// re-read every `refresh` so a change made through another replica is
+    /// seen here within that time (a change made here is seen at once).
+    pub async fn open_clickhouse(
+        table: crate::clickhouse::prices::PriceTable,
+        refresh: std::time::Duration,
+    ) -> Result<Arc<Self>, StatsError> {
+        let state = table.load().await?;
+        let table = Arc::new(table);
+        let this = Arc::new(Self::with(Backend::ClickHouse(table.clone()), state));
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(refresh).await;
+                let Some(this) = weak.upgrade() else { return };
+                let before = this.changes.load(std::sync::atomic::Ordering::SeqCst);
+                match table.load().await {
+                    Ok(state) => {
+                        let _one_writer = this.writer.lock().expect("overrides writer");
+                        if this.changes.load(std::sync::atomic::Ordering::SeqCst) == before {
+                            *this.state.write().expect("overrides lock") = Arc::new(state);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot refresh price overrides"),
+                }
+            }
+        });
+        Ok(this)
+    }
+
+    fn with(backend: Backend, state: AllOverrides) -> Self {
         Self {
-            path: None,
-            state: RwLock::new(Arc::default()),
+            backend,
+            state: RwLock::new(Arc::new(state)),
             writer: Mutex::new(()),
+            changes: Default::default(),
         }
     }
 
@@ -68,21 +150,29 @@ impl PriceOverrides {
             .cloned()
     }
 
-    fn change(&self, edit: impl FnOnce(&mut AllOverrides) -> bool) -> Result<bool, StatsError> {
+    /// Makes `change` durable, then visible. Blocks (a file write and fsync,
+    /// or a ClickHouse insert): call it on the blocking pool.
+    fn change(&self, change: Change<'_>) -> Result<bool, StatsError> {
         let _one_writer = self.writer.lock().expect("overrides writer");
         let mut next = (*self.snapshot()).clone();
-        if !edit(&mut next) {
+        if !change.apply(&mut next) {
             return Ok(false);
         }
-        if let Some(path) = &self.path {
-            write_atomically(
+        match &self.backend {
+            Backend::Memory => {}
+            Backend::File(path) => write_atomically(
                 path,
                 &OnDisk {
                     tenants: next.clone(),
                 },
-            )?;
+            )?,
+            Backend::ClickHouse(table) => {
+                tokio::runtime::Handle::current().block_on(table.write(&change))?
+            }
         }
         *self.state.write().expect("overrides lock") = Arc::new(next);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
     }
 
@@ -93,31 +183,22 @@ impl PriceOverrides {
         model: &str,
         price: Price,
     ) -> Result<(), StatsError> {
-        self.change(|all| {
-            all.entry(tenant.to_owned())
-                .or_default()
-                .entry(project.to_owned())
-                .or_default()
-                .insert(override_key(model), price);
-            true
+        self.change(Change {
+            tenant,
+            project,
+            key: override_key(model),
+            price: Some(price),
         })
         .map(|_| ())
     }
 
     /// Whether there was an override to delete.
     pub fn delete(&self, tenant: &str, project: &str, model: &str) -> Result<bool, StatsError> {
-        self.change(|all| {
-            let Some(projects) = all.get_mut(tenant) else {
-                return false;
-            };
-            let Some(models) = projects.get_mut(project) else {
-                return false;
-            };
-            let removed = models.remove(&override_key(model)).is_some();
-            if models.is_empty() {
-                projects.remove(project);
-            }
-            removed
+        self.change(Change {
+            tenant,
+            project,
+            key: override_key(model),
+            price: None,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! "unavailable, retry"; re-sending is safe because a call is keyed by its
 //! id and its rows collapse to the newest.
 
+pub mod prices;
 pub mod schema;
 pub mod sql;
 mod write;
@@ -28,7 +29,7 @@ use write::Known;
 const LOOKUP_CHUNK: usize = 2_000;
 
 pub struct ClickHouseStore {
-    client: clickhouse::Client,
+    pub(crate) client: clickhouse::Client,
 }
 
 impl From<Failure> for StatsError {
@@ -42,7 +43,7 @@ impl From<Failure> for StatsError {
     }
 }
 
-fn failed(e: clickhouse::error::Error) -> StatsError {
+pub(crate) fn failed(e: clickhouse::error::Error) -> StatsError {
     Failure::from(e).into()
 }
 

@@ -16,18 +16,41 @@
 //!
 //! `call_models` lists the models each project has used, so cost queries
 //! price exactly those models without scanning calls first.
+//!
+//! `price_overrides` holds the projects' price overrides (see
+//! [`super::prices`]).
 
 use polymeter_clickhouse::{Migration, Schema};
 use serde::{Deserialize, Serialize};
 
 pub const CALLS: &str = "calls";
 pub const CALL_MODELS: &str = "call_models";
+pub const PRICE_OVERRIDES: &str = "price_overrides";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "calls and call_models",
-    statements: v1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "calls and call_models",
+        statements: v1,
+    },
+    Migration {
+        version: 2,
+        name: "price_overrides",
+        statements: v2,
+    },
+];
+
+fn v2(schema: &Schema) -> Vec<String> {
+    schema.create_table(
+        PRICE_OVERRIDES,
+        "tenant LowCardinality(String), project_id LowCardinality(String), model String, \
+         input Float64, output Float64, cache_read Float64, cache_write Float64, \
+         deleted UInt8, version UInt64",
+        "ReplacingMergeTree(version)",
+        "ORDER BY (tenant, project_id, model)",
+        "cityHash64(tenant)",
+    )
+}
 
 fn v1(schema: &Schema) -> Vec<String> {
     let mut out = schema.create_table(
