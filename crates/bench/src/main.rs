@@ -14,6 +14,7 @@
 //!    `quantilesExactInclusive` is the same linear interpolation), and prints
 //!    the Polymeter/ClickHouse ratios.
 
+mod clickhouse;
 mod feedback;
 mod otlp;
 mod queries;
@@ -76,6 +77,12 @@ struct Args {
     /// Concurrent OTLP/HTTP clients.
     #[arg(long, default_value_t = 8)]
     otlp_clients: usize,
+    /// Also run the query set on Polymeter over ClickHouse: a
+    /// `clickhouse://user:password@host:8123/database` server, or `chdb` for
+    /// ClickHouse's engine behind the test suite's HTTP adapter (started with
+    /// `--python`). The same calls are ingested there through gRPC.
+    #[arg(long)]
+    store: Option<String>,
 }
 
 /// A `polymeter stats` or `polymeter feedback` child process.
@@ -86,6 +93,10 @@ struct Service {
 
 impl Service {
     fn start(polymeter: &Path, command: &str, data: &Path) -> Result<Self> {
+        Self::start_with(polymeter, command, data, &[])
+    }
+
+    fn start_with(polymeter: &Path, command: &str, data: &Path, extra: &[&str]) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -97,6 +108,7 @@ impl Service {
                 "--data-dir",
             ])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -423,6 +435,8 @@ async fn main() -> Result<()> {
             }
         }
     };
+    // The ClickHouse leg ingests the same requests later.
+    let ch_requests = args.store.is_some().then(|| requests.clone());
     let secs = ingest_all("ingest calls", requests, args.writers, send).await?;
     println!(
         "ingest: {} calls in {:.2} s = {:.0} calls/s (durable, gRPC batches of {}, {} streams)",
@@ -530,6 +544,7 @@ async fn main() -> Result<()> {
             }
         }
     };
+    let ch_fb_requests = args.store.is_some().then(|| fb_requests.clone());
     let secs = ingest_all("ingest feedback", fb_requests, args.writers, send).await?;
     println!(
         "ingest: {} feedback records in {:.2} s = {:.0} records/s",
@@ -548,6 +563,24 @@ async fn main() -> Result<()> {
     .await?;
     report("polymeter", fb_name, &fb_times);
     drop(feedback_service);
+
+    // 4b. The same calls and feedback through Polymeter on ClickHouse.
+    let on_clickhouse = match (&args.store, ch_requests, ch_fb_requests) {
+        (Some(store), Some(calls), Some(feedback)) => Some(
+            clickhouse::run(
+                &polymeter,
+                &args,
+                store,
+                calls,
+                feedback,
+                &set,
+                &ours,
+                (&fb, &fb_answer),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
 
     if args.skip_clickhouse {
         return Ok(());
@@ -592,6 +625,7 @@ async fn main() -> Result<()> {
         "{:<56} {:>9} {:>9} {:>10} {:>9} {:>7}  same numbers",
         "query", "ours p50", "p95", "ch p50", "p95", "ratio"
     );
+    let mut over_ch: Vec<(String, f64, f64)> = Vec::new();
     let mut all_same = true;
     let mut row =
         |name: &str, ours: &[f64], theirs: &serde_json::Value, same: Result<usize, String>| {
@@ -617,6 +651,7 @@ async fn main() -> Result<()> {
                 "{name:<56} {o50:>9.1} {o95:>9.1} {c50:>10.1} {c95:>9.1} {:>7.2}  {verdict}",
                 o50 / c50
             );
+            over_ch.push((name.to_owned(), c50, o50));
         };
     for (i, q) in set.iter().enumerate() {
         let t = &theirs["queries"][i];
@@ -635,6 +670,9 @@ async fn main() -> Result<()> {
         feedback::compare(&fb_answer, &t["results"][0]),
     );
     println!("(ratio = Polymeter p50 / ClickHouse p50; below 0.5 is 2× faster)");
+    if let Some(ch) = &on_clickhouse {
+        clickhouse::print_overhead(ch, &over_ch);
+    }
     if !all_same {
         bail!("the engines disagree");
     }
