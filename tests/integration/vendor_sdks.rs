@@ -1,10 +1,9 @@
 //! The vendors' own Python SDKs, pointed at a local gateway, get correct
 //! answers: Alibaba's `alibabacloud_aicontent20240611` (whose response model
 //! wants `data` as a list) and Baidu's `qianfan`; and OpenTelemetry's Python
-//! SDK exports spans over OTLP/HTTP that every dialect then reads. The SDKs live in a venv
-//! under `target/`; `.ci/run` builds it and names its python in
-//! `POLYMETER_SDK_PYTHON`. If the SDKs cannot be installed the test fails —
-//! it never skips.
+//! SDK exports spans over OTLP/HTTP that every dialect then reads. The SDKs
+//! live in the test venv (`polymeter_tests::tools`); if they cannot be
+//! installed the test fails — it never skips.
 
 use crate::support::*;
 use chrono::{Duration, SecondsFormat, Utc};
@@ -12,71 +11,11 @@ use polymeter_tests::{fixture, json, TestStack};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
-pub(crate) fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+pub(crate) use polymeter_tests::tools::repo;
 
-/// What the venv must be able to import (kept in step with `.ci/run`).
-const IMPORTS: &str = "import qianfan, alibabacloud_aicontent20240611, opentelemetry.exporter.otlp.proto.http, schemathesis, openapi_spec_validator";
-
-fn has_sdks(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", IMPORTS])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A python that can import both SDKs, installing them into a venv first if
-/// needed. Panics, with pip's output, when that is impossible.
 pub(crate) fn sdk_python() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(python) = std::env::var_os("POLYMETER_SDK_PYTHON") {
-        let python = PathBuf::from(python);
-        assert!(
-            has_sdks(&python),
-            "POLYMETER_SDK_PYTHON={} cannot import the vendor SDKs",
-            python.display()
-        );
-        return python;
-    }
-    let venv = repo().join("target").join("sdk-venv");
-    let python = venv.join("bin").join("python");
-    if has_sdks(&python) {
-        return python;
-    }
-    let run = |cmd: &mut Command| {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(repo().join("tests/sdk/requirements.txt")));
-    assert!(
-        has_sdks(&python),
-        "the vendor SDKs installed but cannot be imported"
-    );
-    python
+    polymeter_tests::tools::python()
 }
 
 fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, String)]) -> Value {

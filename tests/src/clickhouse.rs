@@ -2,10 +2,10 @@
 //! `POLYMETER_TEST_CLICKHOUSE_URL` (`http://user:password@host:8123`) when it
 //! is set, and otherwise on ClickHouse's engine through the chDB adapter
 //! (`tests/clickhouse/chdb_http.py`) started for this test with the test
-//! venv's Python.
+//! venv's Python ([`crate::tools::python`]).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub struct ClickHouse {
@@ -15,21 +15,8 @@ pub struct ClickHouse {
     dir: tempfile::TempDir,
 }
 
-/// The repository's root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The test venv's Python (`POLYMETER_SDK_PYTHON`, or `target/sdk-venv`,
-/// which `.ci/run` creates from `tests/sdk/requirements.txt`).
-pub fn test_python() -> PathBuf {
-    std::env::var_os("POLYMETER_SDK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/sdk-venv/bin/python"))
-}
+pub use crate::tools::repo;
+use crate::tools::python as test_python;
 
 impl ClickHouse {
     /// A ClickHouse with an empty database of its own.

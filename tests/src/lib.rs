@@ -7,6 +7,7 @@
 pub mod clickhouse;
 pub mod fixture;
 pub mod signing;
+pub mod tools;
 
 use polymeter::{start_stack, Stack, StackConfig};
 use reqwest::header::HeaderMap;
