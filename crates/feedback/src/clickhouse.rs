@@ -285,6 +285,9 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
 #[tonic::async_trait]
 impl FeedbackStore for ClickHouseFeedbackStore {
     async fn append(&self, batch: Vec<pb::FeedbackWrite>) -> Result<(), FeedbackError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut insert = self
             .client
             .insert::<FeedbackRow>(TABLE)

@@ -114,6 +114,9 @@ impl ClickHouseStore {
 #[tonic::async_trait]
 impl CallStore for ClickHouseStore {
     async fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StatsError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         // Calls by project, in the order they first appear.
         let mut order: Vec<(String, String, String)> = Vec::new();
         let mut known: HashMap<(String, String, String), Known> = HashMap::new();

@@ -165,8 +165,10 @@ pub(super) fn rows(tenant: &str, project: &str, call_id: &str, known: &Known) ->
         }
         row.output_refs = e.output_refs.clone();
     }
-    let mut out: Vec<CallRow> = known
-        .stored_starts
+    let mut moved_from = known.stored_starts.clone();
+    moved_from.sort_unstable();
+    moved_from.dedup();
+    let mut out: Vec<CallRow> = moved_from
         .iter()
         .filter(|&&old| old != sort_us)
         .map(|&old| CallRow {
@@ -197,4 +199,88 @@ pub(super) fn models(rows: &[CallRow]) -> Vec<ModelRow> {
         }
     }
     seen.into_keys().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn start(at: i64) -> CallStart {
+        CallStart {
+            trace_id: "t".into(),
+            parent_id: Some(String::new()),
+            thread_id: None,
+            turn_id: None,
+            op_name: "op".into(),
+            display_name: None,
+            started_at: Utc.timestamp_micros(at).unwrap(),
+            wb_user_id: None,
+            wb_run_id: None,
+            input_refs: vec![],
+            vendor: Default::default(),
+        }
+    }
+
+    fn end(at: i64) -> CallEnd {
+        CallEnd {
+            ended_at: Utc.timestamp_micros(at).unwrap(),
+            exception: None,
+            usage: vec![],
+            output_refs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_moved_start_leaves_a_tombstone_older_than_the_call() {
+        let known = Known {
+            start: Some((1, start(5_000))),
+            end: None,
+            stored_starts: vec![1_000, 1_000, 5_000],
+        };
+        let rows = rows("t", "e/p", "c", &known);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let (tomb, call) = (&rows[0], &rows[1]);
+        assert_eq!((tomb.sort_us, tomb.is_deleted, tomb.has_start), (1_000, 1, 0));
+        assert_eq!((call.sort_us, call.is_deleted, call.has_start), (5_000, 0, 1));
+        assert!(tomb.version < call.version);
+        assert_eq!(call.parent_id, None, "an empty parent is no parent");
+    }
+
+    #[test]
+    fn a_call_known_only_by_its_end_is_kept_at_its_end() {
+        let known = Known {
+            start: None,
+            end: Some((1, end(9_000))),
+            stored_starts: vec![],
+        };
+        let rows = rows("t", "e/p", "c", &known);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].sort_us, rows[0].has_start, rows[0].has_end), (9_000, 0, 1));
+    }
+
+    #[test]
+    fn the_newest_stored_half_wins_and_a_new_half_replaces_it() {
+        let mut known = Known::default();
+        let row = |version, has_start, at| CallRow {
+            version,
+            has_start,
+            started_us: at,
+            sort_us: at,
+            op_name: format!("v{version}"),
+            ..Default::default()
+        };
+        known.absorb(row(3, 1, 300));
+        known.absorb(row(1, 1, 100));
+        assert_eq!(known.start.as_ref().unwrap().1.op_name, "v3");
+        known.apply(CallRecord {
+            tenant: polymeter_model::TenantId::new("t").unwrap(),
+            project_id: polymeter_model::ProjectId::parse("e/p").unwrap(),
+            call_id: polymeter_model::CallId::new("c").unwrap(),
+            start: None,
+            end: Some(end(400)),
+        });
+        assert_eq!(known.start.as_ref().unwrap().1.op_name, "v3");
+        assert!(known.end.is_some());
+    }
 }
