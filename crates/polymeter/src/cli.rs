@@ -621,7 +621,12 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await?;
             print_created_keys(&stack.created_keys);
-            println!("polymeter is up (data in {})", a.data_dir.display());
+            match &a.store {
+                StoreChoice::Embedded => {
+                    println!("polymeter is up (data in {})", a.data_dir.display())
+                }
+                StoreChoice::ClickHouse(url) => println!("polymeter is up (records in {url})"),
+            }
             println!("  gateway   http://{}  (REST dialects)", stack.gateway);
             println!("  ingest    grpc://{}", stack.ingest);
             println!("  stats     grpc://{}", stack.stats);

@@ -335,26 +335,6 @@ impl Plan<'_> {
             );
             format!(" AND has({p}, project_id)")
         };
-        // Every half-column the outer level may read; the unread ones are cheap
-        // to name because ClickHouse prunes them.
-        let mut merged = String::from("project_id, call_id");
-        for c in super::schema::START_COLUMNS {
-            let _ = write!(merged, ", argMaxIf({c}, version, has_start) AS m_{c}");
-        }
-        merged.push_str(", max(has_end) AS m_has_end");
-        for c in super::schema::END_COLUMNS {
-            let _ = write!(merged, ", argMaxIf({c}, version, has_end) AS m_{c}");
-        }
-        let table = super::schema::CALLS;
-        let mut sql = format!(
-            "WITH merged AS (SELECT {merged} FROM {table} \
-             WHERE tenant = {tenant}{projects} AND sort_us >= {lo} \
-             AND (sort_us < {hi} OR (has_start = 0 AND sort_us < {ahead})) \
-             GROUP BY project_id, call_id \
-             HAVING max(has_start) = 1 AND argMax(is_deleted, version) = 0 \
-             AND m_started_us >= {lo} AND m_started_us < {hi}) "
-        );
-
         // The cells.
         let bucket = self.bucket(&mut st);
         let mut inner = format!("SELECT {bucket} AS bucket");
@@ -380,17 +360,23 @@ impl Plan<'_> {
                 );
             }
         }
+        let filters: Vec<String> = q.filters.iter().map(|f| self.filter(&mut st, f)).collect();
+        let mut rest = String::new();
+        if !filters.is_empty() {
+            let _ = write!(rest, " WHERE {}", filters.join(" AND "));
+        }
         inner.push_str(" FROM merged");
         if self.usage_grain() {
+            // One row per usage entry: the arrays the statement reads, joined.
+            let read = format!("{inner}{rest}");
             inner.push_str(" ARRAY JOIN m_usage_model AS u_model");
             for f in USAGE_FIELDS {
-                let _ = write!(inner, ", m_usage_{f} AS u_{f}");
+                if mentions(&read, &format!("u_{f}")) {
+                    let _ = write!(inner, ", m_usage_{f} AS u_{f}");
+                }
             }
         }
-        let filters: Vec<String> = q.filters.iter().map(|f| self.filter(&mut st, f)).collect();
-        if !filters.is_empty() {
-            let _ = write!(inner, " WHERE {}", filters.join(" AND "));
-        }
+        inner.push_str(&rest);
         let mut keys: Vec<String> = Vec::new();
         if self.grid.is_some() {
             keys.push("bucket".into());
@@ -416,6 +402,27 @@ impl Plan<'_> {
             let g: Vec<String> = (0..q.group_by.len()).map(|i| format!("g{i}")).collect();
             format!("[{}]", g.join(", "))
         };
+        // Only the half-columns the outer level reads are merged.
+        let mut merged = String::from("project_id, call_id, max(has_end) AS m_has_end");
+        for (columns, half) in [
+            (super::schema::START_COLUMNS, "has_start"),
+            (super::schema::END_COLUMNS, "has_end"),
+        ] {
+            for c in columns {
+                if *c == "started_us" || mentions(&inner, &format!("m_{c}")) {
+                    let _ = write!(merged, ", argMaxIf({c}, version, {half}) AS m_{c}");
+                }
+            }
+        }
+        let table = super::schema::CALLS;
+        let mut sql = format!(
+            "WITH merged AS (SELECT {merged} FROM {table} \
+             WHERE tenant = {tenant}{projects} AND sort_us >= {lo} \
+             AND (sort_us < {hi} OR (has_start = 0 AND sort_us < {ahead})) \
+             GROUP BY project_id, call_id \
+             HAVING max(has_start) = 1 AND argMax(is_deleted, version) = 0 \
+             AND m_started_us >= {lo} AND m_started_us < {hi}) "
+        );
         let _ = write!(
             sql,
             "SELECT bucket, {groups} AS groups, row_count, {} AS sums, {} AS counts, \
@@ -520,6 +527,16 @@ fn cost_expr<'s>(
             }
         }
     }
+}
+
+/// Whether `sql` names the identifier `name` (not merely a longer one).
+fn mentions(sql: &str, name: &str) -> bool {
+    sql.match_indices(name).any(|(i, _)| {
+        let before = sql[..i].chars().next_back();
+        let after = sql[i + name.len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !ident(before) && !ident(after)
+    })
 }
 
 /// The grid as runs of equally spaced starts: `(first start, index of that
