@@ -114,3 +114,34 @@ async fn a_price_override_set_through_one_replica_reaches_the_others() {
     let (_, d) = open_stats(&choice, &dir.path().join("d"), 1 << 20).await.unwrap();
     assert!(d.for_project("acme", "acme/bot").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_clickhouse_costs_a_caller_at_most_the_store_timeout() {
+    let mut ch = ClickHouse::start();
+    if !ch.is_adapter() {
+        eprintln!("a real ClickHouse server cannot be stalled from here; stall not exercised");
+        return;
+    }
+    ch.url.push_str("?query_timeout=1s&write_timeout=1s");
+    let stack = TestStack::start_with_clickhouse(ch).await;
+    let c = stack.client.clone();
+    let call = Call::new("stalled", t("2024-05-01T10:00:00Z")).tokens("gpt-4o", 10, 1);
+    stack.clickhouse.as_ref().unwrap().signal("STOP");
+    let started = std::time::Instant::now();
+    let answer = c
+        .post(&format!("/v2/{PROJECT}/calls/complete"), &json!({"batch": [call.body.clone()]}))
+        .await;
+    let reason = answer.reason(503).to_owned();
+    assert!(reason.contains("re-sending is safe"), "{reason}");
+    let answer = c
+        .post("/calls/stats", &stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})))
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    // Two bounded waits of about a second each (the write's lookup, then the query).
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    stack.clickhouse.as_ref().unwrap().signal("CONT");
+    // The write whose outcome was unknown is re-sent: it counts once.
+    ingest(&c, &[call]).await;
+    assert_eq!(call_count(&c).await, 1);
+    stack.stop().await;
+}

@@ -53,12 +53,23 @@ impl ClickHouse {
         let _ = child.wait();
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the adapter: a ClickHouse
+    /// that stalls rather than goes away.
+    pub fn signal(&self, signal: &str) {
+        let child = self.adapter.as_ref().expect("only the adapter can be signalled");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Starts the adapter again on the same port over the same data.
     pub fn restart(&mut self) {
         let port: u16 = self
             .url
             .rsplit_once(':')
-            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
             .and_then(|p| p.parse().ok())
             .expect("the URL names a port");
         let (child, _) = spawn_adapter(self.dir.path(), port);

@@ -74,6 +74,33 @@ fn is_ours(text: &str) -> bool {
         .is_some_and(|code| CODES.contains(&code))
 }
 
+/// The longest a query to ClickHouse may take, unless the store URL says
+/// otherwise, before the store gives up and answers "unavailable, retry"
+/// (the server is told the same limit, so it stops working on it too).
+pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest a write may take; past it, the write's outcome is unknown.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `work` for at most `limit`: a ClickHouse that stalls costs a caller
+/// at most that long. A write cut off this way may or may not have been
+/// applied; re-sending it is safe (the stores are keyed).
+pub async fn bounded<T, E: From<Failure>>(
+    limit: std::time::Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
+        Err(_) => Err(E::from(Failure {
+            kind: ErrorKind::Unavailable,
+            message: format!(
+                "{what} did not finish within {} ms; it may have been applied, and re-sending is safe",
+                limit.as_millis()
+            ),
+        })),
+    }
+}
+
 /// A client for `url`: uncompressed HTTP (the adapter in `tests/` and every
 /// server speak it), inserts acknowledged only after the server wrote them
 /// (`insert_distributed_sync` so a `Distributed` table does not acknowledge
@@ -85,5 +112,9 @@ pub fn connect(url: &StoreUrl) -> clickhouse::Client {
         .with_password(url.password.clone())
         .with_database(url.database.clone())
         .with_compression(clickhouse::Compression::None)
+        .with_setting(
+            "max_execution_time",
+            url.query_timeout.as_secs().max(1).to_string(),
+        )
         .with_product_info("polymeter", env!("CARGO_PKG_VERSION"))
 }

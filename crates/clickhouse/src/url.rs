@@ -4,6 +4,10 @@
 //! migrations create replicated tables `ON CLUSTER NAME` behind `Distributed`
 //! tables. User and password may instead come from `CLICKHOUSE_USER` and
 //! `CLICKHOUSE_PASSWORD`, so they need not appear in a command line.
+//! `query_timeout` and `write_timeout` (`30s`, `500ms`, `2m`) bound how long
+//! the store waits for ClickHouse (defaults: 30 s and 10 s).
+
+use std::time::Duration;
 
 use std::fmt;
 
@@ -16,6 +20,23 @@ pub struct StoreUrl {
     pub password: String,
     pub database: String,
     pub cluster: Option<String>,
+    pub query_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// `500ms`, `30s`, `2m`, or a bare number of seconds.
+fn duration(text: &str) -> Option<Duration> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,9 +117,18 @@ impl StoreUrl {
             return Err(fail("the database name may hold only letters, digits and _"));
         };
         let mut cluster = None;
+        let mut query_timeout = crate::QUERY_TIMEOUT;
+        let mut write_timeout = crate::WRITE_TIMEOUT;
         for (k, v) in url.query_pairs() {
+            let limit = || {
+                duration(&v).ok_or_else(|| {
+                    fail(&format!("{k}: {v:?} is not a duration such as 500ms, 30s or 2m"))
+                })
+            };
             match &*k {
                 "cluster" if !v.is_empty() => cluster = Some(v.into_owned()),
+                "query_timeout" => query_timeout = limit()?,
+                "write_timeout" => write_timeout = limit()?,
                 other => return Err(fail(&format!("unknown parameter {other:?}"))),
             }
         }
@@ -118,6 +148,8 @@ impl StoreUrl {
             password,
             database,
             cluster,
+            query_timeout,
+            write_timeout,
         })
     }
 
@@ -147,6 +179,18 @@ mod tests {
         assert_eq!(u.http_url(), "https://h:8443");
         assert_eq!(u.database, "polymeter");
         assert_eq!(u.cluster.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn timeouts_are_durations() {
+        let u = StoreUrl::parse("clickhouse://h/db?query_timeout=500ms&write_timeout=2m", no_env)
+            .unwrap();
+        assert_eq!(u.query_timeout, Duration::from_millis(500));
+        assert_eq!(u.write_timeout, Duration::from_secs(120));
+        let u = StoreUrl::parse("clickhouse://h/db", no_env).unwrap();
+        assert_eq!((u.query_timeout, u.write_timeout), (crate::QUERY_TIMEOUT, crate::WRITE_TIMEOUT));
+        let e = StoreUrl::parse("clickhouse://h/db?query_timeout=soon", no_env).unwrap_err();
+        assert!(e.to_string().contains("query_timeout"), "{e}");
     }
 
     #[test]

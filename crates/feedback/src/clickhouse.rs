@@ -10,7 +10,9 @@ use crate::error::FeedbackError;
 use crate::query::{respond, Answer, FeedbackQuery, RATING_KEY, RATING_UNIT};
 use crate::store::FeedbackStore;
 use crate::table::span_type_code;
-use polymeter_clickhouse::{connect, migrate, Failure, Migration, Schema, StoreUrl};
+use polymeter_clickhouse::{
+    bounded, connect, migrate, Failure, Migration, Schema, StoreUrl,
+};
 use polymeter_model::feedback::{FeedbackDimension, SpanType};
 use polymeter_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -122,14 +124,21 @@ struct Cell {
 
 pub struct ClickHouseFeedbackStore {
     client: clickhouse::Client,
+    /// How long a query and a write may wait on ClickHouse.
+    limits: (std::time::Duration, std::time::Duration),
+}
+
+impl From<Failure> for FeedbackError {
+    fn from(f: Failure) -> Self {
+        match f.kind {
+            polymeter_error::ErrorKind::Unavailable => FeedbackError::Unavailable(f.to_string()),
+            _ => FeedbackError::Internal(f.to_string()),
+        }
+    }
 }
 
 fn failed(e: impl Into<Failure>) -> FeedbackError {
-    let f: Failure = e.into();
-    match f.kind {
-        polymeter_error::ErrorKind::Unavailable => FeedbackError::Unavailable(f.to_string()),
-        _ => FeedbackError::Internal(f.to_string()),
-    }
+    e.into().into()
 }
 
 impl ClickHouseFeedbackStore {
@@ -139,7 +148,10 @@ impl ClickHouseFeedbackStore {
         migrate(&client, url, "feedback", MIGRATIONS)
             .await
             .map_err(failed)?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            limits: (url.query_timeout, url.write_timeout),
+        })
     }
 }
 
@@ -288,6 +300,19 @@ impl FeedbackStore for ClickHouseFeedbackStore {
         if batch.is_empty() {
             return Ok(());
         }
+        bounded(self.limits.1, "the write to ClickHouse", self.write(batch)).await
+    }
+
+    async fn aggregate(
+        &self,
+        query: FeedbackQuery,
+    ) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
+        bounded(self.limits.0, "the ClickHouse query", self.answer(query)).await
+    }
+}
+
+impl ClickHouseFeedbackStore {
+    async fn write(&self, batch: Vec<pb::FeedbackWrite>) -> Result<(), FeedbackError> {
         let mut insert = self
             .client
             .insert::<FeedbackRow>(TABLE)
@@ -299,10 +324,7 @@ impl FeedbackStore for ClickHouseFeedbackStore {
         insert.end().await.map_err(failed)
     }
 
-    async fn aggregate(
-        &self,
-        query: FeedbackQuery,
-    ) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
+    async fn answer(&self, query: FeedbackQuery) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
         let (sql, params) = statement(&query);
         let mut q = self.client.query(&sql);
         for (name, value) in &params.0 {

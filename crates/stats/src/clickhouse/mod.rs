@@ -18,7 +18,7 @@ use crate::error::StatsError;
 use crate::prices::Pricing;
 use crate::query::CallQuery;
 use crate::store::{AggregateResult, CallStore, ResultRow, StoreSize};
-use polymeter_clickhouse::{connect, migrate, Failure, StoreUrl};
+use polymeter_clickhouse::{bounded, connect, migrate, Failure, StoreUrl};
 use polymeter_model::{BucketGrid, CallRecord};
 use schema::{CallRow, ModelRow, CALLS, CALL_MODELS};
 use sql::{Cell, Param, Plan, PriceList, Statement};
@@ -30,6 +30,8 @@ const LOOKUP_CHUNK: usize = 2_000;
 
 pub struct ClickHouseStore {
     pub(crate) client: clickhouse::Client,
+    /// How long a query and a write may wait on ClickHouse.
+    limits: (std::time::Duration, std::time::Duration),
 }
 
 impl From<Failure> for StatsError {
@@ -52,7 +54,10 @@ impl ClickHouseStore {
     pub async fn open(url: &StoreUrl) -> Result<Self, StatsError> {
         let client = connect(url);
         migrate(&client, url, "stats", schema::MIGRATIONS).await?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            limits: (url.query_timeout, url.write_timeout),
+        })
     }
 
     /// Every stored row of these calls of one project.
@@ -117,6 +122,24 @@ impl CallStore for ClickHouseStore {
         if batch.is_empty() {
             return Ok(());
         }
+        bounded(self.limits.1, "the write to ClickHouse", self.write(batch)).await
+    }
+
+    async fn aggregate(
+        &self,
+        query: CallQuery,
+        pricing: Pricing,
+    ) -> Result<AggregateResult, StatsError> {
+        bounded(self.limits.0, "the ClickHouse query", self.answer(query, pricing)).await
+    }
+
+    fn size(&self) -> StoreSize {
+        StoreSize::default()
+    }
+}
+
+impl ClickHouseStore {
+    async fn write(&self, batch: Vec<CallRecord>) -> Result<(), StatsError> {
         // Calls by project, in the order they first appear.
         let mut order: Vec<(String, String, String)> = Vec::new();
         let mut known: HashMap<(String, String, String), Known> = HashMap::new();
@@ -178,11 +201,7 @@ impl CallStore for ClickHouseStore {
         insert.end().await.map_err(failed)
     }
 
-    async fn aggregate(
-        &self,
-        query: CallQuery,
-        pricing: Pricing,
-    ) -> Result<AggregateResult, StatsError> {
+    async fn answer(&self, query: CallQuery, pricing: Pricing) -> Result<AggregateResult, StatsError> {
         let grid = query
             .bucketing
             .as_ref()
@@ -222,12 +241,6 @@ impl CallStore for ClickHouseStore {
         Ok(answer::order_and_page(rows, &query, grid.as_ref()))
     }
 
-    fn size(&self) -> StoreSize {
-        StoreSize::default()
-    }
-}
-
-impl ClickHouseStore {
     /// Cells the query has before paging.
     async fn count(&self, plan: &Plan<'_>, prices: &PriceList) -> Result<usize, StatsError> {
         let unpaged = CallQuery {
