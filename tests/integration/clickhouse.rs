@@ -145,3 +145,68 @@ async fn a_stalled_clickhouse_costs_a_caller_at_most_the_store_timeout() {
     assert_eq!(call_count(&c).await, 1);
     stack.stop().await;
 }
+
+/// Two stats replicas write the two halves of the same calls at the same
+/// moment, neither seeing the other's row first: every call still ends up
+/// whole and counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halves_written_at_once_by_two_replicas_make_one_whole_call() {
+    use polymeter_model::{CallEnd, CallId, CallRecord, CallStart, ModelUsage, ProjectId, TenantId};
+    let ch = ClickHouse::start();
+    let choice = StoreChoice::parse(&ch.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = open_stats(&choice, &dir.path().join("a"), 1 << 20).await.unwrap();
+    let (b, _) = open_stats(&choice, &dir.path().join("b"), 1 << 20).await.unwrap();
+    let base = t("2024-05-01T10:00:00Z");
+    let record = |i: i64, start: bool| CallRecord {
+        tenant: TenantId::new("acme").unwrap(),
+        project_id: ProjectId::parse(PROJECT).unwrap(),
+        call_id: CallId::new(format!("race{i}")).unwrap(),
+        start: start.then(|| CallStart {
+            trace_id: format!("t{i}"),
+            parent_id: None,
+            thread_id: None,
+            turn_id: None,
+            op_name: "race".into(),
+            display_name: None,
+            started_at: base + Duration::seconds(i),
+            wb_user_id: None,
+            wb_run_id: None,
+            input_refs: vec![],
+            vendor: Default::default(),
+        }),
+        end: (!start).then(|| CallEnd {
+            ended_at: base + Duration::seconds(i) + Duration::milliseconds(250),
+            exception: None,
+            usage: vec![ModelUsage {
+                model: "gpt-4o".into(),
+                input_tokens: 10,
+                total_tokens: 10,
+                ..Default::default()
+            }],
+            output_refs: vec![],
+        }),
+    };
+    for i in 0..24 {
+        // Alternate which half goes first, so both orders race.
+        let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (x, y) = tokio::join!(
+            first.upsert(vec![record(i, i % 2 == 0)]),
+            second.upsert(vec![record(i, i % 2 == 1)])
+        );
+        x.unwrap();
+        y.unwrap();
+    }
+    let stack = TestStack::start_with_clickhouse(ch).await;
+    let body = stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
+        "granularity": 86400, "call_metrics": [{"metric": "call_count"},
+        {"metric": "latency_ms", "aggregations": ["count", "sum"]}],
+        "usage_metrics": [{"metric": "input_tokens"}]}));
+    let answer = stack.client.post("/calls/stats", &body).await.ok();
+    let calls = &answer["call_buckets"][0];
+    assert_eq!(calls["sum_call_count"], 24, "{answer}");
+    assert_eq!(calls["count_latency_ms"], 24, "every call has its end: {answer}");
+    assert_eq!(calls["sum_latency_ms"], 24.0 * 250.0, "{answer}");
+    assert_eq!(answer["usage_buckets"][0]["sum_input_tokens"], 240, "{answer}");
+    stack.stop().await;
+}

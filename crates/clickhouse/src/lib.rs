@@ -102,11 +102,12 @@ pub async fn bounded<T, E: From<Failure>>(
 }
 
 /// A client for `url`: uncompressed HTTP (the adapter in `tests/` and every
-/// server speak it), inserts acknowledged only after the server wrote them
-/// (`insert_distributed_sync` so a `Distributed` table does not acknowledge
-/// before its shards have), and the project's product name in the user agent.
+/// server speak it), synchronous inserts (acknowledged once written; on a
+/// cluster with `insert_distributed_sync`, so a `Distributed` table does not
+/// acknowledge before its shard has), the query time limit told to the
+/// server, and the project's product name in the user agent.
 pub fn connect(url: &StoreUrl) -> clickhouse::Client {
-    clickhouse::Client::default()
+    let client = clickhouse::Client::default()
         .with_url(url.http_url())
         .with_user(url.user.clone())
         .with_password(url.password.clone())
@@ -116,5 +117,9 @@ pub fn connect(url: &StoreUrl) -> clickhouse::Client {
             "max_execution_time",
             url.query_timeout.as_secs().max(1).to_string(),
         )
-        .with_product_info("polymeter", env!("CARGO_PKG_VERSION"))
+        .with_product_info("polymeter", env!("CARGO_PKG_VERSION"));
+    match url.cluster {
+        Some(_) => client.with_setting("insert_distributed_sync", "1"),
+        None => client,
+    }
 }

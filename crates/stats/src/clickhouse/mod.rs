@@ -167,6 +167,18 @@ impl ClickHouseStore {
                 }
             }
         }
+        // Calls written in halves, checked again once written (`repair`).
+        let partial: Vec<(String, String, String)> = batch
+            .iter()
+            .filter(|r| r.start.is_none() || r.end.is_none())
+            .map(|r| {
+                (
+                    r.tenant.as_str().to_owned(),
+                    r.project_id.as_str().to_owned(),
+                    r.call_id.as_str().to_owned(),
+                )
+            })
+            .collect();
         // Later writes in the batch win, as they would one at a time.
         for r in batch {
             let key = (
@@ -194,11 +206,51 @@ impl ClickHouseStore {
             }
             insert.end().await.map_err(failed)?;
         }
+        self.insert(&rows).await?;
+        if !partial.is_empty() {
+            self.repair(&partial).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert(&self, rows: &[CallRow]) -> Result<(), StatsError> {
         let mut insert = self.client.insert::<CallRow>(CALLS).await.map_err(failed)?;
-        for row in &rows {
+        for row in rows {
             insert.write(row).await.map_err(failed)?;
         }
         insert.end().await.map_err(failed)
+    }
+
+    /// After writing halves: if another replica wrote the other half of one
+    /// of these calls at the same moment (neither saw the other's row), the
+    /// call now has live rows under two keys; merge them under one. Of two
+    /// writers racing like this at least one sees both rows here, because
+    /// each reads only after its own row is in.
+    async fn repair(&self, calls: &[(String, String, String)]) -> Result<(), StatsError> {
+        let mut by_project: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for (t, p, c) in calls {
+            by_project
+                .entry((t.clone(), p.clone()))
+                .or_default()
+                .push(c.clone());
+        }
+        let mut rows = Vec::new();
+        for ((tenant, project), ids) in by_project {
+            let mut known: HashMap<String, Known> = HashMap::new();
+            for row in self.stored(&tenant, &project, &ids).await? {
+                known.entry(row.call_id.clone()).or_default().absorb(row);
+            }
+            for (call_id, k) in known {
+                if k.live_keys().count() > 1 {
+                    rows.extend(write::rows(&tenant, &project, &call_id, &k));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(rows = rows.len(), "merged halves written concurrently");
+        self.insert(&rows).await
     }
 
     async fn answer(&self, query: CallQuery, pricing: Pricing) -> Result<AggregateResult, StatsError> {

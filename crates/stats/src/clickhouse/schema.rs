@@ -1,18 +1,15 @@
 //! The calls' tables and the row a write becomes.
 //!
-//! `calls` holds one row per write of a call, each carrying the whole call as
-//! the writer knew it (the stored halves merged with the new ones), and the
-//! `version` it was written at. `ReplacingMergeTree(version)` collapses rows
-//! with the same sort key — `(tenant, project_id, sort_us, call_id)` — to the
-//! newest in the background; queries do not wait for that: they read every
-//! row of a call in the range and take each half from the newest row that
-//! carries it (`argMaxIf`), which is what the merge would keep anyway. So a
-//! re-sent call, or a start followed by an end, counts once, without `FINAL`.
-//!
-//! `sort_us` is the start time (the end time while only the end is known).
-//! When a re-sent start moves a call in time, the writer leaves a tombstone
-//! (`is_deleted = 1`, a newer version) at the old key, so a range that holds
-//! only the old time no longer counts it.
+//! `calls` is a `ReplacingMergeTree(version)` ordered by
+//! `(tenant, project_id, sort_us, call_id)`. Each write is the whole call as
+//! the writer knows it (stored halves merged with the new ones, see
+//! [`super::write`]), under its start time (`sort_us`; the end time while
+//! only the end is known) with a newer `version`, so the newest row under a
+//! key is the call: queries read with `FINAL`, which ClickHouse answers by
+//! merging rows of equal key in sort order, before background merges have.
+//! Where a call leaves a key — its start moved, or its end arrived first and
+//! was then merged under the start — the writer leaves a tombstone
+//! (`is_deleted = 1`, newer) there, so a call is live under one key only.
 //!
 //! `call_models` lists the models each project has used, so cost queries
 //! price exactly those models without scanning calls first.

@@ -5,9 +5,8 @@
 //! [`crate::answer`] finish exactly as they finish the embedded store's.
 //!
 //! The statement has two levels. `merged` takes each call in the range once:
-//! every row of the call that may matter is read, each half taken from the
-//! newest row carrying it (`argMaxIf(…, version, has_start|has_end)`), and
-//! the call kept when its start is in the range and it is not deleted. The
+//! the newest row under each key (`FINAL`), live and carrying a start — the
+//! writers keep each call whole under one key (see [`super::write`]). The
 //! outer level filters, buckets and folds those calls (or, at usage grain,
 //! their usage entries through `ARRAY JOIN`).
 //!
@@ -22,11 +21,6 @@ use polymeter_pricing::FixedPrice;
 use polymeter_proto::v1::{Dimension, Grain};
 use serde::Serialize;
 use std::fmt::Write;
-
-/// How far past the range an end-only row may sit and still belong to a
-/// call that started inside it (a start and an end written concurrently by
-/// two replicas, each not yet seeing the other).
-pub const END_LOOKAHEAD_US: i64 = 86_400 * 1_000_000;
 
 /// A bound parameter value (ClickHouse's `{name:Type}`).
 #[derive(Serialize, Clone, Debug)]
@@ -322,10 +316,6 @@ impl Plan<'_> {
         let tenant = st.bind("String", Param::Str(q.tenant.as_str().to_owned()));
         let lo = st.bind("Int64", Param::Int(q.start.timestamp_micros()));
         let hi = st.bind("Int64", Param::Int(q.end.timestamp_micros()));
-        let ahead = st.bind(
-            "Int64",
-            Param::Int(q.end.timestamp_micros().saturating_add(END_LOOKAHEAD_US)),
-        );
         let projects = if q.projects.is_empty() {
             String::new()
         } else {
@@ -402,26 +392,26 @@ impl Plan<'_> {
             let g: Vec<String> = (0..q.group_by.len()).map(|i| format!("g{i}")).collect();
             format!("[{}]", g.join(", "))
         };
-        // Only the half-columns the outer level reads are merged.
-        let mut merged = String::from("project_id, call_id, max(has_end) AS m_has_end");
-        for (columns, half) in [
-            (super::schema::START_COLUMNS, "has_start"),
-            (super::schema::END_COLUMNS, "has_end"),
-        ] {
-            for c in columns {
-                if *c == "started_us" || mentions(&inner, &format!("m_{c}")) {
-                    let _ = write!(merged, ", argMaxIf({c}, version, {half}) AS m_{c}");
-                }
+        // Each call once: the newest row under each key (`FINAL`), which the
+        // writers keep as the whole call under its start time; keys a call
+        // left (a moved start, an end that came first) hold tombstones. Only
+        // the columns the outer level reads are selected.
+        let mut merged = String::from(
+            "project_id, call_id, has_end AS m_has_end, started_us AS m_started_us",
+        );
+        for c in super::schema::START_COLUMNS
+            .iter()
+            .chain(super::schema::END_COLUMNS)
+        {
+            if *c != "started_us" && mentions(&inner, &format!("m_{c}")) {
+                let _ = write!(merged, ", {c} AS m_{c}");
             }
         }
         let table = super::schema::CALLS;
         let mut sql = format!(
-            "WITH merged AS (SELECT {merged} FROM {table} \
-             WHERE tenant = {tenant}{projects} AND sort_us >= {lo} \
-             AND (sort_us < {hi} OR (has_start = 0 AND sort_us < {ahead})) \
-             GROUP BY project_id, call_id \
-             HAVING max(has_start) = 1 AND argMax(is_deleted, version) = 0 \
-             AND m_started_us >= {lo} AND m_started_us < {hi}) "
+            "WITH merged AS (SELECT {merged} FROM {table} FINAL \
+             WHERE tenant = {tenant}{projects} AND sort_us >= {lo} AND sort_us < {hi} \
+             AND has_start = 1 AND is_deleted = 0) "
         );
         let _ = write!(
             sql,
@@ -450,6 +440,9 @@ impl Plan<'_> {
                 let _ = write!(sql, " LIMIT {limit} OFFSET {}", q.offset);
             }
         }
+        // A key's rows never span partitions (the partition is a month of
+        // the key's time), so `FINAL` need not merge across them.
+        sql.push_str(" SETTINGS do_not_merge_across_partitions_select_final = 1");
         st.sql = sql;
         st
     }

@@ -1,8 +1,10 @@
 //! Writes: each call in a batch is merged with what is stored about it (the
 //! new half replaces the stored half, as in the embedded store) and written
-//! as one whole row, so a query finds a call's halves together under its
-//! start time. Reading the stored halves is a point lookup by call id (a
-//! bloom-filter index on `call_id`); it happens on writes only.
+//! as one whole row under its start time, with tombstones where the call no
+//! longer lives. Reading the stored rows is a point lookup by call id (a
+//! bloom-filter index on `call_id`); it happens on writes only. Calls written
+//! in halves are looked up once more after the insert, to merge halves that
+//! two replicas wrote at the same moment (see `ClickHouseStore::repair`).
 
 use super::schema::{CallRow, ModelRow};
 use polymeter_model::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
@@ -36,15 +38,25 @@ pub(super) fn next_version() -> u64 {
 pub(super) struct Known {
     pub start: Option<(u64, CallStart)>,
     pub end: Option<(u64, CallEnd)>,
-    /// Sort keys of stored rows that carried a start.
-    pub stored_starts: Vec<i64>,
+    /// Per sort key of the stored rows: the newest row's version and whether
+    /// it is a tombstone — what a `FINAL` read sees at that key.
+    pub keys: std::collections::BTreeMap<i64, (u64, bool)>,
 }
 
 impl Known {
+    /// Sort keys where a `FINAL` read finds a live row of this call.
+    pub fn live_keys(&self) -> impl Iterator<Item = i64> + '_ {
+        self.keys
+            .iter()
+            .filter(|(_, (_, deleted))| !deleted)
+            .map(|(k, _)| *k)
+    }
+
     /// Folds a stored row in: each half from the newest row carrying it.
     pub fn absorb(&mut self, row: CallRow) {
-        if row.has_start == 1 {
-            self.stored_starts.push(row.sort_us);
+        let newest = self.keys.entry(row.sort_us).or_insert((0, false));
+        if row.version >= newest.0 {
+            *newest = (row.version, row.is_deleted == 1);
         }
         if row.has_start == 1 && self.start.as_ref().is_none_or(|(v, _)| row.version > *v) {
             self.start = Some((row.version, start_of(&row)));
@@ -108,8 +120,11 @@ fn end_of(r: &CallRow) -> CallEnd {
     }
 }
 
-/// The rows that record `known` for `(tenant, project, call_id)`: tombstones
-/// where a stored start sat at another time, then the whole call.
+/// The rows that record `known` for `(tenant, project, call_id)`: the whole
+/// call under its start time (its end time while no start is known), and a
+/// tombstone at every other key where a stored row of the call is still
+/// live (a start that moved, an end that arrived before its start), so that
+/// a `FINAL` read finds the call under one key only.
 pub(super) fn rows(tenant: &str, project: &str, call_id: &str, known: &Known) -> Vec<CallRow> {
     let version = next_version();
     let start = known.start.as_ref().map(|(_, s)| s);
@@ -165,13 +180,10 @@ pub(super) fn rows(tenant: &str, project: &str, call_id: &str, known: &Known) ->
         }
         row.output_refs = e.output_refs.clone();
     }
-    let mut moved_from = known.stored_starts.clone();
-    moved_from.sort_unstable();
-    moved_from.dedup();
-    let mut out: Vec<CallRow> = moved_from
-        .iter()
-        .filter(|&&old| old != sort_us)
-        .map(|&old| CallRow {
+    let mut out: Vec<CallRow> = known
+        .live_keys()
+        .filter(|&old| old != sort_us)
+        .map(|old| CallRow {
             tenant: row.tenant.clone(),
             project_id: row.project_id.clone(),
             sort_us: old,
@@ -232,11 +244,11 @@ mod tests {
     }
 
     #[test]
-    fn a_moved_start_leaves_a_tombstone_older_than_the_call() {
+    fn a_moved_start_leaves_one_tombstone_at_each_other_live_key() {
         let known = Known {
             start: Some((1, start(5_000))),
             end: None,
-            stored_starts: vec![1_000, 1_000, 5_000],
+            keys: [(1_000, (1, false)), (5_000, (1, false)), (800, (2, true))].into(),
         };
         let rows = rows("t", "e/p", "c", &known);
         assert_eq!(rows.len(), 2, "{rows:?}");
@@ -252,7 +264,7 @@ mod tests {
         let known = Known {
             start: None,
             end: Some((1, end(9_000))),
-            stored_starts: vec![],
+            keys: Default::default(),
         };
         let rows = rows("t", "e/p", "c", &known);
         assert_eq!(rows.len(), 1);
@@ -282,5 +294,29 @@ mod tests {
         });
         assert_eq!(known.start.as_ref().unwrap().1.op_name, "v3");
         assert!(known.end.is_some());
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_row_at_a_key_decides_whether_it_is_live() {
+        let mut known = Known::default();
+        let row = |sort_us, version, is_deleted, has_end| CallRow {
+            sort_us,
+            version,
+            is_deleted,
+            has_end,
+            ended_us: sort_us,
+            ..Default::default()
+        };
+        // An end that arrived first (key 900), later merged under its start
+        // (key 100) and tombstoned; a start-only row at 100 superseded.
+        known.absorb(row(900, 1, 0, 1));
+        known.absorb(row(100, 3, 0, 1));
+        known.absorb(row(900, 2, 1, 0));
+        assert_eq!(known.live_keys().collect::<Vec<_>>(), [100]);
     }
 }
