@@ -18,6 +18,8 @@ engine unchanged:
 * `GET /ping` answers `Ok.` like a server.
 
 Queries run one at a time (a chDB session is not shared between threads).
+With CHDB_HTTP_LOG=FILE set, each statement is appended to FILE with its
+duration, for looking at what a client sends.
 
 Usage: python chdb_http.py --port 0 --path DIR [--user U --password P]
 It prints `listening on 127.0.0.1:PORT` once ready.
@@ -32,6 +34,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -57,6 +60,7 @@ INSERT = re.compile(
 )
 FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
 CODE = re.compile(r"Code:\s*(\d+)")
+LOG = os.environ.get("CHDB_HTTP_LOG")
 
 
 class Engine:
@@ -186,10 +190,15 @@ class Handler(BaseHTTPRequestHandler):
         fmt = args.get("default_format") or "TabSeparated"
         if FORMAT_CLAUSE.search(sql) and not INSERT.match(sql):
             fmt = "TabSeparated"  # the clause in the SQL decides
+        started = time.monotonic()
         try:
             out = self.engine.run(sql, fmt, params, args.get("database"), data)
         except Exception as e:  # chDB raises its own error type with ClickHouse's text
             return self._error(str(e))
+        finally:
+            if LOG:
+                with open(LOG, "a") as f:
+                    f.write(f"-- {1000 * (time.monotonic() - started):.1f} ms params={params}\n{sql};\n")
         self._answer(200, out, {"X-ClickHouse-Format": fmt})
 
     def _error(self, message):

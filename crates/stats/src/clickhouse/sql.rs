@@ -334,10 +334,31 @@ impl Plan<'_> {
         inner.push_str(", count() AS row_count");
         for (k, m) in self.slots.iter().enumerate() {
             let (v, c) = self.metric(&mut st, *m, prices);
+            // Only the folds some measure of this metric reads are computed.
+            let asks = |a: &[Aggregation]| {
+                q.measures
+                    .iter()
+                    .any(|x| x.metric == *m && a.contains(&x.aggregation))
+            };
+            // 128-bit sums, as the embedded store keeps: exact whatever is sent.
+            let sum = if asks(&[Aggregation::Sum, Aggregation::Avg]) {
+                format!("sumIf(toInt128({v}), {c})")
+            } else {
+                "toInt128(0)".to_owned()
+            };
+            let min = if asks(&[Aggregation::Min]) {
+                format!("minIf(toInt64({v}), {c})")
+            } else {
+                "toInt64(0)".to_owned()
+            };
+            let max = if asks(&[Aggregation::Max]) {
+                format!("maxIf(toInt64({v}), {c})")
+            } else {
+                "toInt64(0)".to_owned()
+            };
             let _ = write!(
                 inner,
-                ", sumIf(toInt128({v}), {c}) AS s{k}, countIf({c}) AS c{k}, \
-                 minIf(toInt64({v}), {c}) AS n{k}, maxIf(toInt64({v}), {c}) AS x{k}"
+                ", {sum} AS s{k}, countIf({c}) AS c{k}, {min} AS n{k}, {max} AS x{k}"
             );
             if self.levels[k].is_empty() {
                 let _ = write!(inner, ", CAST([], 'Array(Float64)') AS q{k}");
