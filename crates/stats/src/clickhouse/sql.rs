@@ -220,32 +220,52 @@ impl Plan<'_> {
         }
     }
 
-    /// One filter as a condition.
+    /// One filter as a condition. Values are bound one by one into `IN (…)`
+    /// and prefixes into `startsWith`, which ClickHouse evaluates once per
+    /// dictionary entry of a `LowCardinality` column; a `NULL` value matches
+    /// neither, so an absent value passes only where `absent` says so.
     fn filter(&self, st: &mut Statement, f: &RowFilter) -> String {
-        let any_of = st.bind("Array(String)", Param::Strs(f.any_of.clone()));
-        let prefixes = st.bind("Array(String)", Param::Strs(f.prefixes.clone()));
-        let matches = |x: &str| {
-            format!("(has({any_of}, {x}) OR arrayExists(p -> startsWith({x}, p), {prefixes}))")
+        let mut matches = |x: &str| {
+            let mut parts = Vec::new();
+            if !f.any_of.is_empty() {
+                let values: Vec<String> = f
+                    .any_of
+                    .iter()
+                    .map(|v| st.bind("String", Param::Str(v.clone())))
+                    .collect();
+                parts.push(format!("{x} IN ({})", values.join(", ")));
+            }
+            for p in &f.prefixes {
+                let p = st.bind("String", Param::Str(p.clone()));
+                parts.push(format!("startsWith({x}, {p})"));
+            }
+            if parts.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("({})", parts.join(" OR "))
+            }
         };
-        let absent = if f.absent { "1" } else { "0" };
         match f.dimension {
             // Every call has a project: `absent` never matches one.
             Dimension::ProjectId => matches("project_id"),
             Dimension::InputRefs | Dimension::OutputRefs => {
                 let refs = column(f.dimension);
-                format!(
-                    "if(empty({refs}), {absent}, arrayExists(r -> {}, {refs}))",
-                    matches("r")
-                )
+                let any = format!("arrayExists(r -> {}, {refs})", matches("r"));
+                if f.absent {
+                    format!("(empty({refs}) OR {any})")
+                } else {
+                    any
+                }
             }
-            d if self.nullable(d) => {
+            d => {
                 let v = self.value(d);
-                format!(
-                    "if(isNull({v}), {absent}, {})",
-                    matches(&format!("assumeNotNull({v})"))
-                )
+                let m = matches(&v);
+                if f.absent && self.nullable(d) {
+                    format!("(isNull({v}) OR {m})")
+                } else {
+                    m
+                }
             }
-            d => matches(&format!("toString({})", self.value(d))),
         }
     }
 
