@@ -19,6 +19,11 @@ impl Drop for Process {
 /// Starts `polymeter <args>` in `dir`, whose `./data/credentials.toml` (the
 /// default path) holds the fixture credentials.
 fn spawn(args: &[&str], dir: &std::path::Path) -> Process {
+    spawn_with(args, dir, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_with(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Process {
     let credentials = dir.join("data").join("credentials.toml");
     if !credentials.exists() {
         polymeter_tests::fixture::credentials()
@@ -30,6 +35,7 @@ fn spawn(args: &[&str], dir: &std::path::Path) -> Process {
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -93,6 +99,59 @@ async fn services_run_as_separate_processes() {
     assert!(
         dir.path().join("data/stats").is_dir(),
         "stats keeps its data under ./data/stats"
+    );
+}
+
+/// Stats replicas over ClickHouse are stateless: a call written through one
+/// gateway and stats process is read back through another gateway whose
+/// stats process never saw the write. The store comes from `POLYMETER_STORE`,
+/// as compose and Kubernetes set it.
+#[tokio::test]
+async fn stats_replicas_over_clickhouse_share_every_call() {
+    let ch = polymeter_tests::clickhouse::ClickHouse::start();
+    let store = [("POLYMETER_STORE", ch.url.as_str())];
+    let dir = tempfile::tempdir().unwrap();
+    let [gw_a, gw_b, ing, st_a, st_b, fb] = [(); 6].map(|_| free_port());
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let _stats_a = spawn_with(&["stats", "--listen", &addr(st_a)], dir.path(), &store);
+    let _stats_b = spawn_with(&["stats", "--listen", &addr(st_b)], dir.path(), &store);
+    let _feedback = spawn_with(&["feedback", "--listen", &addr(fb)], dir.path(), &store);
+    let _ingest = spawn(
+        &["ingest", "--listen", &addr(ing), "--stats-url", &url(st_a), "--feedback-url", &url(fb)],
+        dir.path(),
+    );
+    let gateway = |gw: u16, st: u16| {
+        spawn(
+            &[
+                "gateway",
+                "--listen",
+                &addr(gw),
+                "--ingest-url",
+                &url(ing),
+                "--stats-url",
+                &url(st),
+                "--feedback-url",
+                &url(fb),
+            ],
+            dir.path(),
+        )
+    };
+    let (_gateway_a, _gateway_b) = (gateway(gw_a, st_a), gateway(gw_b, st_b));
+    let (a, b) = (Client::new(url(gw_a)), Client::new(url(gw_b)));
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    ingest(&a, &[Call::new("r1", t("2024-05-01T10:00:00Z")).latency_ms(40)]).await;
+    let body = stats(
+        &b,
+        json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,
+               "call_metrics": [{"metric": "latency_ms", "aggregations": ["max"]}]}),
+    )
+    .await;
+    assert_eq!(body["call_buckets"][0]["max_latency_ms"], 40.0, "{body}");
+    assert!(
+        !dir.path().join("data/stats/wal").exists(),
+        "over ClickHouse, stats keeps no call store of its own"
     );
 }
 
