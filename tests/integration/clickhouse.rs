@@ -9,8 +9,10 @@ use polymeter_tests::clickhouse::ClickHouse;
 use polymeter_tests::{json, Store, TestStack};
 
 async fn call_count(c: &polymeter_tests::Client) -> serde_json::Value {
-    let body = stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
-        "granularity": 86400, "call_metrics": [{"metric": "call_count"}]}));
+    let body = stats_body(
+        json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
+        "granularity": 86400, "call_metrics": [{"metric": "call_count"}]}),
+    );
     let answer = c.post("/calls/stats", &body).await.ok();
     answer["call_buckets"][0]["sum_call_count"].clone()
 }
@@ -33,17 +35,26 @@ async fn an_outage_answers_unavailable_and_loses_nothing_acknowledged() {
     stack.clickhouse.as_mut().unwrap().kill();
     let late = Call::new("late", base + Duration::minutes(30));
     let answer = c
-        .post(&format!("/v2/{PROJECT}/calls/complete"), &json!({"batch": [late.body.clone()]}))
+        .post(
+            &format!("/v2/{PROJECT}/calls/complete"),
+            &json!({"batch": [late.body.clone()]}),
+        )
         .await;
     let reason = answer.reason(503);
     assert!(reason.contains("unavailable"), "{reason}");
     let answer = c
-        .post("/calls/stats", &stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})))
+        .post(
+            "/calls/stats",
+            &stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})),
+        )
         .await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     let answer = c
-        .post("/feedback/create", &json!({"project_id": PROJECT, "feedback_type": "wandb.reaction.1",
-            "weave_ref": "weave:///acme/bot/call/a0", "payload": {}}))
+        .post(
+            "/feedback/create",
+            &json!({"project_id": PROJECT, "feedback_type": "wandb.reaction.1",
+            "weave_ref": "weave:///acme/bot/call/a0", "payload": {}}),
+        )
         .await;
     assert_eq!(answer.status, 503, "{}", answer.body);
 
@@ -67,7 +78,9 @@ async fn replicas_starting_together_migrate_once_and_agree() {
         let (choice, path) = (choice.clone(), dir.path().join(i.to_string()));
         opening.spawn(async move {
             open_stats(&choice, &path, 1 << 20).await?;
-            open_feedback_store(&choice, &path, 1 << 20).await.map(|_| ())
+            open_feedback_store(&choice, &path, 1 << 20)
+                .await
+                .map(|_| ())
         });
     }
     while let Some(done) = opening.join_next().await {
@@ -87,31 +100,52 @@ async fn a_price_override_set_through_one_replica_reaches_the_others() {
     let ch = ClickHouse::start();
     let choice = StoreChoice::parse(&ch.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_, a) = open_stats(&choice, &dir.path().join("a"), 1 << 20).await.unwrap();
-    let (_, b) = open_stats(&choice, &dir.path().join("b"), 1 << 20).await.unwrap();
+    let (_, a) = open_stats(&choice, &dir.path().join("a"), 1 << 20)
+        .await
+        .unwrap();
+    let (_, b) = open_stats(&choice, &dir.path().join("b"), 1 << 20)
+        .await
+        .unwrap();
     let price = polymeter_pricing::Price::new(1e-6, 2e-6, None, None).unwrap();
     let writer = a.clone();
     tokio::task::spawn_blocking(move || writer.set("acme", "acme/bot", "My-Model", price))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(a.for_project("acme", "acme/bot").unwrap()["my-model"], price);
+    assert_eq!(
+        a.for_project("acme", "acme/bot").unwrap()["my-model"],
+        price
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while b.for_project("acme", "acme/bot").is_none() {
-        assert!(std::time::Instant::now() < deadline, "replica b never saw the override");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica b never saw the override"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(b.for_project("acme", "acme/bot").unwrap()["my-model"], price);
+    assert_eq!(
+        b.for_project("acme", "acme/bot").unwrap()["my-model"],
+        price
+    );
     // A third replica starting now reads it at once; a delete reaches it too.
-    let (_, c) = open_stats(&choice, &dir.path().join("c"), 1 << 20).await.unwrap();
-    assert_eq!(c.for_project("acme", "acme/bot").unwrap()["my-model"], price);
-    let writer = b.clone();
-    let deleted = tokio::task::spawn_blocking(move || writer.delete("acme", "acme/bot", "my-model"))
+    let (_, c) = open_stats(&choice, &dir.path().join("c"), 1 << 20)
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!(
+        c.for_project("acme", "acme/bot").unwrap()["my-model"],
+        price
+    );
+    let writer = b.clone();
+    let deleted =
+        tokio::task::spawn_blocking(move || writer.delete("acme", "acme/bot", "my-model"))
+            .await
+            .unwrap()
+            .unwrap();
     assert!(deleted);
-    let (_, d) = open_stats(&choice, &dir.path().join("d"), 1 << 20).await.unwrap();
+    let (_, d) = open_stats(&choice, &dir.path().join("d"), 1 << 20)
+        .await
+        .unwrap();
     assert!(d.for_project("acme", "acme/bot").is_none());
 }
 
@@ -129,16 +163,26 @@ async fn a_stalled_clickhouse_costs_a_caller_at_most_the_store_timeout() {
     stack.clickhouse.as_ref().unwrap().signal("STOP");
     let started = std::time::Instant::now();
     let answer = c
-        .post(&format!("/v2/{PROJECT}/calls/complete"), &json!({"batch": [call.body.clone()]}))
+        .post(
+            &format!("/v2/{PROJECT}/calls/complete"),
+            &json!({"batch": [call.body.clone()]}),
+        )
         .await;
     let reason = answer.reason(503).to_owned();
     assert!(reason.contains("re-sending is safe"), "{reason}");
     let answer = c
-        .post("/calls/stats", &stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})))
+        .post(
+            "/calls/stats",
+            &stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"})),
+        )
         .await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     // Two bounded waits of about a second each (the write's lookup, then the query).
-    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     stack.clickhouse.as_ref().unwrap().signal("CONT");
     // The write whose outcome was unknown is re-sent: it counts once.
     ingest(&c, &[call]).await;
@@ -151,12 +195,18 @@ async fn a_stalled_clickhouse_costs_a_caller_at_most_the_store_timeout() {
 /// whole and counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halves_written_at_once_by_two_replicas_make_one_whole_call() {
-    use polymeter_model::{CallEnd, CallId, CallRecord, CallStart, ModelUsage, ProjectId, TenantId};
+    use polymeter_model::{
+        CallEnd, CallId, CallRecord, CallStart, ModelUsage, ProjectId, TenantId,
+    };
     let ch = ClickHouse::start();
     let choice = StoreChoice::parse(&ch.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (a, _) = open_stats(&choice, &dir.path().join("a"), 1 << 20).await.unwrap();
-    let (b, _) = open_stats(&choice, &dir.path().join("b"), 1 << 20).await.unwrap();
+    let (a, _) = open_stats(&choice, &dir.path().join("a"), 1 << 20)
+        .await
+        .unwrap();
+    let (b, _) = open_stats(&choice, &dir.path().join("b"), 1 << 20)
+        .await
+        .unwrap();
     let base = t("2024-05-01T10:00:00Z");
     let record = |i: i64, start: bool| CallRecord {
         tenant: TenantId::new("acme").unwrap(),
@@ -198,15 +248,23 @@ async fn halves_written_at_once_by_two_replicas_make_one_whole_call() {
         y.unwrap();
     }
     let stack = TestStack::start_with_clickhouse(ch).await;
-    let body = stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
+    let body = stats_body(
+        json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
         "granularity": 86400, "call_metrics": [{"metric": "call_count"},
         {"metric": "latency_ms", "aggregations": ["count", "sum"]}],
-        "usage_metrics": [{"metric": "input_tokens"}]}));
+        "usage_metrics": [{"metric": "input_tokens"}]}),
+    );
     let answer = stack.client.post("/calls/stats", &body).await.ok();
     let calls = &answer["call_buckets"][0];
     assert_eq!(calls["sum_call_count"], 24, "{answer}");
-    assert_eq!(calls["count_latency_ms"], 24, "every call has its end: {answer}");
+    assert_eq!(
+        calls["count_latency_ms"], 24,
+        "every call has its end: {answer}"
+    );
     assert_eq!(calls["sum_latency_ms"], 24.0 * 250.0, "{answer}");
-    assert_eq!(answer["usage_buckets"][0]["sum_input_tokens"], 240, "{answer}");
+    assert_eq!(
+        answer["usage_buckets"][0]["sum_input_tokens"], 240,
+        "{answer}"
+    );
     stack.stop().await;
 }

@@ -52,7 +52,12 @@ fn forget_request_ids(v: &mut Value) {
 }
 
 fn models(i: i64) -> &'static str {
-    ["gpt-4o", "claude-3-5-sonnet-20241022", "qwen-max", "my-private-model"][(i % 4) as usize]
+    [
+        "gpt-4o",
+        "claude-3-5-sonnet-20241022",
+        "qwen-max",
+        "my-private-model",
+    ][(i % 4) as usize]
 }
 
 /// 150 calls over four days around New York's spring DST change, in two
@@ -96,7 +101,10 @@ fn calls() -> (Vec<Call>, Vec<Call>) {
                 .set("wb_run_id", json!(format!("run{}", i % 2)));
         }
         if i % 6 == 0 {
-            call = call.set("inputs", json!({"doc": format!("weave:///acme/bot/object/doc{}:v1", i % 12)}));
+            call = call.set(
+                "inputs",
+                json!({"doc": format!("weave:///acme/bot/object/doc{}:v1", i % 12)}),
+            );
         }
         if i % 10 == 9 {
             other.push(call);
@@ -110,7 +118,11 @@ fn calls() -> (Vec<Call>, Vec<Call>) {
 fn feedback() -> Vec<Value> {
     let mut out = Vec::new();
     for i in 0..24i64 {
-        let kind = ["wandb.runnable.relevance", "wandb.runnable.toxicity", "wandb.reaction.1"][(i % 3) as usize];
+        let kind = [
+            "wandb.runnable.relevance",
+            "wandb.runnable.toxicity",
+            "wandb.reaction.1",
+        ][(i % 3) as usize];
         let span = ["agent_turn", "agent_conversation", "call"][(i % 3) as usize];
         let mut v = json!({
             "project_id": "acme/bot",
@@ -119,8 +131,12 @@ fn feedback() -> Vec<Value> {
             "payload": {"i": i},
         });
         if i % 3 != 2 {
-            v["runnable_ref"] = json!(format!("weave:///acme/bot/object/{}:v1", ["relevance", "relevance_v2", "toxicity"][(i % 3) as usize]));
-            v["scorer_ratings"] = json!({"_rating_": (i % 11) as f64 / 10.0, "accuracy": (i % 4) as f64 * 0.1});
+            v["runnable_ref"] = json!(format!(
+                "weave:///acme/bot/object/{}:v1",
+                ["relevance", "relevance_v2", "toxicity"][(i % 3) as usize]
+            ));
+            v["scorer_ratings"] =
+                json!({"_rating_": (i % 11) as f64 / 10.0, "accuracy": (i % 4) as f64 * 0.1});
         }
         if i % 4 == 0 {
             v["trigger_ref"] = json!(format!("weave:///acme/bot/object/monitor_{}:v2", i % 3));
@@ -135,9 +151,11 @@ fn feedback() -> Vec<Value> {
         out.push(v);
     }
     // A zero rating: its sum is 0 and must still be reported.
-    out.push(json!({"project_id": "acme/bot", "feedback_type": "wandb.runnable.relevance",
+    out.push(
+        json!({"project_id": "acme/bot", "feedback_type": "wandb.runnable.relevance",
         "weave_ref": "weave:///acme/bot/agent_turn/z", "payload": {},
-        "runnable_ref": "weave:///acme/bot/object/zero:v1", "scorer_ratings": {"_rating_": 0.0}}));
+        "runnable_ref": "weave:///acme/bot/object/zero:v1", "scorer_ratings": {"_rating_": 0.0}}),
+    );
     out
 }
 
@@ -156,25 +174,45 @@ async fn seed(c: &Client) {
         c.post(path, &body).await.ok();
     };
     // Start, then end.
-    post("/call/start", json!({"start": {"project_id": PROJECT, "id": "s1", "trace_id": "ts1", "op_name": "split",
-        "started_at": "2024-03-10T06:30:00Z", "attributes": {}, "inputs": {}}})).await;
+    post(
+        "/call/start",
+        json!({"start": {"project_id": PROJECT, "id": "s1", "trace_id": "ts1", "op_name": "split",
+        "started_at": "2024-03-10T06:30:00Z", "attributes": {}, "inputs": {}}}),
+    )
+    .await;
     post("/call/end", json!({"end": {"project_id": PROJECT, "id": "s1", "ended_at": "2024-03-10T06:30:02Z",
         "summary": {"usage": {"gpt-4o": {"prompt_tokens": 30, "completion_tokens": 4, "requests": 1}}}}})).await;
     // End before start.
     post("/call/end", json!({"end": {"project_id": PROJECT, "id": "s2", "ended_at": "2024-03-10T08:00:01Z",
         "exception": "boom", "summary": {"usage": {"qwen-max": {"input_tokens": 9, "output_tokens": 9}}}}})).await;
-    post("/call/start", json!({"start": {"project_id": PROJECT, "id": "s2", "trace_id": "ts2", "op_name": "split",
-        "started_at": "2024-03-10T07:59:00Z", "attributes": {}, "inputs": {}}})).await;
+    post(
+        "/call/start",
+        json!({"start": {"project_id": PROJECT, "id": "s2", "trace_id": "ts2", "op_name": "split",
+        "started_at": "2024-03-10T07:59:00Z", "attributes": {}, "inputs": {}}}),
+    )
+    .await;
     // A start re-sent with another time: the call moves, it is not two calls.
-    post("/call/start", json!({"start": {"project_id": PROJECT, "id": "s3", "trace_id": "ts3", "op_name": "split",
-        "started_at": "2024-03-09T02:00:00Z", "attributes": {}, "inputs": {}}})).await;
-    post("/call/start", json!({"start": {"project_id": PROJECT, "id": "s3", "trace_id": "ts3", "op_name": "split",
-        "started_at": "2024-03-11T02:00:00Z", "attributes": {}, "inputs": {}}})).await;
+    post(
+        "/call/start",
+        json!({"start": {"project_id": PROJECT, "id": "s3", "trace_id": "ts3", "op_name": "split",
+        "started_at": "2024-03-09T02:00:00Z", "attributes": {}, "inputs": {}}}),
+    )
+    .await;
+    post(
+        "/call/start",
+        json!({"start": {"project_id": PROJECT, "id": "s3", "trace_id": "ts3", "op_name": "split",
+        "started_at": "2024-03-11T02:00:00Z", "attributes": {}, "inputs": {}}}),
+    )
+    .await;
     post("/call/end", json!({"end": {"project_id": PROJECT, "id": "s3", "ended_at": "2024-03-11T02:00:00.250Z",
         "summary": {"usage": {"claude-3-5-sonnet-20241022": {"input_tokens": 70, "output_tokens": 7}}}}})).await;
     // Still running.
-    post("/call/start", json!({"start": {"project_id": PROJECT, "id": "s4", "trace_id": "ts4", "op_name": "split",
-        "started_at": "2024-03-11T03:00:00Z", "attributes": {}, "inputs": {}}})).await;
+    post(
+        "/call/start",
+        json!({"start": {"project_id": PROJECT, "id": "s4", "trace_id": "ts4", "op_name": "split",
+        "started_at": "2024-03-11T03:00:00Z", "attributes": {}, "inputs": {}}}),
+    )
+    .await;
     // A batch of halves, sent twice.
     let batch = json!({"batch": [
         {"mode": "start", "req": {"start": {"project_id": PROJECT, "id": "b1", "trace_id": "tb", "op_name": "batch",
@@ -188,14 +226,25 @@ async fn seed(c: &Client) {
     let globex = c.with_weave_key(Some(fixture::GLOBEX_WEAVE_KEY));
     ingest_into(&globex, "globex/app", &calls().0[..20]).await;
     // A project price override (and a price for a model the table lacks).
-    for (model, price) in [("my-private-model", json!({"input": 1e-6, "output": 4e-6, "cache_read": 2.5e-7})),
-                           ("gpt-4o", json!({"input": 3e-6, "output": 1.1e-5}))] {
+    for (model, price) in [
+        (
+            "my-private-model",
+            json!({"input": 1e-6, "output": 4e-6, "cache_read": 2.5e-7}),
+        ),
+        ("gpt-4o", json!({"input": 3e-6, "output": 1.1e-5})),
+    ] {
         let answer = c
-            .send_json(reqwest::Method::PUT, &format!("/v1/projects/{PROJECT}/prices/{model}"), &price)
+            .send_json(
+                reqwest::Method::PUT,
+                &format!("/v1/projects/{PROJECT}/prices/{model}"),
+                &price,
+            )
             .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
-    c.post("/feedback/batch/create", &json!({"batch": feedback()})).await.ok();
+    c.post("/feedback/batch/create", &json!({"batch": feedback()}))
+        .await
+        .ok();
 }
 
 fn stats(extra: Value) -> Ask {
@@ -241,7 +290,8 @@ fn cases() -> Vec<(&'static str, Ask)> {
     let all = every_metric();
     let range = "startTime=2024-03-09T00:00:00Z&endTime=2024-03-13T00:00:00Z";
     let qf = |extra: Value| {
-        let mut body = json!({"startTime": "2024-03-09T00:00:00Z", "endTime": "2024-03-13T00:00:00Z"});
+        let mut body =
+            json!({"startTime": "2024-03-09T00:00:00Z", "endTime": "2024-03-13T00:00:00Z"});
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
@@ -312,20 +362,31 @@ async fn both_stores_give_the_same_answers() {
     let mut differ = Vec::new();
     let mut nonzero = 0;
     for (name, case) in cases() {
-        let (want, got) = tokio::join!(ask(&embedded.client, &case), ask(&clickhouse.client, &case));
+        let (want, got) =
+            tokio::join!(ask(&embedded.client, &case), ask(&clickhouse.client, &case));
         if want["status"] == 200 {
             nonzero += 1;
         }
         if want != got {
-            differ.push(format!("{name}:\n  embedded:   {want}\n  clickhouse: {got}"));
+            differ.push(format!(
+                "{name}:\n  embedded:   {want}\n  clickhouse: {got}"
+            ));
         }
     }
-    assert!(differ.is_empty(), "{} of {} cases differ:\n{}", differ.len(), cases().len(), differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "{} of {} cases differ:\n{}",
+        differ.len(),
+        cases().len(),
+        differ.join("\n")
+    );
     // The cases must have asked something real.
     assert!(nonzero >= 30, "only {nonzero} cases answered 200");
     let sample = ask(&embedded.client, &cases().remove(0).1).await;
     assert!(
-        sample["body"]["call_buckets"].as_array().is_some_and(|b| b.len() > 48),
+        sample["body"]["call_buckets"]
+            .as_array()
+            .is_some_and(|b| b.len() > 48),
         "{sample}"
     );
     embedded.stop().await;

@@ -118,7 +118,15 @@ async fn stats_replicas_over_clickhouse_share_every_call() {
     let _stats_b = spawn_with(&["stats", "--listen", &addr(st_b)], dir.path(), &store);
     let _feedback = spawn_with(&["feedback", "--listen", &addr(fb)], dir.path(), &store);
     let _ingest = spawn(
-        &["ingest", "--listen", &addr(ing), "--stats-url", &url(st_a), "--feedback-url", &url(fb)],
+        &[
+            "ingest",
+            "--listen",
+            &addr(ing),
+            "--stats-url",
+            &url(st_a),
+            "--feedback-url",
+            &url(fb),
+        ],
         dir.path(),
     );
     let gateway = |gw: u16, st: u16| {
@@ -141,7 +149,11 @@ async fn stats_replicas_over_clickhouse_share_every_call() {
     let (a, b) = (Client::new(url(gw_a)), Client::new(url(gw_b)));
     wait_ready(&a).await;
     wait_ready(&b).await;
-    ingest(&a, &[Call::new("r1", t("2024-05-01T10:00:00Z")).latency_ms(40)]).await;
+    ingest(
+        &a,
+        &[Call::new("r1", t("2024-05-01T10:00:00Z")).latency_ms(40)],
+    )
+    .await;
     let body = stats(
         &b,
         json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z", "granularity": 3600,

@@ -15,8 +15,8 @@ pub struct ClickHouse {
     dir: tempfile::TempDir,
 }
 
-pub use crate::tools::repo;
 use crate::tools::python as test_python;
+pub use crate::tools::repo;
 
 impl ClickHouse {
     /// A ClickHouse with an empty database of its own.
@@ -24,9 +24,9 @@ impl ClickHouse {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("polymeter_test_{:016x}", rand::random::<u64>());
         if let Ok(server) = std::env::var("POLYMETER_TEST_CLICKHOUSE_URL") {
-            let rest = server
-                .strip_prefix("http://")
-                .unwrap_or_else(|| panic!("POLYMETER_TEST_CLICKHOUSE_URL must be http://…, got {server}"));
+            let rest = server.strip_prefix("http://").unwrap_or_else(|| {
+                panic!("POLYMETER_TEST_CLICKHOUSE_URL must be http://…, got {server}")
+            });
             return Self {
                 url: format!("clickhouse://{}/{database}", rest.trim_end_matches('/')),
                 adapter: None,
@@ -48,7 +48,10 @@ impl ClickHouse {
 
     /// Kills the adapter (`kill -9`): ClickHouse is gone until [`Self::restart`].
     pub fn kill(&mut self) {
-        let child = self.adapter.as_mut().expect("only the adapter can be killed");
+        let child = self
+            .adapter
+            .as_mut()
+            .expect("only the adapter can be killed");
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -56,7 +59,10 @@ impl ClickHouse {
     /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the adapter: a ClickHouse
     /// that stalls rather than goes away.
     pub fn signal(&self, signal: &str) {
-        let child = self.adapter.as_ref().expect("only the adapter can be signalled");
+        let child = self
+            .adapter
+            .as_ref()
+            .expect("only the adapter can be signalled");
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()

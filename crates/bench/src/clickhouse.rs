@@ -79,7 +79,13 @@ pub async fn run(
         let client = client.clone();
         move |r: pb::AppendCallsRequest| {
             let mut client = client.clone();
-            async move { client.append_calls(r).await.map(|_| ()).map_err(anyhow::Error::from) }
+            async move {
+                client
+                    .append_calls(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
         }
     };
     let secs = ingest_all("ingest calls into ClickHouse", calls, args.writers, send).await?;
@@ -92,14 +98,23 @@ pub async fn run(
         let (mut times, answer) = timed(args.iterations, || async {
             let mut parts = Vec::new();
             for r in &q.requests {
-                parts.push(client.clone().aggregate_calls(r.clone()).await?.into_inner());
+                parts.push(
+                    client
+                        .clone()
+                        .aggregate_calls(r.clone())
+                        .await?
+                        .into_inner(),
+                );
             }
             Ok(parts)
         })
         .await?;
         report("pm+ch", q.name, &times);
         if &answer != want {
-            bail!("{}: Polymeter on ClickHouse and the embedded store disagree", q.name);
+            bail!(
+                "{}: Polymeter on ClickHouse and the embedded store disagree",
+                q.name
+            );
         }
         p50.push((q.name.to_owned(), percentile_ms(&mut times, 50.0)));
     }
@@ -113,12 +128,28 @@ pub async fn run(
         let client = fb_client.clone();
         move |r: pb::AppendFeedbackRequest| {
             let mut client = client.clone();
-            async move { client.append_feedback(r).await.map(|_| ()).map_err(anyhow::Error::from) }
+            async move {
+                client
+                    .append_feedback(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
         }
     };
-    ingest_all("ingest feedback into ClickHouse", feedback, args.writers, send).await?;
+    ingest_all(
+        "ingest feedback into ClickHouse",
+        feedback,
+        args.writers,
+        send,
+    )
+    .await?;
     let (mut times, answer) = timed(args.iterations, || async {
-        Ok(fb_client.clone().aggregate_feedback(fb.request()).await?.into_inner())
+        Ok(fb_client
+            .clone()
+            .aggregate_feedback(fb.request())
+            .await?
+            .into_inner())
     })
     .await?;
     let name = "feedback 30 d in 6 h buckets by scorer_id";

@@ -121,7 +121,9 @@ pub async fn migrate(
         run(&bare, &statement).await?;
     }
     let applied: Vec<u32> = client
-        .query("SELECT DISTINCT version FROM polymeter_migrations WHERE service = ? ORDER BY version")
+        .query(
+            "SELECT DISTINCT version FROM polymeter_migrations WHERE service = ? ORDER BY version",
+        )
         .bind(service)
         .fetch_all::<Applied>()
         .await?
@@ -132,7 +134,12 @@ pub async fn migrate(
         if applied.contains(&m.version) {
             continue;
         }
-        tracing::info!(service, version = m.version, name = m.name, "applying migration");
+        tracing::info!(
+            service,
+            version = m.version,
+            name = m.name,
+            "applying migration"
+        );
         for statement in (m.statements)(&schema) {
             run(client, &statement).await?;
         }

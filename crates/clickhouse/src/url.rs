@@ -55,7 +55,11 @@ impl fmt::Debug for StoreUrl {
 
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.https { "clickhouses" } else { "clickhouse" };
+        let scheme = if self.https {
+            "clickhouses"
+        } else {
+            "clickhouse"
+        };
         write!(
             f,
             "{scheme}://{}@{}:{}/{}",
@@ -114,7 +118,9 @@ impl StoreUrl {
         {
             database
         } else {
-            return Err(fail("the database name may hold only letters, digits and _"));
+            return Err(fail(
+                "the database name may hold only letters, digits and _",
+            ));
         };
         let mut cluster = None;
         let mut query_timeout = crate::QUERY_TIMEOUT;
@@ -122,7 +128,9 @@ impl StoreUrl {
         for (k, v) in url.query_pairs() {
             let limit = || {
                 duration(&v).ok_or_else(|| {
-                    fail(&format!("{k}: {v:?} is not a duration such as 500ms, 30s or 2m"))
+                    fail(&format!(
+                        "{k}: {v:?} is not a duration such as 500ms, 30s or 2m"
+                    ))
                 })
             };
             match &*k {
@@ -183,12 +191,18 @@ mod tests {
 
     #[test]
     fn timeouts_are_durations() {
-        let u = StoreUrl::parse("clickhouse://h/db?query_timeout=500ms&write_timeout=2m", no_env)
-            .unwrap();
+        let u = StoreUrl::parse(
+            "clickhouse://h/db?query_timeout=500ms&write_timeout=2m",
+            no_env,
+        )
+        .unwrap();
         assert_eq!(u.query_timeout, Duration::from_millis(500));
         assert_eq!(u.write_timeout, Duration::from_secs(120));
         let u = StoreUrl::parse("clickhouse://h/db", no_env).unwrap();
-        assert_eq!((u.query_timeout, u.write_timeout), (crate::QUERY_TIMEOUT, crate::WRITE_TIMEOUT));
+        assert_eq!(
+            (u.query_timeout, u.write_timeout),
+            (crate::QUERY_TIMEOUT, crate::WRITE_TIMEOUT)
+        );
         let e = StoreUrl::parse("clickhouse://h/db?query_timeout=soon", no_env).unwrap_err();
         assert!(e.to_string().contains("query_timeout"), "{e}");
     }

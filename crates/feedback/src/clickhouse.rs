@@ -10,9 +10,7 @@ use crate::error::FeedbackError;
 use crate::query::{respond, Answer, FeedbackQuery, RATING_KEY, RATING_UNIT};
 use crate::store::FeedbackStore;
 use crate::table::span_type_code;
-use polymeter_clickhouse::{
-    bounded, connect, migrate, Failure, Migration, Schema, StoreUrl,
-};
+use polymeter_clickhouse::{bounded, connect, migrate, Failure, Migration, Schema, StoreUrl};
 use polymeter_model::feedback::{FeedbackDimension, SpanType};
 use polymeter_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -182,14 +180,28 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
     let q = &query.request;
     let mut p = Params::default();
     let mut cond = vec![
-        format!("tenant = {}", p.bind("String", ParamValue::Str(q.tenant.clone()))),
-        format!("project_id = {}", p.bind("String", ParamValue::Str(q.project_id.clone()))),
-        format!("created_ms >= {}", p.bind("Int64", ParamValue::Int(q.after_ms))),
-        format!("created_ms < {}", p.bind("Int64", ParamValue::Int(q.before_ms))),
+        format!(
+            "tenant = {}",
+            p.bind("String", ParamValue::Str(q.tenant.clone()))
+        ),
+        format!(
+            "project_id = {}",
+            p.bind("String", ParamValue::Str(q.project_id.clone()))
+        ),
+        format!(
+            "created_ms >= {}",
+            p.bind("Int64", ParamValue::Int(q.after_ms))
+        ),
+        format!(
+            "created_ms < {}",
+            p.bind("Int64", ParamValue::Int(q.before_ms))
+        ),
     ];
     if !q.feedback_types.is_empty() {
         let v = p.bind("Array(String)", ParamValue::Strs(q.feedback_types.clone()));
-        cond.push(format!("arrayExists(w -> startsWith(feedback_type, w), {v})"));
+        cond.push(format!(
+            "arrayExists(w -> startsWith(feedback_type, w), {v})"
+        ));
     }
     // `name*` matches by prefix, anything else exactly; absent never matches.
     for (column, wanted) in [("monitor_id", &q.monitor_ids), ("scorer_id", &q.scorer_ids)] {
@@ -204,7 +216,10 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
         ));
     }
     if !q.span_agent_names.is_empty() {
-        let v = p.bind("Array(String)", ParamValue::Strs(q.span_agent_names.clone()));
+        let v = p.bind(
+            "Array(String)",
+            ParamValue::Strs(q.span_agent_names.clone()),
+        );
         cond.push(format!(
             "isNotNull(span_agent_name) AND has({v}, assumeNotNull(span_agent_name))"
         ));
@@ -324,7 +339,10 @@ impl ClickHouseFeedbackStore {
         insert.end().await.map_err(failed)
     }
 
-    async fn answer(&self, query: FeedbackQuery) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
+    async fn answer(
+        &self,
+        query: FeedbackQuery,
+    ) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
         let (sql, params) = statement(&query);
         let mut q = self.client.query(&sql);
         for (name, value) in &params.0 {

@@ -1,7 +1,7 @@
 //! The feedback service's one storage seam, at the level of the question:
 //! a store is told [`FeedbackStore::append`] and asked
 //! [`FeedbackStore::aggregate`]; the embedded store scans its columns, a
-//! ClickHouse store would answer in SQL. Async for the same reason as the
+//! ClickHouse store answers in SQL. Async for the same reason as the
 //! call store: a store may wait on a network, and one that blocks (the
 //! embedded one, on scans and fsync) runs its work on the blocking pool.
 

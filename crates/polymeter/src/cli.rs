@@ -4,8 +4,8 @@
 //! name so they can run services as real child processes.
 
 use crate::{
-    bind, open_stats, StoreChoice, open_credentials, open_feedback_store, run_feedback, run_gateway,
-    run_ingest, run_stats, start_stack, GatewayPeers, Shutdown, StackConfig,
+    bind, open_credentials, open_feedback_store, open_stats, run_feedback, run_gateway, run_ingest,
+    run_stats, start_stack, GatewayPeers, Shutdown, StackConfig, StoreChoice,
 };
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};

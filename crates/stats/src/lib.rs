@@ -4,8 +4,9 @@
 //! The path of a query through this crate: [`service`] (gRPC) checks the
 //! request into a typed [`query::CallQuery`] and asks its store
 //! [`store::CallStore::aggregate`]; the embedded store answers in
-//! [`embedded::aggregate`]. Nothing above the store trait knows which store
-//! it has.
+//! [`embedded::aggregate`], the ClickHouse store in one SQL statement
+//! ([`clickhouse::sql`]). Both finish their folds by the rules in [`answer`].
+//! Nothing above the store trait knows which store it has.
 
 pub mod answer;
 pub mod clickhouse;

@@ -95,7 +95,13 @@ impl ClickHouseStore {
             st.sql.push_str(" AND project_id IN {p1:Array(String)}");
             st.params.push((
                 "p1".into(),
-                Param::Strs(query.projects.iter().map(|p| p.as_str().to_owned()).collect()),
+                Param::Strs(
+                    query
+                        .projects
+                        .iter()
+                        .map(|p| p.as_str().to_owned())
+                        .collect(),
+                ),
             ));
         }
         let mut models = st
@@ -130,7 +136,12 @@ impl CallStore for ClickHouseStore {
         query: CallQuery,
         pricing: Pricing,
     ) -> Result<AggregateResult, StatsError> {
-        bounded(self.limits.0, "the ClickHouse query", self.answer(query, pricing)).await
+        bounded(
+            self.limits.0,
+            "the ClickHouse query",
+            self.answer(query, pricing),
+        )
+        .await
     }
 
     fn size(&self) -> StoreSize {
@@ -253,7 +264,11 @@ impl ClickHouseStore {
         self.insert(&rows).await
     }
 
-    async fn answer(&self, query: CallQuery, pricing: Pricing) -> Result<AggregateResult, StatsError> {
+    async fn answer(
+        &self,
+        query: CallQuery,
+        pricing: Pricing,
+    ) -> Result<AggregateResult, StatsError> {
         let grid = query
             .bucketing
             .as_ref()

@@ -51,15 +51,19 @@ impl PriceTable {
             .map_err(super::failed)?;
         let mut all = AllOverrides::new();
         for r in rows {
-            all.entry(r.tenant).or_default().entry(r.project_id).or_default().insert(
-                r.model,
-                Price {
-                    input: r.input,
-                    output: r.output,
-                    cache_read: r.cache_read,
-                    cache_write: r.cache_write,
-                },
-            );
+            all.entry(r.tenant)
+                .or_default()
+                .entry(r.project_id)
+                .or_default()
+                .insert(
+                    r.model,
+                    Price {
+                        input: r.input,
+                        output: r.output,
+                        cache_read: r.cache_read,
+                        cache_write: r.cache_write,
+                    },
+                );
         }
         Ok(all)
     }

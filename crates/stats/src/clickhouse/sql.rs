@@ -290,7 +290,13 @@ impl Plan<'_> {
             Metric::InputCost | Metric::OutputCost | Metric::TotalCost => {
                 let cost = cost_expr(st, m, prices);
                 let v = if usage {
-                    cost("u_model", "u_input_tokens", "u_output_tokens", "u_cache_read_input_tokens", "u_cache_creation_input_tokens")
+                    cost(
+                        "u_model",
+                        "u_input_tokens",
+                        "u_output_tokens",
+                        "u_cache_read_input_tokens",
+                        "u_cache_creation_input_tokens",
+                    )
                 } else {
                     format!(
                         "arraySum(arrayMap((um, ui, uo, ur, uw) -> {}, m_usage_model, m_usage_input_tokens, \
@@ -319,10 +325,22 @@ impl Plan<'_> {
                 len - 1
             );
         }
-        let starts = st.bind("Array(Int64)", Param::Ints(runs.iter().map(|r| r.0).collect()));
-        let index = st.bind("Array(Int64)", Param::Ints(runs.iter().map(|r| r.1).collect()));
-        let step = st.bind("Array(Int64)", Param::Ints(runs.iter().map(|r| r.2).collect()));
-        let len = st.bind("Array(Int64)", Param::Ints(runs.iter().map(|r| r.3).collect()));
+        let starts = st.bind(
+            "Array(Int64)",
+            Param::Ints(runs.iter().map(|r| r.0).collect()),
+        );
+        let index = st.bind(
+            "Array(Int64)",
+            Param::Ints(runs.iter().map(|r| r.1).collect()),
+        );
+        let step = st.bind(
+            "Array(Int64)",
+            Param::Ints(runs.iter().map(|r| r.2).collect()),
+        );
+        let len = st.bind(
+            "Array(Int64)",
+            Param::Ints(runs.iter().map(|r| r.3).collect()),
+        );
         let k = format!("arrayCount(s -> s <= m_started_us, {starts})");
         format!(
             "toInt64({index}[{k}] + least(intDiv(m_started_us - {starts}[{k}], {step}[{k}]), {len}[{k}] - 1))"
@@ -349,7 +367,11 @@ impl Plan<'_> {
         let bucket = self.bucket(&mut st);
         let mut inner = format!("SELECT {bucket} AS bucket");
         for (i, d) in q.group_by.iter().enumerate() {
-            let _ = write!(inner, ", CAST({} AS Nullable(String)) AS g{i}", self.value(*d));
+            let _ = write!(
+                inner,
+                ", CAST({} AS Nullable(String)) AS g{i}",
+                self.value(*d)
+            );
         }
         inner.push_str(", count() AS row_count");
         for (k, m) in self.slots.iter().enumerate() {
@@ -422,8 +444,9 @@ impl Plan<'_> {
             if self.slots.is_empty() {
                 format!("CAST([], '{empty}')")
             } else {
-                let items: Vec<String> =
-                    (0..self.slots.len()).map(|k| format!("{prefix}{k}")).collect();
+                let items: Vec<String> = (0..self.slots.len())
+                    .map(|k| format!("{prefix}{k}"))
+                    .collect();
                 format!("[{}]", items.join(", "))
             }
         };
@@ -437,9 +460,8 @@ impl Plan<'_> {
         // writers keep as the whole call under its start time; keys a call
         // left (a moved start, an end that came first) hold tombstones. Only
         // the columns the outer level reads are selected.
-        let mut merged = String::from(
-            "project_id, call_id, has_end AS m_has_end, started_us AS m_started_us",
-        );
+        let mut merged =
+            String::from("project_id, call_id, has_end AS m_has_end, started_us AS m_started_us");
         for c in super::schema::START_COLUMNS
             .iter()
             .chain(super::schema::END_COLUMNS)
@@ -469,7 +491,11 @@ impl Plan<'_> {
                 .order_by
                 .iter()
                 .map(|(key, desc)| {
-                    let dir = if *desc { "DESC NULLS LAST" } else { "ASC NULLS FIRST" };
+                    let dir = if *desc {
+                        "DESC NULLS LAST"
+                    } else {
+                        "ASC NULLS FIRST"
+                    };
                     format!("{} {dir}", self.order_key(*key))
                 })
                 .collect();
@@ -507,10 +533,9 @@ impl Plan<'_> {
                     }
                     Aggregation::Min => format!("if(c{k} = 0, NULL, toFloat64(n{k}) / {scale})"),
                     Aggregation::Max => format!("if(c{k} = 0, NULL, toFloat64(x{k}) / {scale})"),
-                    Aggregation::Percentile => format!(
-                        "if(c{k} = 0, NULL, q{k}[{}] / {scale})",
-                        self.level(m) + 1
-                    ),
+                    Aggregation::Percentile => {
+                        format!("if(c{k} = 0, NULL, q{k}[{}] / {scale})", self.level(m) + 1)
+                    }
                 }
             }
         }

@@ -253,8 +253,14 @@ mod tests {
         let rows = rows("t", "e/p", "c", &known);
         assert_eq!(rows.len(), 2, "{rows:?}");
         let (tomb, call) = (&rows[0], &rows[1]);
-        assert_eq!((tomb.sort_us, tomb.is_deleted, tomb.has_start), (1_000, 1, 0));
-        assert_eq!((call.sort_us, call.is_deleted, call.has_start), (5_000, 0, 1));
+        assert_eq!(
+            (tomb.sort_us, tomb.is_deleted, tomb.has_start),
+            (1_000, 1, 0)
+        );
+        assert_eq!(
+            (call.sort_us, call.is_deleted, call.has_start),
+            (5_000, 0, 1)
+        );
         assert!(tomb.version < call.version);
         assert_eq!(call.parent_id, None, "an empty parent is no parent");
     }
@@ -268,7 +274,10 @@ mod tests {
         };
         let rows = rows("t", "e/p", "c", &known);
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].sort_us, rows[0].has_start, rows[0].has_end), (9_000, 0, 1));
+        assert_eq!(
+            (rows[0].sort_us, rows[0].has_start, rows[0].has_end),
+            (9_000, 0, 1)
+        );
     }
 
     #[test]

@@ -20,11 +20,11 @@ pub mod percentile;
 mod resolve;
 mod scan;
 
+use crate::answer::{fill, finish_measure, finish_percentile, order_and_page, Fold};
 use crate::embedded::columns::{
     Attr, CallColumns, IdColumn, IdKey, Interner, Partition, RefLists, BLOCK, FLAG_ERROR, NONE,
     NO_TIME,
 };
-use crate::answer::{fill, finish_measure, finish_percentile, order_and_page, Fold};
 use crate::error::StatsError;
 use crate::prices::Pricing;
 use crate::query::{CallQuery, RowFilter};

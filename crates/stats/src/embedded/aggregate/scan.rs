@@ -95,7 +95,8 @@ impl Acc {
         self.cells.insert(key, c as u32);
         self.keys.push(key);
         self.rows.push(0);
-        self.metrics.extend(std::iter::repeat_n(Fold::default(), slots));
+        self.metrics
+            .extend(std::iter::repeat_n(Fold::default(), slots));
         for _ in keep {
             self.values.push(Vec::new());
         }
