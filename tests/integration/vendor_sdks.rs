@@ -184,7 +184,7 @@ async fn spans_from_the_python_otlp_http_exporter_reach_every_dialect() {
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let stack = TestStack::start().await;
     let c = &stack.client;
-    let args = vec![
+    let args = [
         c.base.clone(),
         fixture::ACME_WEAVE_KEY.to_owned(),
         PROJECT.to_owned(),

@@ -32,7 +32,7 @@ fn batch(b: u64, size: u64) -> Vec<u8> {
             Span {
                 trace_id: ((n / 4) as u128 + 1).to_be_bytes().to_vec(),
                 span_id: (n + 1).to_be_bytes().to_vec(),
-                parent_span_id: if n % 4 == 0 {
+                parent_span_id: if n.is_multiple_of(4) {
                     vec![]
                 } else {
                     ((n - n % 4) + 1).to_be_bytes().to_vec()

@@ -30,10 +30,8 @@ fn parse_json(at: &str, field: &str, text: &str) -> Result<Value, IngestError> {
 
 fn collect_refs(value: &Value, refs: &mut Vec<String>) {
     match value {
-        Value::String(s) if s.starts_with("weave:///") => {
-            if !refs.contains(s) {
-                refs.push(s.clone());
-            }
+        Value::String(s) if s.starts_with("weave:///") && !refs.contains(s) => {
+            refs.push(s.clone());
         }
         Value::Array(items) => items.iter().for_each(|v| collect_refs(v, refs)),
         Value::Object(map) => map.values().for_each(|v| collect_refs(v, refs)),

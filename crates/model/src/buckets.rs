@@ -96,9 +96,9 @@ impl BucketGrid {
         }
         let starts = if start >= end {
             Vec::new()
-        } else if width_seconds % DAY == 0 {
+        } else if width_seconds.is_multiple_of(DAY) {
             day_starts(start, end, (width_seconds / DAY) as i64, tz)
-        } else if DAY % width_seconds == 0 {
+        } else if DAY.is_multiple_of(width_seconds) {
             wall_clock_starts(start, end, width_seconds as i64, tz)
         } else {
             epoch_starts(start, end, width_seconds as i64)

@@ -444,7 +444,7 @@ impl Partition {
         self.output_refs.push();
         self.usage_first.push(0);
         self.usage_len.push(0);
-        if row % BLOCK == 0 {
+        if row.is_multiple_of(BLOCK) {
             self.blocks.push((i64::MAX, i64::MIN));
         }
         self.rows += 1;
