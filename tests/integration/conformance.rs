@@ -106,6 +106,12 @@ fn calls() -> (Vec<Call>, Vec<Call>) {
                 json!({"doc": format!("weave:///acme/bot/object/doc{}:v1", i % 12)}),
             );
         }
+        if i % 8 == 0 {
+            call = call.set(
+                "output",
+                json!({"answer": format!("weave:///acme/bot/object/out{}:v1", i % 3)}),
+            );
+        }
         if i % 10 == 9 {
             other.push(call);
         } else {
@@ -321,6 +327,9 @@ fn cases() -> Vec<(&'static str, Ask)> {
             "call_metrics": [{"metric": "call_count"}], "filter": {"call_ids": ["c001", "c002", "s1", "s3"], "trace_ids": ["trace-c001", "ts1", "ts3"]}}))),
         ("input refs", stats(json!({"granularity": 86400, "call_metrics": [{"metric": "call_count"}],
             "filter": {"input_refs": ["weave:///acme/bot/object/doc0:v1", "weave:///acme/bot/object/doc6:v1"]}}))),
+        ("output refs", stats(json!({"granularity": 86400, "call_metrics": [{"metric": "call_count"}],
+            "usage_metrics": [{"metric": "output_tokens"}],
+            "filter": {"output_refs": ["weave:///acme/bot/object/out1:v1"]}}))),
         ("feedback, everything", feedback_query(json!({}))),
         ("feedback by scorer", feedback_query(json!({"group_by": ["scorer_id"]}))),
         ("feedback by agent and version", feedback_query(json!({"group_by": ["span_agent_name", "span_agent_version"]}))),
