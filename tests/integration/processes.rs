@@ -183,7 +183,7 @@ async fn a_missing_service_is_503_retry_in_the_weave_envelope() {
             feedback: &peers,
         };
         let keyring = polymeter_auth::Keyring::fixed(&polymeter_tests::fixture::credentials());
-        polymeter::run_gateway(listener, peers, keyring, shutdown).await
+        polymeter::run_gateway(listener, peers, keyring, Default::default(), shutdown).await
     });
     let client = Client::new(base);
     let alibaba = client.alibaba(&fixture::ACME_ALIBABA, "timeRange=1h").await;
@@ -313,4 +313,385 @@ async fn unknown_routes_answer_in_the_weave_envelope() {
     let answer = c.post("/calls/statistics", &json!({})).await;
     assert!(answer.reason(404).contains("POST /calls/statistics"));
     stack.stop().await;
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a child process.
+fn signal(process: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The four services as processes, the gateway with 1 s deadlines.
+struct Stack {
+    stats: Process,
+    feedback: Process,
+    _ingest: Process,
+    _gateway: Process,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn stack_with_short_deadlines() -> Stack {
+    stack_with(&[]).await
+}
+
+async fn stack_with(gateway_args: &[&str]) -> Stack {
+    // A port found free can be taken (by another test's connection) before a
+    // child binds it; then that child exits, and the stack starts again on
+    // fresh ports.
+    for _ in 0..3 {
+        if let Some(stack) = try_stack_with(gateway_args).await {
+            return stack;
+        }
+    }
+    panic!("the stack did not start in three attempts");
+}
+
+async fn try_stack_with(gateway_args: &[&str]) -> Option<Stack> {
+    let dir = tempfile::tempdir().unwrap();
+    let [gw, ing, st, fb] = [free_port(), free_port(), free_port(), free_port()];
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let stats = spawn(&["stats", "--listen", &addr(st)], dir.path());
+    let feedback = spawn(&["feedback", "--listen", &addr(fb)], dir.path());
+    let ingest = spawn(
+        &[
+            "ingest",
+            "--listen",
+            &addr(ing),
+            "--stats-url",
+            &url(st),
+            "--feedback-url",
+            &url(fb),
+        ],
+        dir.path(),
+    );
+    let gateway = spawn(
+        &[
+            "gateway",
+            "--listen",
+            &addr(gw),
+            "--ingest-url",
+            &url(ing),
+            "--stats-url",
+            &url(st),
+            "--feedback-url",
+            &url(fb),
+            "--query-timeout",
+            "1s",
+            "--write-timeout",
+            "1s",
+        ]
+        .into_iter()
+        .chain(gateway_args.iter().copied())
+        .collect::<Vec<_>>(),
+        dir.path(),
+    );
+    let client = Client::new(url(gw));
+    let mut children = [stats, feedback, ingest, gateway];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/readyz", client.base)).await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if children
+            .iter_mut()
+            .any(|c| c.0.try_wait().ok().flatten().is_some())
+        {
+            return None;
+        }
+        assert!(Instant::now() < deadline, "stack did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let [stats, feedback, ingest, gateway] = children;
+    Some(Stack {
+        stats,
+        feedback,
+        _ingest: ingest,
+        _gateway: gateway,
+        client,
+        _dir: dir,
+    })
+}
+
+/// `/readyz` within 1 s, and the names of the services it reports not serving.
+async fn readiness(client: &Client) -> (Duration, Vec<String>) {
+    let started = Instant::now();
+    let answer = client.get("/readyz").await;
+    let elapsed = started.elapsed();
+    let down = answer.body["services"]
+        .as_object()
+        .map(|s| {
+            s.iter()
+                .filter(|(_, v)| *v != "serving")
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    (elapsed, down)
+}
+
+const MARGIN: Duration = Duration::from_millis(1500);
+
+/// The stats process stops (SIGSTOP) under concurrent writes and queries:
+/// every request is answered within its 1 s deadline plus a margin (504 in
+/// the Weave envelope while stats is stopped), `/readyz` answers within 1 s
+/// and names stats, and after SIGCONT everything recovers without a restart.
+/// Writes whose outcome was unknown are re-sent, as the answer says is safe:
+/// in the end every call counts exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_stats_process_costs_callers_at_most_their_deadline() {
+    let s = stack_with_short_deadlines().await;
+    let c = s.client.clone();
+    let send = |c: Client, i: usize| async move {
+        let base = t("2024-05-01T10:00:00Z");
+        let call =
+            |i: usize| Call::new(&format!("f{i}"), base + chrono::Duration::seconds(i as i64));
+        let started = Instant::now();
+        let answer = c
+            .post(
+                &format!("/v2/{PROJECT}/calls/complete"),
+                &json!({"batch": [call(i).body]}),
+            )
+            .await;
+        (i, answer.status, answer.body, started.elapsed())
+    };
+    let query = |c: Client| async move {
+        let started = Instant::now();
+        let answer = c
+            .post(
+                "/calls/stats",
+                &stats_body(json!({"start": "2024-05-01T00:00:00Z",
+                "end": "2024-05-02T00:00:00Z", "granularity": 86400,
+                "call_metrics": [{"metric": "call_count"}]})),
+            )
+            .await;
+        (answer.status, answer.body, started.elapsed())
+    };
+    // Some calls go in while everything is well.
+    for i in 0..10 {
+        let (_, status, body, _) = send(c.clone(), i).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    signal(&s.stats, "STOP");
+    let (elapsed, down) = readiness(&c).await;
+    assert!(elapsed < Duration::from_secs(1), "/readyz took {elapsed:?}");
+    assert_eq!(down, ["stats"]);
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 10..30 {
+        writes.spawn(send(c.clone(), i));
+    }
+    let mut queries = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        queries.spawn(query(c.clone()));
+    }
+    let mut unknown = Vec::new();
+    while let Some(done) = writes.join_next().await {
+        let (i, status, body, took) = done.unwrap();
+        assert!(
+            took < Duration::from_secs(1) + MARGIN,
+            "write {i} took {took:?}"
+        );
+        assert_eq!(status, 504, "{body}");
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("re-sending it is safe"), "{body}");
+        unknown.push(i);
+    }
+    while let Some(done) = queries.join_next().await {
+        let (status, body, took) = done.unwrap();
+        assert!(
+            took < Duration::from_secs(1) + MARGIN,
+            "query took {took:?}"
+        );
+        assert_eq!(status, 504, "{body}");
+    }
+    signal(&s.stats, "CONT");
+    // No restart: the same processes answer again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, down) = readiness(&c).await;
+        if down.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {down:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in unknown {
+        let (_, status, body, _) = send(c.clone(), i).await;
+        assert_eq!(status, 200, "re-sending {i}: {body}");
+    }
+    let (status, body, _) = query(c.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["call_buckets"][0]["sum_call_count"], 30, "{body}");
+}
+
+/// The same with the feedback process: feedback writes answer 504 within
+/// their deadline, queries about calls are unaffected, and after SIGCONT
+/// every acknowledged record is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_feedback_process_costs_callers_at_most_their_deadline() {
+    let s = stack_with_short_deadlines().await;
+    let c = s.client.clone();
+    let record = |i: usize| {
+        json!({"project_id": PROJECT, "feedback_type": "wandb.reaction.1",
+               "weave_ref": format!("weave:///acme/bot/call/x{i}"), "payload": {}})
+    };
+    for i in 0..5 {
+        c.post("/feedback/create", &record(i)).await.ok();
+    }
+    signal(&s.feedback, "STOP");
+    let (elapsed, down) = readiness(&c).await;
+    assert!(elapsed < Duration::from_secs(1), "/readyz took {elapsed:?}");
+    assert_eq!(down, ["feedback"]);
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 5..15 {
+        let c = c.clone();
+        writes.spawn(async move {
+            let started = Instant::now();
+            let answer = c.post("/feedback/create", &record(i)).await;
+            (answer.status, answer.body, started.elapsed())
+        });
+    }
+    let mut unknown = 0;
+    while let Some(done) = writes.join_next().await {
+        let (status, body, took) = done.unwrap();
+        assert!(took < Duration::from_secs(1) + MARGIN, "took {took:?}");
+        assert_eq!(status, 504, "{body}");
+        unknown += 1;
+    }
+    // Calls do not depend on feedback.
+    ingest(&c, &[Call::new("independent", t("2024-05-01T10:00:00Z"))]).await;
+    signal(&s.feedback, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let total = loop {
+        let answer = c
+            .post(
+                "/feedback/aggregate",
+                &json!({"project_id": PROJECT, "after_ms": 0,
+                   "before_ms": 4_000_000_000_000i64}),
+            )
+            .await;
+        if answer.status == 200 {
+            break answer.body["buckets"][0]["total_count"].as_u64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "feedback did not come back: {}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The 5 acknowledged records, plus any of the 10 that were applied late.
+    assert!((5..=5 + unknown).contains(&total), "{total}");
+}
+
+/// More concurrent requests than `--max-inflight`: the excess is refused at
+/// once with 503 and `Retry-After` in each dialect's envelope, none waits
+/// past its deadline, and health stays answerable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_gateway_sheds_load_with_retry_after() {
+    let s = stack_with(&["--max-inflight", "4"]).await;
+    let c = s.client.clone();
+    // Stats stalls, so every admitted query holds its slot for its deadline.
+    signal(&s.stats, "STOP");
+    let mut queries = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let c = c.clone();
+        queries.spawn(async move {
+            let started = Instant::now();
+            let answer = if i % 3 == 0 {
+                c.alibaba(
+                    &fixture::ACME_ALIBABA,
+                    "startTime=2024-05-01T00:00:00Z&endTime=2024-05-02T00:00:00Z",
+                )
+                .await
+            } else {
+                c.post(
+                    "/calls/stats",
+                    &stats_body(json!({"start": "2024-05-01T00:00:00Z",
+                    "end": "2024-05-02T00:00:00Z"})),
+                )
+                .await
+            };
+            (i, answer, started.elapsed())
+        });
+    }
+    let mut shed = 0;
+    while let Some(done) = queries.join_next().await {
+        let (i, answer, took) = done.unwrap();
+        assert!(
+            took < Duration::from_secs(1) + MARGIN,
+            "request {i} took {took:?}"
+        );
+        match answer.status {
+            504 => {}
+            503 => {
+                shed += 1;
+                assert_eq!(answer.headers["retry-after"], "1");
+                if i % 3 == 0 {
+                    assert_eq!(answer.body["Code"], "ServiceUnavailable", "{}", answer.body);
+                } else {
+                    let reason = answer.body["reason"].as_str().unwrap();
+                    assert!(reason.contains("limit of requests in flight"), "{reason}");
+                }
+            }
+            other => panic!("request {i}: {other} {}", answer.body),
+        }
+    }
+    assert!(shed >= 20 - 4, "only {shed} of 24 were shed");
+    // Operators can still look in.
+    let (elapsed, down) = readiness(&c).await;
+    assert!(elapsed < Duration::from_secs(1));
+    assert_eq!(down, ["stats"]);
+    signal(&s.stats, "CONT");
+}
+
+/// One tenant's flood takes only its own share: with `--tenant-inflight 2`,
+/// acme's excess is refused while globex is still admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_take_every_slot() {
+    let s = stack_with(&["--tenant-inflight", "2"]).await;
+    let c = s.client.clone();
+    signal(&s.stats, "STOP");
+    let body = stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"}));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (c, body) = (c.clone(), body.clone());
+        flood.spawn(async move { c.post("/calls/stats", &body).await });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let globex = c.with_weave_key(Some(fixture::GLOBEX_WEAVE_KEY));
+    let theirs = globex
+        .post(
+            "/calls/stats",
+            &json!({"project_id": "globex/app", "start": "2024-05-01T00:00:00Z",
+               "end": "2024-05-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(
+        theirs.status, 504,
+        "globex was admitted and waited on stats: {}",
+        theirs.body
+    );
+    let mut refused = 0;
+    while let Some(done) = flood.join_next().await {
+        let answer = done.unwrap();
+        if answer.status == 503 {
+            let reason = answer.body["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("this tenant already has 2 requests"),
+                "{reason}"
+            );
+            refused += 1;
+        } else {
+            assert_eq!(answer.status, 504, "{}", answer.body);
+        }
+    }
+    assert_eq!(refused, 6);
+    signal(&s.stats, "CONT");
 }

@@ -24,21 +24,6 @@ pub struct StoreUrl {
     pub write_timeout: Duration,
 }
 
-/// `500ms`, `30s`, `2m`, or a bare number of seconds.
-fn duration(text: &str) -> Option<Duration> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |i| text.split_at(i));
-    let n: u64 = number.parse().ok()?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60)?),
-        _ => return None,
-    };
-    (!d.is_zero()).then_some(d)
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("store URL {shown}: {message}")]
 pub struct UrlError {
@@ -127,7 +112,7 @@ impl StoreUrl {
         let mut write_timeout = crate::WRITE_TIMEOUT;
         for (k, v) in url.query_pairs() {
             let limit = || {
-                duration(&v).ok_or_else(|| {
+                polymeter_model::duration::parse(&v).ok_or_else(|| {
                     fail(&format!(
                         "{k}: {v:?} is not a duration such as 500ms, 30s or 2m"
                     ))

@@ -641,6 +641,7 @@ pub(crate) async fn metrics(
     let key = state
         .auth
         .verify_acs3(&signed_request(&method, &uri, &headers, &body))?;
+    let _admission = state.gate.admit(&key.principal.tenant)?;
     for (header, expected) in [("x-acs-action", ACTION), ("x-acs-version", VERSION)] {
         let got = headers.get(header).and_then(|v| v.to_str().ok());
         if got != Some(expected) {

@@ -63,3 +63,14 @@ pub async fn render() -> impl IntoResponse {
         handle().render(),
     )
 }
+
+/// A request shed by a limit (`gateway`: every slot taken; `tenant`: the
+/// tenant's share taken).
+pub fn shed(limit: &'static str) {
+    metrics::counter!("polymeter_http_shed_total", "limit" => limit).increment(1);
+}
+
+/// A call to a service whose deadline passed.
+pub fn deadline_expired(service: &'static str) {
+    metrics::counter!("polymeter_deadline_expired_total", "service" => service).increment(1);
+}

@@ -1,14 +1,18 @@
 //! The service traits of [`crate::api`] implemented by gRPC clients. Channels
-//! connect lazily and reconnect by themselves, so the gateway starts before
-//! its peers and rides out their restarts (answering "unavailable, retry"
-//! meanwhile). Every call carries the caller's trace context, and every
-//! failure comes back as an [`Error`] whose kind the service chose.
+//! connect lazily and reconnect by themselves (with backoff), so the gateway
+//! starts before its peers and rides out their restarts (answering
+//! "unavailable, retry" meanwhile); HTTP/2 keepalive notices a peer that
+//! stopped answering. Every call carries the caller's trace context and a
+//! deadline ([`Deadlines`]), sent as `grpc-timeout` and enforced here too, so
+//! a stalled peer costs a caller at most that long; every failure comes back
+//! as an [`Error`] whose kind the service chose.
 
 use crate::api::{FeedbackApi, HealthApi, IngestApi, OtlpCredentials, Services, StatsApi};
 use crate::error::Error;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use polymeter_error::ErrorKind;
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient,
     ingest_service_client::IngestServiceClient, stats_service_client::StatsServiceClient,
@@ -16,31 +20,106 @@ use polymeter_proto::v1::{
 use polymeter_proto::MESSAGE_LIMIT;
 use polymeter_telemetry::traced;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-/// A lazily connecting channel to `url` (`http://host:port`).
+/// A lazily connecting channel to `url` (`http://host:port`), with HTTP/2
+/// keepalive so that a peer that stopped answering is noticed.
 pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 
+/// How long the gateway waits for a service: queries and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub query: Duration,
+    pub write: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            query: Duration::from_secs(30),
+            write: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How long one readiness check may take; the checks run together, so
+/// `/readyz` answers within about this long whatever its peers do.
+pub const HEALTH_DEADLINE: Duration = Duration::from_millis(500);
+
+/// What a call is, for its deadline and for the message when it passes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Query,
+    /// A write whose outcome is unknown if its deadline passes.
+    Write,
+}
+
+/// Sends `request` with `limit` as its `grpc-timeout` and waits at most that
+/// long for `call` (a peer that stalls never answers, whatever the header
+/// says).
+async fn within<Q, T, F>(
+    limit: Duration,
+    kind: Kind,
+    service: &'static str,
+    request: Q,
+    call: impl FnOnce(tonic::Request<Q>) -> F,
+) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut request = traced(request);
+    request.set_timeout(limit);
+    let expired = || {
+        crate::exposition::deadline_expired(service);
+        let waited = format!("the {service} service did not answer within {limit:?}");
+        let message = match kind {
+            Kind::Query => format!("{waited}; retry later"),
+            Kind::Write => {
+                format!("{waited}; the write may have been applied, and re-sending it is safe")
+            }
+        };
+        Error::new(ErrorKind::DeadlineExceeded, message)
+    };
+    match tokio::time::timeout(limit, call(request)).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        // tonic's own enforcement of the `grpc-timeout` it sends.
+        Ok(Err(status)) if status.code() == tonic::Code::Cancelled => Err(expired()),
+        Ok(Err(status)) => Err(status.into()),
+        Err(_) => Err(expired()),
+    }
+}
+
 /// The services behind `ingest`, `stats` and `feedback` channels.
-pub fn services(ingest: Channel, stats: Channel, feedback: Channel) -> Services {
+pub fn services(
+    ingest: Channel,
+    stats: Channel,
+    feedback: Channel,
+    deadlines: Deadlines,
+) -> Services {
     Services {
         stats: Arc::new(Stats(
             StatsServiceClient::new(stats.clone())
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
+            deadlines,
         )),
         feedback: Arc::new(Feedback(
             FeedbackServiceClient::new(feedback.clone())
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
+            deadlines,
         )),
         ingest: Arc::new(Ingest {
             ingest: IngestServiceClient::new(ingest.clone())
@@ -49,6 +128,7 @@ pub fn services(ingest: Channel, stats: Channel, feedback: Channel) -> Services 
             traces: TraceServiceClient::new(ingest.clone())
                 .max_decoding_message_size(MESSAGE_LIMIT)
                 .max_encoding_message_size(MESSAGE_LIMIT),
+            deadlines,
         }),
         health: Arc::new(Health(vec![
             ("ingest", ingest),
@@ -58,7 +138,7 @@ pub fn services(ingest: Channel, stats: Channel, feedback: Channel) -> Services 
     }
 }
 
-struct Stats(StatsServiceClient<Channel>);
+struct Stats(StatsServiceClient<Channel>, Deadlines);
 
 #[tonic::async_trait]
 impl StatsApi for Stats {
@@ -66,59 +146,79 @@ impl StatsApi for Stats {
         &self,
         request: pb::AggregateCallsRequest,
     ) -> Result<pb::AggregateCallsResponse, Error> {
-        Ok(self
-            .0
-            .clone()
-            .aggregate_calls(traced(request))
-            .await?
-            .into_inner())
+        let mut client = self.0.clone();
+        within(
+            self.1.query,
+            Kind::Query,
+            "stats",
+            request,
+            |r| async move { client.aggregate_calls(r).await },
+        )
+        .await
     }
 
     async fn set_price_override(&self, request: pb::SetPriceOverrideRequest) -> Result<(), Error> {
-        self.0.clone().set_price_override(traced(request)).await?;
-        Ok(())
+        let mut client = self.0.clone();
+        within(
+            self.1.write,
+            Kind::Write,
+            "stats",
+            request,
+            |r| async move { client.set_price_override(r).await },
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_price_override(
         &self,
         request: pb::DeletePriceOverrideRequest,
     ) -> Result<bool, Error> {
-        Ok(self
-            .0
-            .clone()
-            .delete_price_override(traced(request))
-            .await?
-            .into_inner()
-            .deleted)
+        let mut client = self.0.clone();
+        within(
+            self.1.write,
+            Kind::Write,
+            "stats",
+            request,
+            |r| async move { client.delete_price_override(r).await },
+        )
+        .await
+        .map(|r| r.deleted)
     }
 
     async fn list_price_overrides(
         &self,
         request: pb::ListPriceOverridesRequest,
     ) -> Result<Vec<pb::PriceOverride>, Error> {
-        Ok(self
-            .0
-            .clone()
-            .list_price_overrides(traced(request))
-            .await?
-            .into_inner()
-            .prices)
+        let mut client = self.0.clone();
+        within(
+            self.1.query,
+            Kind::Query,
+            "stats",
+            request,
+            |r| async move { client.list_price_overrides(r).await },
+        )
+        .await
+        .map(|r| r.prices)
     }
 
     async fn lookup_price(
         &self,
         request: pb::LookupPriceRequest,
     ) -> Result<pb::LookupPriceResponse, Error> {
-        Ok(self
-            .0
-            .clone()
-            .lookup_price(traced(request))
-            .await?
-            .into_inner())
+        let mut client = self.0.clone();
+        within(
+            self.1.query,
+            Kind::Query,
+            "stats",
+            request,
+            |r| async move { client.lookup_price(r).await },
+        )
+        .await
     }
 }
 
-struct Feedback(FeedbackServiceClient<Channel>);
+struct Feedback(FeedbackServiceClient<Channel>, Deadlines);
 
 #[tonic::async_trait]
 impl FeedbackApi for Feedback {
@@ -126,12 +226,15 @@ impl FeedbackApi for Feedback {
         &self,
         request: pb::AggregateFeedbackRequest,
     ) -> Result<pb::AggregateFeedbackResponse, Error> {
-        Ok(self
-            .0
-            .clone()
-            .aggregate_feedback(traced(request))
-            .await?
-            .into_inner())
+        let mut client = self.0.clone();
+        within(
+            self.1.query,
+            Kind::Query,
+            "feedback",
+            request,
+            |r| async move { client.aggregate_feedback(r).await },
+        )
+        .await
     }
 }
 
@@ -139,6 +242,7 @@ struct Ingest {
     ingest: IngestServiceClient<Channel>,
     /// Ingest's OTLP `TraceService`, which `/otel/v1/traces` forwards to.
     traces: TraceServiceClient<Channel>,
+    deadlines: Deadlines,
 }
 
 #[tonic::async_trait]
@@ -147,26 +251,32 @@ impl IngestApi for Ingest {
         &self,
         request: pb::IngestWeaveCallsRequest,
     ) -> Result<Vec<pb::CallRef>, Error> {
-        Ok(self
-            .ingest
-            .clone()
-            .ingest_weave_calls(traced(request))
-            .await?
-            .into_inner()
-            .results)
+        let mut client = self.ingest.clone();
+        within(
+            self.deadlines.write,
+            Kind::Write,
+            "ingest",
+            request,
+            |r| async move { client.ingest_weave_calls(r).await },
+        )
+        .await
+        .map(|r| r.results)
     }
 
     async fn ingest_weave_feedback(
         &self,
         request: pb::IngestWeaveFeedbackRequest,
     ) -> Result<Vec<pb::FeedbackWrite>, Error> {
-        Ok(self
-            .ingest
-            .clone()
-            .ingest_weave_feedback(traced(request))
-            .await?
-            .into_inner()
-            .created)
+        let mut client = self.ingest.clone();
+        within(
+            self.deadlines.write,
+            Kind::Write,
+            "ingest",
+            request,
+            |r| async move { client.ingest_weave_feedback(r).await },
+        )
+        .await
+        .map(|r| r.created)
     }
 
     async fn export_traces(
@@ -174,16 +284,25 @@ impl IngestApi for Ingest {
         request: ExportTraceServiceRequest,
         credentials: OtlpCredentials,
     ) -> Result<ExportTraceServiceResponse, Error> {
-        let mut request = traced(request);
-        for (name, value) in [
-            ("authorization", credentials.authorization),
-            ("project_id", credentials.project_id),
-        ] {
-            if let Some(value) = value.and_then(|v| v.parse().ok()) {
-                request.metadata_mut().insert(name, value);
-            }
-        }
-        Ok(self.traces.clone().export(request).await?.into_inner())
+        let mut client = self.traces.clone();
+        within(
+            self.deadlines.write,
+            Kind::Write,
+            "ingest",
+            request,
+            |mut r| async move {
+                for (name, value) in [
+                    ("authorization", credentials.authorization),
+                    ("project_id", credentials.project_id),
+                ] {
+                    if let Some(value) = value.and_then(|v| v.parse().ok()) {
+                        r.metadata_mut().insert(name, value);
+                    }
+                }
+                client.export(r).await
+            },
+        )
+        .await
     }
 }
 
@@ -192,17 +311,30 @@ struct Health(Vec<(&'static str, Channel)>);
 #[tonic::async_trait]
 impl HealthApi for Health {
     async fn readiness(&self) -> Vec<(&'static str, bool)> {
-        let mut out = Vec::new();
-        for (name, channel) in &self.0 {
-            let status = HealthClient::new(channel.clone())
-                .check(HealthCheckRequest {
+        // Every peer at once, each with its own deadline: a stalled peer is
+        // "unavailable" after HEALTH_DEADLINE and delays nothing else.
+        let mut checks = tokio::task::JoinSet::new();
+        for (i, (name, channel)) in self.0.iter().enumerate() {
+            let (name, channel) = (*name, channel.clone());
+            checks.spawn(async move {
+                let mut request = tonic::Request::new(HealthCheckRequest {
                     service: String::new(),
-                })
+                });
+                request.set_timeout(HEALTH_DEADLINE);
+                let status = tokio::time::timeout(
+                    HEALTH_DEADLINE,
+                    HealthClient::new(channel).check(request),
+                )
                 .await;
-            let serving =
-                matches!(&status, Ok(r) if r.get_ref().status() == ServingStatus::Serving);
-            out.push((*name, serving));
+                let serving =
+                    matches!(&status, Ok(Ok(r)) if r.get_ref().status() == ServingStatus::Serving);
+                (i, name, serving)
+            });
         }
-        out
+        let mut out: Vec<(usize, &'static str, bool)> = checks.join_all().await;
+        out.sort_by_key(|(i, _, _)| *i);
+        out.into_iter()
+            .map(|(_, name, serving)| (name, serving))
+            .collect()
     }
 }

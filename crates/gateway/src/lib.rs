@@ -16,6 +16,7 @@ mod exposition;
 pub mod grpc;
 mod health;
 pub mod json;
+pub mod limits;
 pub mod openapi;
 pub mod otel;
 pub mod prices;
@@ -28,6 +29,7 @@ mod testing;
 
 pub use api::Services;
 pub use auth::Auth;
+pub use limits::Limits;
 pub use state::AppState;
 
 use axum::extract::DefaultBodyLimit;
@@ -37,8 +39,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Every route the gateway serves.
-pub fn router(services: Services, auth: Arc<Auth>) -> Router {
+pub fn router(services: Services, auth: Arc<Auth>, limits: Limits) -> Router {
     exposition::init();
+    let gate = Arc::new(limits::Gate::new(&limits));
     Router::new()
         .merge(health::routes())
         .merge(weave::routes())
@@ -51,13 +54,25 @@ pub fn router(services: Services, auth: Arc<Auth>) -> Router {
         .route_layer(axum::middleware::from_fn(exposition::track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(polymeter_proto::MESSAGE_LIMIT))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            limits::shed,
+        ))
+        .layer(axum::middleware::from_fn(limits::retry_after))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |r: &axum::http::Request<axum::body::Body>| polymeter_telemetry::http_span(r),
             ),
         )
-        .with_state(AppState { services, auth })
+        .with_state(AppState {
+            services,
+            auth,
+            gate,
+        })
 }
 
 /// A handler that panicked (a bug) still answers: 500 in the Weave envelope,
@@ -85,13 +100,14 @@ pub async fn serve(
     listener: TcpListener,
     services: Services,
     auth: Arc<Auth>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(services, auth))
+    axum::serve(listener, router(services, auth, limits))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -97,6 +97,21 @@ struct RpcStatus {
     message: String,
 }
 
+/// `error` as OTLP/HTTP answers a request with these headers (protobuf
+/// unless the request was JSON).
+pub fn error_response(headers: &axum::http::HeaderMap, error: Error) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    OtlpError(encoding, error).into_response()
+}
+
 /// An [`Error`] as OTLP/HTTP answers it: the kind's HTTP status and a
 /// `google.rpc.Status` with the kind's gRPC code, in the request's encoding.
 #[derive(Debug)]

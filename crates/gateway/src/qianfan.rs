@@ -423,6 +423,7 @@ pub(crate) async fn service(
     let key = state
         .auth
         .verify_bce(&signed_request(&method, &uri, &headers, &body))?;
+    let _admission = state.gate.admit(&key.principal.tenant)?;
     let action = polymeter_auth::query_pairs(uri.query().unwrap_or(""))
         .into_iter()
         .find(|(k, _)| k == "Action")

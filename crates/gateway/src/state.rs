@@ -9,6 +9,14 @@ use std::sync::Arc;
 pub struct AppState {
     pub services: Services,
     pub auth: Arc<Auth>,
+    /// In-flight bounds; dialects take a tenant's slot through it.
+    pub gate: Arc<crate::limits::Gate>,
+}
+
+impl FromRef<AppState> for Arc<crate::limits::Gate> {
+    fn from_ref(state: &AppState) -> Self {
+        state.gate.clone()
+    }
 }
 
 impl FromRef<AppState> for Services {

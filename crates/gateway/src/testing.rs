@@ -161,7 +161,10 @@ pub fn router(fake: Arc<Fake>) -> (axum::Router, String) {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("api:{key}"))
     );
-    (crate::router(services, auth), basic)
+    (
+        crate::router(services, auth, crate::Limits::default()),
+        basic,
+    )
 }
 
 /// POSTs `body` as JSON with `authorization`; the status and the JSON answer.

@@ -14,6 +14,7 @@ use polymeter_proto::v1::{
 use polymeter_proto::MESSAGE_LIMIT;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -46,19 +47,24 @@ impl IngestServer {
             .max_decoding_message_size(MESSAGE_LIMIT)
     }
 
-    async fn append(&self, calls: Vec<pb::CallWrite>) -> Result<(), IngestError> {
+    async fn append(
+        &self,
+        calls: Vec<pb::CallWrite>,
+        deadline: Duration,
+    ) -> Result<(), IngestError> {
         if calls.is_empty() {
             return Ok(());
         }
         crate::unpriced::note(&calls);
-        self.stats
-            .clone()
-            .append_calls(polymeter_telemetry::traced(pb::AppendCallsRequest {
-                calls,
-            }))
-            .await
-            .map(|_| ())
-            .map_err(|s| IngestError::from_downstream("stats", s))
+        let mut client = self.stats.clone();
+        downstream(
+            "stats",
+            deadline,
+            pb::AppendCallsRequest { calls },
+            |r| async move { client.append_calls(r).await },
+        )
+        .await
+        .map(|_| ())
     }
 
     pub fn into_service(self) -> ingest_service_server::IngestServiceServer<Self> {
@@ -68,18 +74,84 @@ impl IngestServer {
     }
 }
 
+/// How long ingest may spend on a write: the caller's own deadline (its
+/// `grpc-timeout`, which the gateway always sends), at most [`WRITE_DEADLINE`].
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Duration {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout)
+        .map_or(WRITE_DEADLINE, |d| d.min(WRITE_DEADLINE))
+}
+
+/// The longest ingest waits for stats or feedback on one write.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// gRPC's `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(text: &str) -> Option<Duration> {
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Calls a downstream service with `deadline` as its `grpc-timeout`, waiting
+/// no longer than that even if the service stalls. A write cut off this way
+/// may have been applied; re-sending it is safe (stores are keyed).
+async fn downstream<Q, T, F>(
+    service: &'static str,
+    deadline: Duration,
+    request: Q,
+    call: impl FnOnce(Request<Q>) -> F,
+) -> Result<T, IngestError>
+where
+    F: Future<Output = Result<Response<T>, Status>>,
+{
+    let mut request = polymeter_telemetry::traced(request);
+    request.set_timeout(deadline);
+    let expired = || {
+        IngestError::Downstream {
+        service,
+        error: polymeter_error::Error::new(
+            polymeter_error::ErrorKind::DeadlineExceeded,
+            format!(
+                "did not answer within {deadline:?}; the write may have been applied, and re-sending it is safe"
+            ),
+        ),
+    }
+    };
+    match tokio::time::timeout(deadline, call(request)).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        // tonic's own enforcement of the `grpc-timeout` it sends.
+        Ok(Err(status)) if status.code() == tonic::Code::Cancelled => Err(expired()),
+        Ok(Err(status)) => Err(IngestError::from_downstream(service, status)),
+        Err(_) => Err(expired()),
+    }
+}
+
 #[tonic::async_trait]
 impl ingest_service_server::IngestService for IngestServer {
     async fn ingest_weave_calls(
         &self,
         request: Request<pb::IngestWeaveCallsRequest>,
     ) -> Result<Response<pb::IngestWeaveCallsResponse>, Status> {
-        let request = request.into_inner();
-        if request.tenant.is_empty() {
+        if request.get_ref().tenant.is_empty() {
             return Err(IngestError::InvalidArgument("tenant must not be empty".into()).into());
         }
+        let deadline = deadline(request.metadata());
+        let request = request.into_inner();
         let (calls, results) = weave::normalise(&request.tenant, request.ops)?;
-        self.append(calls).await?;
+        self.append(calls, deadline).await?;
         Ok(Response::new(pb::IngestWeaveCallsResponse { results }))
     }
 
@@ -87,6 +159,7 @@ impl ingest_service_server::IngestService for IngestServer {
         &self,
         request: Request<pb::IngestWeaveFeedbackRequest>,
     ) -> Result<Response<pb::IngestWeaveFeedbackResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let request = request.into_inner();
         if request.tenant.is_empty() {
             return Err(IngestError::InvalidArgument("tenant must not be empty".into()).into());
@@ -97,13 +170,14 @@ impl ingest_service_server::IngestService for IngestServer {
             .unwrap_or_default();
         let created = feedback::normalise(&request.tenant, request.feedback, now_ms)?;
         if !created.is_empty() {
-            self.feedback
-                .clone()
-                .append_feedback(polymeter_telemetry::traced(pb::AppendFeedbackRequest {
-                    feedback: created.clone(),
-                }))
-                .await
-                .map_err(|s| IngestError::from_downstream("feedback", s))?;
+            let mut client = self.feedback.clone();
+            let batch = pb::AppendFeedbackRequest {
+                feedback: created.clone(),
+            };
+            downstream("feedback", deadline, batch, |r| async move {
+                client.append_feedback(r).await
+            })
+            .await?;
         }
         Ok(Response::new(pb::IngestWeaveFeedbackResponse { created }))
     }
@@ -120,6 +194,7 @@ impl TraceService for IngestServer {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let metadata = request.metadata();
+        let deadline = deadline(metadata);
         let text = |name: &str| {
             metadata
                 .get(name)
@@ -145,7 +220,7 @@ impl TraceService for IngestServer {
             rejected_spans: mapped.rejected,
             error_message: mapped.message(),
         });
-        self.append(mapped.writes).await?;
+        self.append(mapped.writes, deadline).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success,
         }))
@@ -170,4 +245,26 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_in_every_unit_and_the_cap() {
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1M"), Some(Duration::from_secs(60)));
+        assert_eq!(grpc_timeout("9u"), Some(Duration::from_micros(9)));
+        for bad in ["", "5", "S", "123456789S", "5x", "-5S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad}");
+        }
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        assert_eq!(deadline(&metadata), WRITE_DEADLINE);
+        metadata.insert("grpc-timeout", "1500m".parse().unwrap());
+        assert_eq!(deadline(&metadata), Duration::from_millis(1500));
+        metadata.insert("grpc-timeout", "1H".parse().unwrap());
+        assert_eq!(deadline(&metadata), WRITE_DEADLINE);
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod buckets;
 pub mod call;
+pub mod duration;
 pub mod feedback;
 pub mod ids;
 pub mod measure;

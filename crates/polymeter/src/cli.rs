@@ -385,6 +385,21 @@ struct UpArgs {
         default_value = "127.0.0.1:50053"
     )]
     feedback_listen: SocketAddr,
+    /// How long a query may wait on the services (`500ms`, `30s`, `1m`).
+    #[arg(long, env = "POLYMETER_QUERY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
+    query_timeout: std::time::Duration,
+    /// How long a write may wait on the services; past it the write's outcome is unknown (re-sending is safe).
+    #[arg(long, env = "POLYMETER_WRITE_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
+    write_timeout: std::time::Duration,
+    /// Requests the gateway handles at once; more are refused with 503 and Retry-After.
+    #[arg(long, env = "POLYMETER_MAX_INFLIGHT", default_value_t = 512)]
+    max_inflight: usize,
+    /// Requests one tenant may have in flight at once.
+    #[arg(long, env = "POLYMETER_TENANT_INFLIGHT", default_value_t = 128)]
+    tenant_inflight: usize,
+    /// A request body must arrive within this long.
+    #[arg(long, env = "POLYMETER_BODY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
+    body_timeout: std::time::Duration,
     /// Where records are kept: `embedded` (files under the data directory) or
     /// `clickhouse://user:password@host:8123/database` (user and password may
     /// instead come from CLICKHOUSE_USER / CLICKHOUSE_PASSWORD).
@@ -415,6 +430,21 @@ struct GatewayArgs {
     /// tenant and print its keys (instead of refusing to start).
     #[arg(long, env = "POLYMETER_CREATE_DEV_CREDENTIALS")]
     create_dev_credentials: bool,
+    /// How long a query may wait on the services (`500ms`, `30s`, `1m`).
+    #[arg(long, env = "POLYMETER_QUERY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
+    query_timeout: std::time::Duration,
+    /// How long a write may wait on the services; past it the write's outcome is unknown (re-sending is safe).
+    #[arg(long, env = "POLYMETER_WRITE_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
+    write_timeout: std::time::Duration,
+    /// Requests the gateway handles at once; more are refused with 503 and Retry-After.
+    #[arg(long, env = "POLYMETER_MAX_INFLIGHT", default_value_t = 512)]
+    max_inflight: usize,
+    /// Requests one tenant may have in flight at once.
+    #[arg(long, env = "POLYMETER_TENANT_INFLIGHT", default_value_t = 128)]
+    tenant_inflight: usize,
+    /// A request body must arrive within this long.
+    #[arg(long, env = "POLYMETER_BODY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
+    body_timeout: std::time::Duration,
     /// HTTP address to listen on.
     #[arg(
         long,
@@ -570,6 +600,21 @@ where
     run(listener, shutdown).await
 }
 
+fn limits(
+    query: std::time::Duration,
+    write: std::time::Duration,
+    max_inflight: usize,
+    tenant_inflight: usize,
+    body_timeout: std::time::Duration,
+) -> polymeter_gateway::Limits {
+    polymeter_gateway::Limits {
+        deadlines: polymeter_gateway::grpc::Deadlines { query, write },
+        max_inflight,
+        tenant_inflight,
+        body_timeout,
+    }
+}
+
 fn parse_store(text: &str) -> Result<StoreChoice, String> {
     StoreChoice::parse(text).map_err(|e| e.to_string())
 }
@@ -618,6 +663,13 @@ async fn run(cli: Cli) -> Result<()> {
                 data_dir: a.data_dir.clone(),
                 wal_rotate_bytes: a.wal_rotate_bytes,
                 store: a.store.clone(),
+                limits: limits(
+                    a.query_timeout,
+                    a.write_timeout,
+                    a.max_inflight,
+                    a.tenant_inflight,
+                    a.body_timeout,
+                ),
             })
             .await?;
             print_created_keys(&stack.created_keys);
@@ -653,7 +705,14 @@ async fn run(cli: Cli) -> Result<()> {
                     stats: &a.stats_url,
                     feedback: &a.feedback_url,
                 };
-                run_gateway(l, peers, keyring, s).await
+                let limits = limits(
+                    a.query_timeout,
+                    a.write_timeout,
+                    a.max_inflight,
+                    a.tenant_inflight,
+                    a.body_timeout,
+                );
+                run_gateway(l, peers, keyring, limits, s).await
             })
             .await
         }

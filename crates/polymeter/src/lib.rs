@@ -242,15 +242,17 @@ pub async fn run_gateway(
     listener: TcpListener,
     peers: GatewayPeers<'_>,
     keyring: Keyring,
+    limits: polymeter_gateway::Limits,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let services = services(
         channel(peers.ingest).context("bad ingest address")?,
         channel(peers.stats).context("bad stats address")?,
         channel(peers.feedback).context("bad feedback address")?,
+        limits.deadlines,
     );
     let auth = Arc::new(polymeter_gateway::Auth::new(keyring));
-    polymeter_gateway::serve(listener, services, auth, shutdown.wait())
+    polymeter_gateway::serve(listener, services, auth, limits, shutdown.wait())
         .await
         .context("gateway failed")
 }
@@ -269,6 +271,8 @@ pub struct StackConfig {
     pub credentials: PathBuf,
     /// Where stats and feedback keep their records.
     pub store: StoreChoice,
+    /// The gateway's deadlines and in-flight bounds.
+    pub limits: polymeter_gateway::Limits,
 }
 
 /// The credentials file's name inside the data directory, its default home.
@@ -290,6 +294,7 @@ impl StackConfig {
             data_dir,
             wal_rotate_bytes: DEFAULT_WAL_ROTATE_BYTES,
             store: StoreChoice::Embedded,
+            limits: polymeter_gateway::Limits::default(),
         }
     }
 }
@@ -350,7 +355,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
             stats: &stats_url,
             feedback: &feedback_url,
         };
-        run_gateway(gateway, peers, keyring, shutdown).await
+        run_gateway(gateway, peers, keyring, config.limits, shutdown).await
     });
     Ok(Stack {
         gateway: addrs[0],

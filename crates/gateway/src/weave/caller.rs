@@ -4,16 +4,18 @@
 use super::WeaveError;
 use crate::auth::Auth;
 use crate::error::Error;
+use crate::limits::{Admission, Gate};
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use polymeter_auth::Principal;
 use std::sync::Arc;
 
-pub struct WeaveCaller(pub Principal);
+pub struct WeaveCaller(pub Principal, #[allow(dead_code)] Admission);
 
 impl<S: Send + Sync> FromRequestParts<S> for WeaveCaller
 where
     Arc<Auth>: FromRef<S>,
+    Arc<Gate>: FromRef<S>,
 {
     type Rejection = WeaveError;
 
@@ -24,7 +26,9 @@ where
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let principal = polymeter_auth::verify_basic(&auth.index(), header).map_err(Error::from)?;
-        Ok(WeaveCaller(principal))
+        // The tenant's share of the gateway, held until the answer is out.
+        let admission = Arc::<Gate>::from_ref(state).admit(&principal.tenant)?;
+        Ok(WeaveCaller(principal, admission))
     }
 }
 
