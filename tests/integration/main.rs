@@ -12,6 +12,7 @@ mod crash;
 mod deploy;
 mod envelopes;
 mod feedback;
+mod hostile;
 mod ingest;
 mod otlp;
 mod processes;

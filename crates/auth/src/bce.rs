@@ -170,8 +170,11 @@ pub fn verify(
     if key.disabled {
         return Err(AuthError::DisabledKey(auth.access_key.to_owned()));
     }
-    let expires = signed_at + chrono::Duration::seconds(auth.expiration_seconds);
-    if now > expires {
+    // Checked: an expiration of i64::MAX seconds would overflow a date; it
+    // simply never expires within any date there is.
+    let expires = chrono::Duration::try_seconds(auth.expiration_seconds)
+        .and_then(|d| signed_at.checked_add_signed(d));
+    if expires.is_some_and(|expires| now > expires) {
         return Err(AuthError::Expired(format!(
             "the signature made at {} expired after {} s",
             auth.timestamp, auth.expiration_seconds

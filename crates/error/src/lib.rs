@@ -263,14 +263,30 @@ impl Error {
         &self.message
     }
 
+    /// The same error with its message cut to `max` bytes (see [`truncate`]):
+    /// what goes back to a client never quotes a huge value whole.
+    pub fn bounded(mut self, max: usize) -> Self {
+        if self.message.len() > max {
+            self.message = truncate(&self.message, max);
+        }
+        self
+    }
+
     /// The gRPC status that carries this error, kind and reason included.
+    /// The message travels in a header (`grpc-message`), so it is cut to
+    /// [`MAX_STATUS_MESSAGE`] bytes: a message that quotes a huge value from
+    /// a request must not become a header too large for HTTP/2.
     pub fn to_status(&self) -> Status {
         let mut metadata = MetadataMap::new();
         metadata.insert(KIND_KEY, MetadataValue::from_static(self.kind.as_str()));
         if let Some(reason) = self.reason {
             metadata.insert(REASON_KEY, MetadataValue::from_static(reason.as_str()));
         }
-        Status::with_metadata(self.kind.grpc_code(), self.message.clone(), metadata)
+        Status::with_metadata(
+            self.kind.grpc_code(),
+            truncate(&self.message, MAX_STATUS_MESSAGE),
+            metadata,
+        )
     }
 
     /// The error a status carries. A status without Polymeter's metadata is
@@ -342,8 +358,36 @@ pub fn status<E: HasKind + fmt::Display>(err: E) -> Status {
     Error::from(err).to_status()
 }
 
+/// The longest message a gRPC status carries, in bytes.
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_huge_message_is_cut_before_it_becomes_a_header() {
+        let long = "é".repeat(20_000);
+        let status = Error::invalid(format!("model: {long}")).to_status();
+        assert!(
+            status.message().len() <= MAX_STATUS_MESSAGE,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().starts_with("model: é") && status.message().ends_with('…'));
+        assert_eq!(truncate("short", 10), "short");
+    }
     use super::*;
 
     #[test]

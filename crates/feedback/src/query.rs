@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 /// The most buckets one query may ask for.
 pub const MAX_BUCKETS: i64 = 10_000;
+/// Most values one filter list may hold.
+pub const MAX_FILTER_VALUES: usize = 1000;
+
 /// The rating that `rating_min` / `rating_max` bound.
 pub const RATING_KEY: &str = "_rating_";
 
@@ -29,8 +32,13 @@ impl TryFrom<pb::AggregateFeedbackRequest> for FeedbackQuery {
         if q.tenant.is_empty() {
             return invalid("tenant must not be empty".into());
         }
-        if q.after_ms < 0 || q.before_ms < 0 {
-            return invalid("after_ms and before_ms must be >= 0".into());
+        for (name, ms) in [("after_ms", q.after_ms), ("before_ms", q.before_ms)] {
+            if !polymeter_model::time::millis_in_range(ms) {
+                return invalid(format!(
+                    "{name} is outside {}",
+                    polymeter_model::time::RANGE
+                ));
+            }
         }
         if q.before_ms <= q.after_ms {
             return invalid(format!(
@@ -59,6 +67,21 @@ impl TryFrom<pb::AggregateFeedbackRequest> for FeedbackQuery {
                 if !(0.0..=1.0).contains(&b) {
                     return invalid(format!("{name} must be within 0..=1, got {b}"));
                 }
+            }
+        }
+        for (name, list) in [
+            ("feedback_types", &q.feedback_types),
+            ("monitor_ids", &q.monitor_ids),
+            ("scorer_ids", &q.scorer_ids),
+            ("span_agent_names", &q.span_agent_names),
+            ("tags", &q.tags),
+            ("span_types", &q.span_types),
+        ] {
+            if list.len() > MAX_FILTER_VALUES {
+                return invalid(format!(
+                    "{name}: at most {MAX_FILTER_VALUES} values, got {}",
+                    list.len()
+                ));
             }
         }
         let span_types = q

@@ -225,7 +225,9 @@ impl Params {
             .map(|v| {
                 Instant::parse(v).map(|i| i.0).ok_or_else(|| {
                     invalid(format!(
-                        "{name}: {v:?} is not an ISO 8601 time such as 2024-01-01T00:00:00Z"
+                        "{name}: {:?} is not an ISO 8601 time such as 2024-01-01T00:00:00Z between {}",
+                        crate::error::truncate(v, 64),
+                        polymeter_model::time::RANGE
                     ))
                 })
             })

@@ -4,6 +4,7 @@
 //! intact; each dialect maps kinds to its vendor's codes in one table and
 //! renders its own envelope.
 
+pub use polymeter_error::truncate;
 pub use polymeter_error::{Error, ErrorKind, Reason};
 
 use axum::extract::rejection::BytesRejection;
@@ -39,9 +40,12 @@ impl<D, E: Into<Error>> From<E> for Enveloped<D> {
     }
 }
 
+/// The longest error message a client is sent, in bytes.
+pub const MAX_MESSAGE: usize = 1024;
+
 impl<D: Envelope> IntoResponse for Enveloped<D> {
     fn into_response(self) -> Response {
-        D::render(&self.0)
+        D::render(&self.0.bounded(MAX_MESSAGE))
     }
 }
 

@@ -31,14 +31,17 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 pub struct Instant(pub DateTime<Utc>);
 
 impl Instant {
+    /// The instant `text` names, if it is ISO 8601 and within
+    /// [`polymeter_model::time::RANGE`].
     pub fn parse(text: &str) -> Option<Self> {
-        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-            return Some(Self(t.with_timezone(&Utc)));
-        }
-        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-            .map(|n| Self(n.and_utc()))
+        let t = match DateTime::parse_from_rfc3339(text) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(_) => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())?
+                .and_utc(),
+        };
+        polymeter_model::time::in_range(t).then_some(Self(t))
     }
 
     pub fn micros(self) -> i64 {
@@ -51,7 +54,9 @@ impl<'de> Deserialize<'de> for Instant {
         let text = String::deserialize(d)?;
         Instant::parse(&text).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "invalid date-time {text:?}, expected ISO 8601 such as \"2024-05-01T12:00:00Z\""
+                "invalid date-time {:?}, expected ISO 8601 such as \"2024-05-01T12:00:00Z\" between {}",
+                polymeter_error::truncate(&text, 64),
+                polymeter_model::time::RANGE
             ))
         })
     }

@@ -120,6 +120,7 @@ pub struct OtlpError(Encoding, Error);
 impl IntoResponse for OtlpError {
     fn into_response(self) -> Response {
         let OtlpError(encoding, error) = self;
+        let error = error.bounded(crate::error::MAX_MESSAGE);
         let status = RpcStatus {
             code: error.kind().grpc_code() as i32,
             message: error.message().to_owned(),

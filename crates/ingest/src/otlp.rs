@@ -194,6 +194,12 @@ fn call(project_id: &str, resource: &[KeyValue], span: &Span) -> Result<pb::Call
         return Err("end_time_unix_nano is before start_time_unix_nano".into());
     }
     let micros = |nanos: u64| (nanos / 1000).min(i64::MAX as u64) as i64;
+    for (field, nanos) in [
+        ("start_time_unix_nano", span.start_time_unix_nano),
+        ("end_time_unix_nano", span.end_time_unix_nano),
+    ] {
+        polymeter_model::time::check_micros(field, micros(nanos))?;
+    }
     let name = (!span.name.is_empty()).then(|| span.name.clone());
     let op_name = first_text(&span.attributes, &["gen_ai.operation.name"])
         .or_else(|| name.clone())

@@ -6,7 +6,7 @@
 //! twice.
 
 use crate::ids::{CallId, IdError, ProjectId, TenantId};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use polymeter_proto::v1 as pb;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,16 +68,14 @@ pub struct CallRecord {
 pub enum RecordError {
     #[error(transparent)]
     Id(#[from] IdError),
-    #[error("{field} is out of range: {value} µs")]
+    #[error("{field} is outside {}: {value} µs", crate::time::RANGE)]
     TimeOutOfRange { field: &'static str, value: i64 },
     #[error("call {call_id}: a write must carry a start, an end or both")]
     Empty { call_id: String },
 }
 
 fn micros(field: &'static str, value: i64) -> Result<DateTime<Utc>, RecordError> {
-    Utc.timestamp_micros(value)
-        .single()
-        .ok_or(RecordError::TimeOutOfRange { field, value })
+    crate::time::from_micros(value).ok_or(RecordError::TimeOutOfRange { field, value })
 }
 
 fn to_micros(t: DateTime<Utc>) -> i64 {

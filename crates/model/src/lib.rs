@@ -10,6 +10,7 @@ pub mod duration;
 pub mod feedback;
 pub mod ids;
 pub mod measure;
+pub mod time;
 
 pub use buckets::{BucketGrid, BucketWidthError};
 pub use call::{

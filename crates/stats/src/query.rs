@@ -2,7 +2,7 @@
 //! has been validated here, with messages that name the field.
 
 use crate::error::StatsError;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use polymeter_model::buckets::{auto_width, capped_width, check_width, parse_zone};
 use polymeter_model::{Aggregation, Metric, ProjectId, TenantId};
@@ -10,6 +10,14 @@ use polymeter_proto::v1::{self as pb, order::Key as PbOrderKey, Dimension, Grain
 
 /// Most `group_by` dimensions one query may use.
 pub const MAX_GROUP_BY: usize = 4;
+/// Most measures one query may ask for.
+pub const MAX_MEASURES: usize = 128;
+/// Most percentile measures one query may ask for (each keeps every value).
+pub const MAX_PERCENTILES: usize = 100;
+/// Most values one filter may list (values and prefixes together).
+pub const MAX_FILTER_VALUES: usize = 1000;
+/// Most measures × buckets one query may produce.
+pub const MAX_CELLS: u64 = 2_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Bucketing {
@@ -72,9 +80,7 @@ pub struct CallQuery {
 }
 
 fn instant(field: &str, us: i64) -> Result<DateTime<Utc>, StatsError> {
-    Utc.timestamp_micros(us)
-        .single()
-        .ok_or_else(|| StatsError::invalid(format!("{field} is out of range")))
+    polymeter_model::time::check_micros(field, us).map_err(StatsError::invalid)
 }
 
 fn dimension(field: &str, value: i32) -> Result<Dimension, StatsError> {
@@ -147,6 +153,12 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
             .into_iter()
             .enumerate()
             .map(|(i, f)| -> Result<RowFilter, StatsError> {
+                if f.any_of.len() + f.prefixes.len() > MAX_FILTER_VALUES {
+                    return Err(StatsError::invalid(format!(
+                        "filters[{i}]: at most {MAX_FILTER_VALUES} values, got {}",
+                        f.any_of.len() + f.prefixes.len()
+                    )));
+                }
                 Ok(RowFilter {
                     dimension: dimension(&format!("filters[{i}].dimension"), f.dimension)?,
                     any_of: f.any_of,
@@ -170,6 +182,33 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
                 Ok(d)
             })
             .collect::<Result<_, _>>()?;
+        let percentiles = req
+            .measures
+            .iter()
+            .filter(|m| Aggregation::from_proto(m.aggregation) == Some(Aggregation::Percentile))
+            .count();
+        if percentiles > MAX_PERCENTILES {
+            return Err(StatsError::invalid(format!(
+                "measures: at most {MAX_PERCENTILES} percentiles, got {percentiles}"
+            )));
+        }
+        if req.measures.len() > MAX_MEASURES {
+            return Err(StatsError::invalid(format!(
+                "measures: at most {MAX_MEASURES}, got {}",
+                req.measures.len()
+            )));
+        }
+        if let Some(b) = &bucketing {
+            let range = (end - start).num_seconds().max(0) as u64;
+            let buckets = range / b.width_seconds.max(1) + 2;
+            let cells = buckets.saturating_mul(req.measures.len().max(1) as u64);
+            if cells > MAX_CELLS {
+                return Err(StatsError::invalid(format!(
+                    "measures: {} measures over {buckets} buckets is more than {MAX_CELLS} values; ask for fewer measures or wider buckets",
+                    req.measures.len()
+                )));
+            }
+        }
         if group_by.len() > MAX_GROUP_BY {
             return Err(StatsError::invalid(format!(
                 "group_by: at most {MAX_GROUP_BY} dimensions, got {}",

@@ -1,0 +1,182 @@
+//! Requests a hostile or careless client sends, by class: each is answered
+//! with the dialect's 4xx naming what is wrong — never a panic, a dropped
+//! connection or a 5xx.
+
+use crate::support::*;
+use polymeter_tests::{fixture, json, signing, TestStack};
+
+/// Every time field has one accepted range (1970 to 2200); outside it the
+/// answer is a 400 naming the field, on every route that takes a time.
+#[tokio::test]
+async fn times_outside_1970_to_2200_are_refused_by_name_everywhere() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    for (field, value) in [
+        ("start", "+262142-12-31T00:00:00"),
+        ("start", "0000-01-01T00:00:00Z"),
+        ("end", "2300-01-01T00:00:00Z"),
+        ("end", "9999-12-31T23:59:59Z"),
+    ] {
+        let mut body =
+            stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"}));
+        body[field] = json!(value);
+        let answer = c.post("/calls/stats", &body).await;
+        let reason = answer.reason(400);
+        assert!(
+            reason.starts_with(field) && reason.contains("2200"),
+            "{field}={value}: {reason}"
+        );
+    }
+    let start = |at: &str| {
+        json!({"start": {"project_id": PROJECT, "op_name": "chat",
+        "started_at": at, "attributes": {}, "inputs": {}}})
+    };
+    let reason = c
+        .post("/call/start", &start("2300-01-01T00:00:00Z"))
+        .await
+        .reason(400)
+        .to_owned();
+    assert!(
+        reason.contains("started_at") && reason.contains("2200"),
+        "{reason}"
+    );
+    let batch = json!({"batch": [Call::new("late", t("2024-05-01T10:00:00Z"))
+        .set("ended_at", json!("2999-01-01T00:00:00Z")).body]});
+    let answer = c
+        .post(&format!("/v2/{PROJECT}/calls/complete"), &batch)
+        .await;
+    assert!(answer.reason(400).contains("ended_at"), "{}", answer.body);
+    let answer = c
+        .post(
+            "/feedback/aggregate",
+            &json!({"project_id": PROJECT, "after_ms": 0,
+               "before_ms": 9_223_372_036_854_775_807i64}),
+        )
+        .await;
+    assert!(answer.reason(400).contains("before_ms"), "{}", answer.body);
+    let answer = c
+        .alibaba(
+            &fixture::ACME_ALIBABA,
+            "startTime=0000-01-01T00:00:00Z&endTime=2024-05-02T00:00:00Z",
+        )
+        .await;
+    assert_eq!(
+        alibaba_error(&answer, 400, "InvalidParameter").starts_with("startTime"),
+        true
+    );
+    for end in [
+        "2300-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "0000-01-01T00:00:00Z",
+    ] {
+        let answer = c
+            .qianfan(
+                &fixture::ACME_QIANFAN,
+                &json!({"startTime": "2024-05-01T00:00:00Z", "endTime": end}),
+            )
+            .await;
+        let message = qianfan_error(&answer, 400, "InvalidParameter");
+        assert!(message.starts_with("endTime"), "{end}: {message}");
+    }
+    stack.stop().await;
+}
+
+/// A bce-auth-v1 signature whose expiration is the largest number there is
+/// is simply one that has not expired — not a panic in date arithmetic.
+#[tokio::test]
+async fn a_bce_expiration_of_i64_max_is_no_panic() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let query = "Action=DescribeServiceMetric";
+    let headers = signing::bce_headers(
+        c.host(),
+        &fixture::ACME_QIANFAN,
+        "POST",
+        signing::QIANFAN_PATH,
+        query,
+        chrono::Utc::now(),
+        i64::MAX,
+    );
+    let answer = c
+        .send_with(
+            reqwest::Method::POST,
+            &format!("{}?{query}", signing::QIANFAN_PATH),
+            headers,
+            json!({"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-02T00:00:00Z"})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    stack.stop().await;
+}
+
+/// An error message that would quote a huge value is cut before it travels
+/// between services, so the client gets its 400, not a broken HTTP/2 stream.
+#[tokio::test]
+async fn huge_values_in_errors_stay_4xx() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let huge = "9".repeat(20_000);
+    let answer = c
+        .post_raw(
+            "/call/end",
+            format!(r#"{{"end": {{"project_id": "{PROJECT}", "id": "x", "ended_at": "2024-05-01T10:00:00Z",
+                "summary": {{"usage": {{"gpt-4o": {{"input_tokens": {huge}}}}}}}}}}}"#),
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let long_zone = "A".repeat(100_000);
+    let answer = c
+        .post(
+            "/calls/stats",
+            &stats_body(json!({"start": "2024-05-01T00:00:00Z",
+            "end": "2024-05-02T00:00:00Z", "timezone": long_zone})),
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.to_string().len() < 4096,
+        "the answer quotes too much"
+    );
+    stack.stop().await;
+}
+
+/// Questions whose cost would grow without bound are refused up front,
+/// naming the field: thousands of percentiles, measures × buckets past the
+/// cap, filter lists of hundreds of thousands of values.
+#[tokio::test]
+async fn amplifying_questions_are_refused_up_front() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let percentiles: Vec<f64> = (0..10_000).map(|i| i as f64 / 100.0).collect();
+    let answer = c
+        .post(
+            "/calls/stats",
+            &stats_body(json!({"start": "2024-05-01T00:00:00Z",
+            "end": "2024-05-02T00:00:00Z", "granularity": 9,
+            "call_metrics": [{"metric": "latency_ms", "percentiles": percentiles}]})),
+        )
+        .await;
+    let reason = answer.reason(400).to_owned();
+    assert!(reason.contains("percentiles"), "{reason}");
+    let scorers: Vec<String> = (0..200_000).map(|i| format!("s{i}*")).collect();
+    let answer = c
+        .post(
+            "/feedback/aggregate",
+            &json!({"project_id": PROJECT, "after_ms": 0,
+            "before_ms": 4_000_000_000_000i64, "scorer_ids": scorers}),
+        )
+        .await;
+    assert!(answer.reason(400).contains("scorer_ids"), "{}", answer.body);
+    let ids: Vec<String> = (0..5_000).map(|i| format!("c{i}")).collect();
+    let answer = c
+        .post(
+            "/calls/stats",
+            &stats_body(json!({"start": "2024-05-01T00:00:00Z",
+            "end": "2024-05-02T00:00:00Z", "filter": {"call_ids": ids}})),
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    stack.stop().await;
+}
