@@ -695,3 +695,43 @@ async fn one_tenant_cannot_take_every_slot() {
     assert_eq!(refused, 6);
     signal(&s.stats, "CONT");
 }
+
+/// Slow clients cannot hold connections: headers that do not arrive within
+/// `--header-timeout`, and connections left idle, are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stack_with(&["--header-timeout", "1s"]).await;
+    let addr = s.client.host().to_owned();
+    let closed_within = |mut stream: tokio::net::TcpStream| async move {
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("the connection was still open after 5 s"),
+            }
+        }
+    };
+    // Half a request, then nothing (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /calls/stats HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(slow).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // A connection that never sends anything.
+    let idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let took = closed_within(idle).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // A keep-alive connection left idle after a request.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(kept).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Well-behaved clients are unaffected.
+    assert_eq!(s.client.get("/healthz").await.status, 200);
+}

@@ -32,14 +32,16 @@ impl TryFrom<pb::AggregateFeedbackRequest> for FeedbackQuery {
         if q.tenant.is_empty() {
             return invalid("tenant must not be empty".into());
         }
-        for (name, ms) in [("after_ms", q.after_ms), ("before_ms", q.before_ms)] {
-            if !polymeter_model::time::millis_in_range(ms) {
-                return invalid(format!(
-                    "{name} is outside {}",
-                    polymeter_model::time::RANGE
-                ));
-            }
+        if !polymeter_model::time::millis_in_range(q.after_ms) || q.before_ms < 0 {
+            return invalid(format!(
+                "after_ms and before_ms must be within {}",
+                polymeter_model::time::RANGE
+            ));
         }
+        // An open-ended upper bound ("everything", often i64::MAX) reads as
+        // the last instant anything can be stored at.
+        let mut q = q;
+        q.before_ms = q.before_ms.min(polymeter_model::time::LATEST_US / 1000);
         if q.before_ms <= q.after_ms {
             return invalid(format!(
                 "before_ms ({}) must be greater than after_ms ({})",

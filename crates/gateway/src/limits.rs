@@ -7,8 +7,10 @@
 //! * at most `tenant_inflight` of them for any one tenant, so one tenant's
 //!   flood cannot take every slot from the others ([`Admission`], taken where
 //!   a dialect has established the tenant);
-//! * a request body that does not arrive within `body_timeout` is cut off
-//!   (a slow client cannot hold a connection and its buffers forever);
+//! * a request body that does not arrive within `body_timeout` is cut off,
+//!   headers must arrive within `header_timeout` and an idle connection is
+//!   closed after it (a slow client cannot hold a connection and its buffers
+//!   forever);
 //! * every call to a service has a deadline ([`crate::grpc::Deadlines`]).
 
 use crate::error::Error;
@@ -30,6 +32,9 @@ pub struct Limits {
     pub max_inflight: usize,
     pub tenant_inflight: usize,
     pub body_timeout: Duration,
+    /// Request headers must arrive within this long, and an idle keep-alive
+    /// connection is closed after it.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +44,7 @@ impl Default for Limits {
             max_inflight: 512,
             tenant_inflight: 128,
             body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -400,6 +400,9 @@ struct UpArgs {
     /// A request body must arrive within this long.
     #[arg(long, env = "POLYMETER_BODY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
     body_timeout: std::time::Duration,
+    /// Request headers must arrive within this long; idle connections close after it.
+    #[arg(long, env = "POLYMETER_HEADER_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
+    header_timeout: std::time::Duration,
     /// Where records are kept: `embedded` (files under the data directory) or
     /// `clickhouse://user:password@host:8123/database` (user and password may
     /// instead come from CLICKHOUSE_USER / CLICKHOUSE_PASSWORD).
@@ -445,6 +448,9 @@ struct GatewayArgs {
     /// A request body must arrive within this long.
     #[arg(long, env = "POLYMETER_BODY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
     body_timeout: std::time::Duration,
+    /// Request headers must arrive within this long; idle connections close after it.
+    #[arg(long, env = "POLYMETER_HEADER_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
+    header_timeout: std::time::Duration,
     /// HTTP address to listen on.
     #[arg(
         long,
@@ -606,12 +612,14 @@ fn limits(
     max_inflight: usize,
     tenant_inflight: usize,
     body_timeout: std::time::Duration,
+    header_timeout: std::time::Duration,
 ) -> polymeter_gateway::Limits {
     polymeter_gateway::Limits {
         deadlines: polymeter_gateway::grpc::Deadlines { query, write },
         max_inflight,
         tenant_inflight,
         body_timeout,
+        header_timeout,
     }
 }
 
@@ -669,6 +677,7 @@ async fn run(cli: Cli) -> Result<()> {
                     a.max_inflight,
                     a.tenant_inflight,
                     a.body_timeout,
+                    a.header_timeout,
                 ),
             })
             .await?;
@@ -711,6 +720,7 @@ async fn run(cli: Cli) -> Result<()> {
                     a.max_inflight,
                     a.tenant_inflight,
                     a.body_timeout,
+                    a.header_timeout,
                 );
                 run_gateway(l, peers, keyring, limits, s).await
             })
