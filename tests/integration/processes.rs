@@ -735,3 +735,137 @@ async fn slow_and_idle_connections_are_closed() {
     // Well-behaved clients are unaffected.
     assert_eq!(s.client.get("/healthz").await.status, 200);
 }
+
+/// Every process can be scraped: each service on its `--metrics-listen`
+/// address (gRPC calls by method and code, plus its own counters), the
+/// gateway on `/metrics` (requests, shed requests, expired deadlines,
+/// authentication refusals by reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_serves_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let [gw, ing, st, fb, m_ing, m_st, m_fb] = [(); 7].map(|_| free_port());
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let _stats = spawn(
+        &[
+            "stats",
+            "--listen",
+            &addr(st),
+            "--metrics-listen",
+            &addr(m_st),
+        ],
+        dir.path(),
+    );
+    let _feedback = spawn(
+        &[
+            "feedback",
+            "--listen",
+            &addr(fb),
+            "--metrics-listen",
+            &addr(m_fb),
+        ],
+        dir.path(),
+    );
+    let _ingest = spawn(
+        &[
+            "ingest",
+            "--listen",
+            &addr(ing),
+            "--stats-url",
+            &url(st),
+            "--feedback-url",
+            &url(fb),
+            "--metrics-listen",
+            &addr(m_ing),
+        ],
+        dir.path(),
+    );
+    let _gateway = spawn(
+        &[
+            "gateway",
+            "--listen",
+            &addr(gw),
+            "--ingest-url",
+            &url(ing),
+            "--stats-url",
+            &url(st),
+            "--feedback-url",
+            &url(fb),
+        ],
+        dir.path(),
+    );
+    let client = Client::new(url(gw));
+    wait_ready(&client).await;
+    ingest(
+        &client,
+        &[Call::new("m1", t("2024-05-01T10:00:00Z")).tokens("gpt-4o", 3, 4)],
+    )
+    .await;
+    stats(
+        &client,
+        json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z"}),
+    )
+    .await;
+    client
+        .post(
+            "/feedback/create",
+            &json!({"project_id": PROJECT, "feedback_type": "wandb.reaction.1",
+            "weave_ref": "weave:///acme/bot/call/m1", "payload": {}}),
+        )
+        .await
+        .ok();
+    let refused = client
+        .with_weave_key(Some("pm-not-a-key"))
+        .post("/calls/stats", &json!({}))
+        .await;
+    assert_eq!(refused.status, 401);
+    let scrape = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let stats_text = scrape(m_st).await;
+    for want in [
+        r#"method="/polymeter.v1.StatsService/AppendCalls""#,
+        r#"method="/polymeter.v1.StatsService/AggregateCalls""#,
+        "polymeter_grpc_request_duration_seconds_bucket",
+        "polymeter_store_fsync_seconds",
+    ] {
+        assert!(
+            stats_text.contains(want),
+            "stats lacks {want}:\n{stats_text}"
+        );
+    }
+    let ingest_text = scrape(m_ing).await;
+    for want in [
+        r#"method="/polymeter.v1.IngestService/IngestWeaveCalls""#,
+        "polymeter_ingest_calls_total 1",
+    ] {
+        assert!(
+            ingest_text.contains(want),
+            "ingest lacks {want}:\n{ingest_text}"
+        );
+    }
+    let feedback_text = scrape(m_fb).await;
+    assert!(
+        feedback_text.contains(r#"method="/polymeter.v1.FeedbackService/AppendFeedback""#),
+        "{feedback_text}"
+    );
+    let gateway_text = reqwest::get(format!("{}/metrics", client.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        gateway_text.contains("polymeter_http_requests_total"),
+        "{gateway_text}"
+    );
+    assert!(
+        gateway_text.contains("polymeter_auth_refusals_total"),
+        "{gateway_text}"
+    );
+}

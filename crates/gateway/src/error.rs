@@ -45,6 +45,16 @@ pub const MAX_MESSAGE: usize = 1024;
 
 impl<D: Envelope> IntoResponse for Enveloped<D> {
     fn into_response(self) -> Response {
+        if matches!(
+            self.0.kind(),
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied
+        ) {
+            crate::exposition::auth_refused(
+                self.0
+                    .reason()
+                    .map_or(self.0.kind().as_str(), |r| r.as_str()),
+            );
+        }
         D::render(&self.0.bounded(MAX_MESSAGE))
     }
 }

@@ -1,40 +1,21 @@
-//! `/metrics`: Prometheus text exposition of the gateway's request counters
-//! and latencies, labelled by route template (never by raw path, so ids in
-//! paths cannot explode the label set).
+//! `/metrics`: Prometheus text exposition of the process's metrics (under
+//! `polymeter up`, every service's), and the gateway's own: requests and
+//! latencies labelled by route template (never by raw path, so ids in paths
+//! cannot explode the label set), shed requests, expired deadlines, and
+//! authentication refusals by reason.
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 const DURATION: &str = "polymeter_http_request_duration_seconds";
 const REQUESTS: &str = "polymeter_http_requests_total";
 
-/// The process's one Prometheus recorder (every stack in a process shares it).
-fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let buckets = [
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(DURATION.into()), &buckets)
-            .expect("bucket list is not empty");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (a host embedding the
-        // gateway); then /metrics shows what this one sees, which is nothing.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
-/// Installs the recorder; call once when building the router.
+/// Installs the process's recorder; call once when building the router.
 pub fn init() {
-    handle();
+    polymeter_telemetry::metrics::handle();
 }
 
 /// Middleware: counts and times every request by method, route and status.
@@ -60,7 +41,7 @@ pub async fn track(request: Request, next: Next) -> Response {
 pub async fn render() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle().render(),
+        polymeter_telemetry::metrics::render(),
     )
 }
 
@@ -73,4 +54,9 @@ pub fn shed(limit: &'static str) {
 /// A call to a service whose deadline passed.
 pub fn deadline_expired(service: &'static str) {
     metrics::counter!("polymeter_deadline_expired_total", "service" => service).increment(1);
+}
+
+/// A request refused for its credentials, by the reason the dialect saw.
+pub fn auth_refused(reason: &'static str) {
+    metrics::counter!("polymeter_auth_refusals_total", "reason" => reason).increment(1);
 }

@@ -56,6 +56,7 @@ impl IngestServer {
             return Ok(());
         }
         crate::unpriced::note(&calls);
+        metrics::counter!("polymeter_ingest_calls_total").increment(calls.len() as u64);
         let mut client = self.stats.clone();
         downstream(
             "stats",
@@ -150,6 +151,8 @@ impl ingest_service_server::IngestService for IngestServer {
         }
         let deadline = deadline(request.metadata());
         let request = request.into_inner();
+        metrics::counter!("polymeter_ingest_bytes_total", "route" => "weave")
+            .increment(prost::Message::encoded_len(&request) as u64);
         let (calls, results) = weave::normalise(&request.tenant, request.ops)?;
         self.append(calls, deadline).await?;
         Ok(Response::new(pb::IngestWeaveCallsResponse { results }))
@@ -170,6 +173,7 @@ impl ingest_service_server::IngestService for IngestServer {
             .unwrap_or_default();
         let created = feedback::normalise(&request.tenant, request.feedback, now_ms)?;
         if !created.is_empty() {
+            metrics::counter!("polymeter_ingest_feedback_total").increment(created.len() as u64);
             let mut client = self.feedback.clone();
             let batch = pb::AppendFeedbackRequest {
                 feedback: created.clone(),
@@ -216,6 +220,10 @@ impl TraceService for IngestServer {
             header_project.as_deref(),
             |p| principal.may_access(p),
         );
+        metrics::counter!("polymeter_ingest_bytes_total", "route" => "otlp")
+            .increment(prost::Message::encoded_len(request.get_ref()) as u64);
+        metrics::counter!("polymeter_ingest_rejected_spans_total")
+            .increment(mapped.rejected.max(0) as u64);
         let partial_success = (mapped.rejected > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: mapped.rejected,
             error_message: mapped.message(),

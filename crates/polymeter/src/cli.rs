@@ -483,6 +483,9 @@ struct GatewayArgs {
 
 #[derive(Args)]
 struct IngestArgs {
+    /// Serve Prometheus `/metrics` on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, env = "POLYMETER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// gRPC address to listen on.
     #[arg(
         long,
@@ -516,6 +519,9 @@ struct IngestArgs {
 
 #[derive(Args)]
 struct StatsArgs {
+    /// Serve Prometheus `/metrics` on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, env = "POLYMETER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// gRPC address to listen on.
     #[arg(
         long,
@@ -538,6 +544,9 @@ struct StatsArgs {
 
 #[derive(Args)]
 struct FeedbackArgs {
+    /// Serve Prometheus `/metrics` on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, env = "POLYMETER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// gRPC address to listen on.
     #[arg(
         long,
@@ -591,7 +600,12 @@ async fn interrupted() {
 }
 
 /// Runs one service until interrupted.
-async fn until_interrupted<F, Fut>(name: &str, listen: SocketAddr, run: F) -> Result<()>
+async fn until_interrupted<F, Fut>(
+    name: &str,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    run: F,
+) -> Result<()>
 where
     F: FnOnce(tokio::net::TcpListener, Shutdown) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -599,6 +613,14 @@ where
     let listener = bind(listen).await?;
     let (stop, shutdown) = Shutdown::new();
     println!("{name} listening on {}", listener.local_addr()?);
+    if let Some(addr) = metrics {
+        let metrics = bind(addr).await?;
+        println!("{name} metrics on http://{}/metrics", metrics.local_addr()?);
+        tokio::spawn(polymeter_telemetry::metrics::serve(
+            metrics,
+            shutdown.clone().wait(),
+        ));
+    }
     tokio::spawn(async move {
         interrupted().await;
         let _ = stop.send(true);
@@ -708,7 +730,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Gateway(a) => {
             let (keyring, created) = open_credentials(&a.credentials, a.create_dev_credentials)?;
             print_created_keys(&created);
-            until_interrupted("gateway", a.listen, |l, s| async move {
+            until_interrupted("gateway", a.listen, None, |l, s| async move {
                 let peers = GatewayPeers {
                     ingest: &a.ingest_url,
                     stats: &a.stats_url,
@@ -728,7 +750,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest(a) => {
             let keyring = polymeter_auth::Keyring::open_or_empty(&a.credentials)?;
-            until_interrupted("ingest", a.listen, |l, s| async move {
+            until_interrupted("ingest", a.listen, a.metrics_listen, |l, s| async move {
                 run_ingest(l, &a.stats_url, &a.feedback_url, keyring, s).await
             })
             .await
@@ -736,13 +758,19 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stats(a) => {
             let (store, prices) =
                 open_stats(&a.store, &a.data_dir.join("stats"), a.wal_rotate_bytes).await?;
-            until_interrupted("stats", a.listen, |l, s| run_stats(l, store, prices, s)).await
+            until_interrupted("stats", a.listen, a.metrics_listen, |l, s| {
+                run_stats(l, store, prices, s)
+            })
+            .await
         }
         Command::Feedback(a) => {
             let store =
                 open_feedback_store(&a.store, &a.data_dir.join("feedback"), a.wal_rotate_bytes)
                     .await?;
-            until_interrupted("feedback", a.listen, |l, s| run_feedback(l, store, s)).await
+            until_interrupted("feedback", a.listen, a.metrics_listen, |l, s| {
+                run_feedback(l, store, s)
+            })
+            .await
         }
         Command::Keys(_) | Command::Openapi(_) => {
             unreachable!("handled before the runtime starts")

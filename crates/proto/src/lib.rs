@@ -29,7 +29,8 @@ fn incoming(
 
 /// Serves `routes` on `listener` until `shutdown` resolves, as every Polymeter
 /// gRPC service is served: with the standard gRPC health service, a span per
-/// call that joins the caller's trace, and Nagle's algorithm off.
+/// call that joins the caller's trace, every call counted and timed
+/// (`polymeter_grpc_requests_total`), and Nagle's algorithm off.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
@@ -37,6 +38,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (_reporter, health) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
+        .layer(polymeter_telemetry::metrics::GrpcMetricsLayer)
         .trace_fn(polymeter_telemetry::grpc_span)
         .add_routes(routes.add_service(health))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

@@ -315,8 +315,16 @@ fn write_loop<T: Table>(
             for (payload, _, _) in &appends {
                 frame(payload, &mut frames);
             }
-            match log.append_synced(&frames) {
+            let started = std::time::Instant::now();
+            let synced = log.append_synced(&frames);
+            metrics::histogram!("polymeter_store_fsync_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match synced {
                 Ok(()) => {
+                    metrics::counter!("polymeter_store_log_bytes_total")
+                        .increment(frames.len() as u64);
+                    metrics::counter!("polymeter_store_batches_total")
+                        .increment(appends.len() as u64);
                     let mut t = table.write().unwrap_or_else(|p| p.into_inner());
                     let mut acks = Vec::with_capacity(appends.len());
                     for (_, batch, ack) in appends {
@@ -388,6 +396,18 @@ fn compact_generation<T: Table>(
     wal_dir: &Path,
     seg_dir: &Path,
 ) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let done = compact_generation_inner::<T>(generation, wal_dir, seg_dir);
+    metrics::histogram!("polymeter_store_compaction_seconds")
+        .record(started.elapsed().as_secs_f64());
+    done
+}
+
+fn compact_generation_inner<T: Table>(
+    generation: u64,
+    wal_dir: &Path,
+    seg_dir: &Path,
+) -> Result<(), StoreError> {
     let path = wal_dir.join(format!("{generation:020}.wal"));
     let frames = read_frames(&path)?;
     if let Some(why) = frames.torn {
@@ -410,6 +430,8 @@ fn compact_generation<T: Table>(
     if segment.rows() > 0 {
         let rows = segment.rows();
         let published = segment.finish(seg_dir, generation)?;
+        metrics::counter!("polymeter_store_segments_total").increment(1);
+        metrics::counter!("polymeter_store_segment_rows_total").increment(rows as u64);
         tracing::debug!(segment = %published.display(), rows, "compacted log generation");
     }
     std::fs::remove_file(&path).map_err(StoreError::io(&path))?;

@@ -1,5 +1,7 @@
-//! Logs and traces for every Polymeter process.
+//! Logs, traces and metrics for every Polymeter process.
 //!
+//! * [`metrics`]: the process's Prometheus recorder, its endpoint, and the
+//!   layer that counts every gRPC call a service serves.
 //! * [`init`] installs the process's subscriber: text or JSON log lines, and
 //!   OpenTelemetry spans, exported over OTLP/gRPC when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set.
@@ -8,6 +10,8 @@
 //!   `traceparent`, and [`traced`] puts the current span's context on an
 //!   outgoing gRPC request. Spans always carry real trace ids, so the context
 //!   flows even when nothing is exported.
+
+pub mod metrics;
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
