@@ -188,3 +188,38 @@ async fn amplifying_questions_are_refused_up_front() {
     assert_eq!(answer.status, 400, "{}", answer.body);
     stack.stop().await;
 }
+
+/// An unauthenticated client that announces a huge body and then stalls is
+/// refused from its headers alone: the gateway never waits for, or buffers,
+/// the body of a caller it has not admitted.
+#[tokio::test]
+async fn credentials_are_checked_before_a_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = TestStack::start().await;
+    let host = stack.client.host().to_owned();
+    for (path, auth) in [
+        ("/otel/v1/traces", "Basic YXBpOm5vdC1hLWtleQ=="),
+        (
+            "/v2/service?Action=DescribeServiceMetric",
+            "bce-auth-v1/nobody/2024-05-01T00:00:00Z/1800/host/00",
+        ),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n\
+             Authorization: {auth}\r\nContent-Length: 60000000\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer while the body was outstanding"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 401") || text.starts_with("HTTP/1.1 403"),
+            "{path}: {text}"
+        );
+    }
+    stack.stop().await;
+}

@@ -89,6 +89,25 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::R
     )))
 }
 
+/// A request body read whole, within the gateway's size limit
+/// (`MESSAGE_LIMIT`) and `--body-timeout`; for handlers that check the
+/// caller before reading.
+pub(crate) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, error::Error> {
+    match axum::body::to_bytes(body, polymeter_proto::MESSAGE_LIMIT).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let message = format!("request body: {e}");
+            Err(if too_large {
+                error::Error::new(error::ErrorKind::PayloadTooLarge, message)
+            } else {
+                error::Error::invalid(message)
+            })
+        }
+    }
+}
+
 /// Unknown routes answer in the Weave envelope, the gateway's default dialect.
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> weave::WeaveError {
     error::Error::not_found(format!("no route for {method} {}", uri.path())).into()

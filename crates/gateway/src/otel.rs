@@ -6,10 +6,9 @@
 //! or a `google.rpc.Status`, in the request's encoding.
 
 use crate::api::OtlpCredentials;
-use crate::error::{body_error, Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -238,11 +237,20 @@ fn render(encoding: Encoding, answer: ExportTraceServiceResponse) -> Vec<u8> {
 pub(crate) async fn traces(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, OtlpError> {
     let encoding = encoding(&headers)?;
     let fail = |e: Error| OtlpError(encoding, e);
-    let body = body.map_err(|r| fail(body_error(r)))?;
+    // The key is checked (ingest checks it again, with the project) and the
+    // tenant's slot taken before the body is read, so an unauthenticated
+    // client cannot make the gateway buffer its body.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = polymeter_auth::verify_basic(&state.auth.index(), authorization)
+        .map_err(|e| fail(e.into()))?;
+    let _admission = state.gate.admit(&principal.tenant).map_err(fail)?;
+    let body = crate::read_body(body).await.map_err(fail)?;
     let body = inflate(&headers, body).map_err(fail)?;
     let export = decode(encoding, &body).map_err(fail)?;
     let header = |name: &str| {

@@ -5,11 +5,9 @@
 //! `{requestId, code, message}` plus `X-Bce-Error-Code`/`X-Bce-Error-Message`.
 
 use crate::auth::{request_id, signed_request};
-use crate::error::{body_error, method_not_allowed, Envelope, Enveloped, Error, ErrorKind, Reason};
+use crate::error::{method_not_allowed, Envelope, Enveloped, Error, ErrorKind, Reason};
 use crate::json::Instant;
 use crate::state::AppState;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -419,13 +417,16 @@ pub(crate) async fn service(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, QianfanError> {
-    let body = body.map_err(body_error)?;
+    // bce-auth-v1 does not sign the body, so the caller is checked (and
+    // given its tenant's slot) before a byte of the body is read: an
+    // unauthenticated client cannot make the gateway buffer anything.
     let key = state
         .auth
-        .verify_bce(&signed_request(&method, &uri, &headers, &body))?;
+        .verify_bce(&signed_request(&method, &uri, &headers, b""))?;
     let _admission = state.gate.admit(&key.principal.tenant)?;
+    let body = crate::read_body(body).await?;
     let action = polymeter_auth::query_pairs(uri.query().unwrap_or(""))
         .into_iter()
         .find(|(k, _)| k == "Action")
