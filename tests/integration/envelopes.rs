@@ -2,7 +2,7 @@
 //! in the envelope of the dialect whose route was asked.
 
 use crate::support::*;
-use polymeter_tests::{json, TestStack};
+use polymeter_tests::{fixture, json, signing, TestStack};
 use reqwest::Method;
 
 #[tokio::test]
@@ -40,11 +40,23 @@ async fn an_oversized_body_is_413_in_each_dialects_envelope() {
     let huge = format!("\"{}\"", "x".repeat(64 << 20));
     let weave = c.post_raw("/call/upsert_batch", huge.clone()).await;
     assert!(weave.reason(413).contains("request body"), "{}", weave.body);
+    // Signed: the caller is checked before its body is read (bce-auth-v1
+    // does not sign the body), so the size is what is refused.
+    let query = "Action=DescribeServiceMetric";
+    let headers = signing::bce_headers(
+        c.host(),
+        &fixture::ACME_QIANFAN,
+        "POST",
+        signing::QIANFAN_PATH,
+        query,
+        chrono::Utc::now(),
+        1800,
+    );
     let qianfan = c
         .send_with(
             Method::POST,
-            "/v2/service?Action=DescribeServiceMetric",
-            Default::default(),
+            &format!("{}?{query}", signing::QIANFAN_PATH),
+            headers,
             huge.into_bytes(),
         )
         .await;

@@ -365,6 +365,11 @@ async fn bad_payloads_are_refused_and_bad_spans_reported_without_losing_the_rest
         HeaderValue::from_static("application/x-protobuf"),
     );
     headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+    // Authenticated: the caller is checked before its body is read.
+    headers.insert(
+        "authorization",
+        basic(fixture::ACME_WEAVE_KEY).parse().unwrap(),
+    );
     let response = reqwest::Client::new()
         .post(format!("{}/otel/v1/traces", c.base))
         .headers(headers)
