@@ -223,3 +223,38 @@ async fn credentials_are_checked_before_a_body_is_read() {
     }
     stack.stop().await;
 }
+
+/// One JSON document per body: trailing data after a valid document is
+/// refused, on the Weave routes and on Qianfan alike.
+#[tokio::test]
+async fn trailing_data_after_a_json_document_is_refused() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let body = format!(
+        "{} xyz",
+        stats_body(json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"}))
+    );
+    let answer = c.post_raw("/calls/stats", body).await;
+    assert!(answer.reason(400).contains("trailing"), "{}", answer.body);
+    let query = "Action=DescribeServiceMetric";
+    let headers = signing::bce_headers(
+        c.host(),
+        &fixture::ACME_QIANFAN,
+        "POST",
+        signing::QIANFAN_PATH,
+        query,
+        chrono::Utc::now(),
+        1800,
+    );
+    let answer = c
+        .send_with(
+            reqwest::Method::POST,
+            &format!("{}?{query}", signing::QIANFAN_PATH),
+            headers,
+            br#"{"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-02T00:00:00Z"} xyz"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    stack.stop().await;
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 /// since some vendors answer each with a code of its own.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -22,7 +22,13 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         } else {
             Error::invalid(format!("{path}: {inner}")).with_reason(Reason::BodyShape)
         }
-    })
+    })?;
+    // One JSON document and nothing after it: `{…} xyz` is not a body.
+    de.end().map_err(|e| {
+        Error::invalid(format!("request body is not valid JSON: {e}"))
+            .with_reason(Reason::MalformedBody)
+    })?;
+    Ok(value)
 }
 
 /// An ISO 8601 instant. A value without an offset is taken as UTC, as Python's
