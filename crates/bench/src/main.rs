@@ -16,8 +16,10 @@
 
 mod clickhouse;
 mod feedback;
+mod load;
 mod otlp;
 mod queries;
+mod up;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -77,6 +79,16 @@ struct Args {
     /// Concurrent OTLP/HTTP clients.
     #[arg(long, default_value_t = 8)]
     otlp_clients: usize,
+    /// Run only the load test: mixed writes and queries through the gateway
+    /// of a local `polymeter up` for this many seconds.
+    #[arg(long)]
+    load_seconds: Option<u64>,
+    /// Requests per second the load test aims for.
+    #[arg(long, default_value_t = 200)]
+    load_rate: u64,
+    /// Calls in each write of the load test.
+    #[arg(long, default_value_t = 10)]
+    load_batch: u64,
     /// Also run the query set on Polymeter over ClickHouse: a
     /// `clickhouse://user:password@host:8123/database` server, or `chdb` for
     /// ClickHouse's engine behind the test suite's HTTP adapter (started with
@@ -354,6 +366,16 @@ async fn main() -> Result<()> {
     });
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)?;
+    }
+    if let Some(seconds) = args.load_seconds {
+        return load::run(
+            &polymeter,
+            &args.dir,
+            seconds,
+            args.load_rate,
+            args.load_batch,
+        )
+        .await;
     }
     if let Some(spans) = args.otlp_spans {
         return otlp::run(

@@ -3,15 +3,13 @@
 //! GenAI spans from concurrent clients; prints spans per second, then checks
 //! every span became a call.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use polymeter_auth::{Credentials, NewKey};
 use prost::Message;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -78,58 +76,8 @@ pub async fn run(
     batch_size: u64,
     clients: usize,
 ) -> Result<()> {
-    let data = dir.join("otlp");
-    std::fs::create_dir_all(&data)?;
-    let (credentials, keys) = Credentials::development("bench");
-    credentials.save(&data.join("credentials.toml"))?;
-    let key = keys
-        .iter()
-        .find_map(|k| match k {
-            NewKey::Weave { key, .. } => Some(key.clone()),
-            _ => None,
-        })
-        .expect("a weave key");
-    let port = |_: ()| -> Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let [gw, ing, st, fb] = [port(())?, port(())?, port(())?, port(())?];
-    let mut child = Command::new(polymeter)
-        .arg("up")
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--gateway-listen",
-            &format!("127.0.0.1:{gw}"),
-            "--ingest-listen",
-            &format!("127.0.0.1:{ing}"),
-        ])
-        .args([
-            "--stats-listen",
-            &format!("127.0.0.1:{st}"),
-            "--feedback-listen",
-            &format!("127.0.0.1:{fb}"),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot start polymeter up")?;
-    let base = format!("http://127.0.0.1:{gw}");
+    let (mut child, base, key) = crate::up::start(polymeter, &dir.join("otlp")).await?;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        if Instant::now() > deadline {
-            bail!("polymeter up did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let batches = spans.div_ceil(batch_size);
     println!("otlp: encoding {batches} batches of {batch_size} spans");
     let bodies: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, batch_size)).collect();
