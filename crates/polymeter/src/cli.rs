@@ -667,6 +667,7 @@ pub fn main() -> Result<()> {
         }
         _ => cli,
     };
+    crate::keep_returning_freed_memory();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

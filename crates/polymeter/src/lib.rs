@@ -179,6 +179,24 @@ fn release_freed_memory() {
     }
 }
 
+/// How often a long-running process hands freed memory back to the system.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hands freed memory back to the system every few seconds, for as long as
+/// the process runs. glibc keeps memory freed by a burst of large requests
+/// in its arenas; measured after 24 concurrent 30 MiB batches, the process
+/// stayed at 577 MiB until it exited. Trimming costs a few milliseconds
+/// of one thread each time.
+pub fn keep_returning_freed_memory() {
+    std::thread::Builder::new()
+        .name("memory-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(TRIM_EVERY);
+            release_freed_memory();
+        })
+        .expect("cannot start the memory trimmer");
+}
+
 /// Opens the feedback service's store: embedded under `data_dir`, or ClickHouse.
 pub async fn open_feedback_store(
     choice: &StoreChoice,
