@@ -258,3 +258,60 @@ async fn trailing_data_after_a_json_document_is_refused() {
     assert_eq!(answer.status, 400, "{}", answer.body);
     stack.stop().await;
 }
+
+/// One validation per record whatever the route: an end before its start is
+/// refused when the halves come separately too (either order, either store),
+/// as `/calls/complete` and OTLP refuse it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_before_its_start_is_refused_on_every_route_and_store() {
+    for store in [
+        polymeter_tests::Store::Embedded,
+        polymeter_tests::Store::ClickHouse,
+    ] {
+        let stack = TestStack::start_with_store(store).await;
+        let c = &stack.client;
+        let start = |id: &str, at: &str| {
+            json!({"start": {"project_id": PROJECT, "id": id, "trace_id": "t",
+            "op_name": "chat", "started_at": at, "attributes": {}, "inputs": {}}})
+        };
+        let end = |id: &str, at: &str| json!({"end": {"project_id": PROJECT, "id": id, "ended_at": at, "summary": {}}});
+        c.post("/call/start", &start("a", "2024-05-01T10:00:00Z"))
+            .await
+            .ok();
+        let answer = c.post("/call/end", &end("a", "2024-05-01T09:59:00Z")).await;
+        assert!(
+            answer.reason(400).contains("before started_at"),
+            "{store:?}: {}",
+            answer.body
+        );
+        c.post("/call/end", &end("b", "2024-05-01T09:59:00Z"))
+            .await
+            .ok();
+        let answer = c
+            .post("/call/start", &start("b", "2024-05-01T10:00:00Z"))
+            .await;
+        assert!(
+            answer.reason(400).contains("before started_at"),
+            "{store:?}: {}",
+            answer.body
+        );
+        let batch = json!({"batch": [
+            {"mode": "start", "req": start("c", "2024-05-01T10:00:00Z")},
+            {"mode": "end", "req": end("c", "2024-05-01T09:00:00Z")},
+        ]});
+        let answer = c.post("/call/upsert_batch", &batch).await;
+        assert_eq!(answer.status, 400, "{store:?}: {}", answer.body);
+        // Nothing reports a negative latency.
+        let body = stats_body(
+            json!({"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z",
+            "granularity": 86400, "call_metrics": [{"metric": "latency_ms", "aggregations": ["min"]}]}),
+        );
+        let answer = c.post("/calls/stats", &body).await.ok();
+        let min = &answer["call_buckets"][0]["min_latency_ms"];
+        assert!(
+            min.is_null() || min.as_f64().unwrap() >= 0.0,
+            "{store:?}: {answer}"
+        );
+        stack.stop().await;
+    }
+}

@@ -89,3 +89,39 @@ pub trait CallStore: Send + Sync + 'static {
 
     fn size(&self) -> StoreSize;
 }
+
+/// One rule for every route and store: a call may not end before it
+/// started, whichever half arrives last (a whole call, a start after its
+/// end, an end after its start). `known` gives what is stored about a call
+/// (start and end, microseconds); the batch is checked in order, as it would
+/// be applied.
+pub fn check_halves(
+    batch: &[CallRecord],
+    mut known: impl FnMut(&CallRecord) -> (Option<i64>, Option<i64>),
+) -> Result<(), StatsError> {
+    let mut seen: std::collections::HashMap<(&str, &str, &str), (Option<i64>, Option<i64>)> =
+        std::collections::HashMap::new();
+    for r in batch {
+        let key = (r.tenant.as_str(), r.project_id.as_str(), r.call_id.as_str());
+        let halves = seen.entry(key).or_insert_with(|| known(r));
+        if let Some(s) = &r.start {
+            halves.0 = Some(s.started_at.timestamp_micros());
+        }
+        if let Some(e) = &r.end {
+            halves.1 = Some(e.ended_at.timestamp_micros());
+        }
+        if let (Some(started), Some(ended)) = *halves {
+            if ended < started {
+                return Err(StatsError::invalid(format!(
+                    "call {}: ended_at ({}) is before started_at ({})",
+                    r.call_id.as_str(),
+                    polymeter_model::time::from_micros(ended)
+                        .map_or(ended.to_string(), |t| t.to_rfc3339()),
+                    polymeter_model::time::from_micros(started)
+                        .map_or(started.to_string(), |t| t.to_rfc3339()),
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -190,6 +190,19 @@ impl ClickHouseStore {
                 )
             })
             .collect();
+        crate::store::check_halves(&batch, |r| {
+            let k = &known[&(
+                r.tenant.as_str().to_owned(),
+                r.project_id.as_str().to_owned(),
+                r.call_id.as_str().to_owned(),
+            )];
+            (
+                k.start
+                    .as_ref()
+                    .map(|(_, s)| s.started_at.timestamp_micros()),
+                k.end.as_ref().map(|(_, e)| e.ended_at.timestamp_micros()),
+            )
+        })?;
         // Later writes in the batch win, as they would one at a time.
         for r in batch {
             let key = (

@@ -638,6 +638,19 @@ impl CallColumns {
         self.partitions.iter().map(|p| p.rows).sum()
     }
 
+    /// The stored start and end times of one call, where known.
+    pub fn halves(&self, tenant: &str, project: &str, call_id: &str) -> (Option<i64>, Option<i64>) {
+        let Some(&pi) = self.by_scope.get(tenant).and_then(|m| m.get(project)) else {
+            return (None, None);
+        };
+        let p = &self.partitions[pi];
+        let Some(row) = p.find(&IdKey::new(call_id)) else {
+            return (None, None);
+        };
+        let known = |t: i64| (t != NO_TIME).then_some(t);
+        (known(p.started_us[row]), known(p.ended_us[row]))
+    }
+
     /// Bytes of heap the columns hold (capacity, not just length).
     pub fn heap_bytes(&self) -> usize {
         self.partitions

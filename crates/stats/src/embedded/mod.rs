@@ -49,6 +49,12 @@ impl CallStore for EmbeddedStore {
         let inner = self.inner.clone();
         // Appending fsyncs and scanning is CPU-bound: both run on the blocking pool.
         let append = move || {
+            {
+                let columns = inner.read();
+                crate::store::check_halves(&batch, |r| {
+                    columns.halves(r.tenant.as_str(), r.project_id.as_str(), r.call_id.as_str())
+                })?;
+            }
             Ok(inner
                 .append(batch.into_iter().map(Into::into).collect())
                 .map_err(StoreError::from)?)
