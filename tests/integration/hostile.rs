@@ -315,3 +315,67 @@ async fn an_end_before_its_start_is_refused_on_every_route_and_store() {
         stack.stop().await;
     }
 }
+
+/// Every string and list is bounded where it enters, with a 400 naming it;
+/// bytes that are not UTF-8 are refused even in a field no one reads.
+#[tokio::test]
+async fn long_values_and_bad_bytes_are_refused_by_name() {
+    let stack = TestStack::start().await;
+    let c = &stack.client;
+    let long = "m".repeat(20_000);
+    let end = json!({"end": {"project_id": PROJECT, "id": "x", "ended_at": "2024-05-01T10:00:00Z",
+        "summary": {"usage": {long.clone(): {"input_tokens": 1}}}}});
+    let answer = c.post("/call/end", &end).await;
+    assert!(
+        answer.reason(400).contains("usage model"),
+        "{}",
+        answer.body
+    );
+    let start = json!({"start": {"project_id": PROJECT, "op_name": long, "started_at": "2024-05-01T10:00:00Z",
+        "attributes": {}, "inputs": {}}});
+    let answer = c.post("/call/start", &start).await;
+    assert!(answer.reason(400).contains("op_name"), "{}", answer.body);
+    let project = format!("acme/{}", "p".repeat(100_000));
+    let answer = c
+        .post(
+            "/calls/stats",
+            &json!({"project_id": project, "start": "2024-05-01T00:00:00Z"}),
+        )
+        .await;
+    assert!(
+        answer.status == 400 || answer.status == 403,
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.to_string().len() < 4096);
+    let mut body =
+        br#"{"project_id": "acme/bot", "start": "2024-05-01T00:00:00Z", "junk": ""#.to_vec();
+    body.extend_from_slice(&[0xff, 0xfe]);
+    body.extend_from_slice(br#""}"#);
+    let answer = c
+        .send_with(
+            reqwest::Method::POST,
+            "/calls/stats",
+            {
+                let mut h = reqwest::header::HeaderMap::new();
+                h.insert("content-type", "application/json".parse().unwrap());
+                h.insert(
+                    "authorization",
+                    format!(
+                        "Basic {}",
+                        base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            format!("api:{}", fixture::ACME_WEAVE_KEY)
+                        )
+                    )
+                    .parse()
+                    .unwrap(),
+                );
+                h
+            },
+            body,
+        )
+        .await;
+    assert!(answer.reason(400).contains("UTF-8"), "{}", answer.body);
+    stack.stop().await;
+}

@@ -81,6 +81,15 @@ pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// The longest a write may take; past it, the write's outcome is unknown.
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// [`bounded`] for a bare ClickHouse call.
+pub async fn within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, Failure> {
+    bounded(limit, what, async { work.await.map_err(Failure::from) }).await
+}
+
 /// Runs `work` for at most `limit`: a ClickHouse that stalls costs a caller
 /// at most that long. A write cut off this way may or may not have been
 /// applied; re-sending it is safe (the stores are keyed).

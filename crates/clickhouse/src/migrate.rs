@@ -143,19 +143,33 @@ pub async fn migrate(
         for statement in (m.statements)(&schema) {
             run(client, &statement).await?;
         }
-        client
-            .query("INSERT INTO polymeter_migrations (service, version, name) VALUES (?, ?, ?)")
-            .bind(service)
-            .bind(m.version)
-            .bind(m.name)
-            .execute()
-            .await?;
+        crate::within(
+            crate::QUERY_TIMEOUT,
+            "recording a migration",
+            client
+                .query("INSERT INTO polymeter_migrations (service, version, name) VALUES (?, ?, ?)")
+                .bind(service)
+                .bind(m.version)
+                .bind(m.name)
+                .execute(),
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn run(client: &Client, statement: &str) -> Result<(), Failure> {
-    match client.query(statement).execute().await {
+    let limit = crate::QUERY_TIMEOUT;
+    let done = match tokio::time::timeout(limit, client.query(statement).execute()).await {
+        Ok(done) => done,
+        Err(_) => {
+            return Err(Failure {
+                kind: polymeter_error::ErrorKind::Unavailable,
+                message: format!("a migration statement did not finish within {limit:?}"),
+            })
+        }
+    };
+    match done {
         // Another replica created it between our check and our statement.
         Err(clickhouse::error::Error::BadResponse(text)) if text.contains("Code: 57.") => Ok(()),
         other => Ok(other?),

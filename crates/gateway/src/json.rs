@@ -10,6 +10,14 @@ use serde::{Deserialize, Deserializer};
 /// [`Reason::MalformedBody`], one of the wrong shape [`Reason::BodyShape`],
 /// since some vendors answer each with a code of its own.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    // The whole body, including fields no one reads: serde skips unknown
+    // fields without checking their bytes.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(
+            Error::invalid(format!("request body is not valid UTF-8: {e}"))
+                .with_reason(Reason::MalformedBody),
+        );
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();

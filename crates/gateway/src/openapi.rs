@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 #[openapi(
     info(
         title = "Polymeter",
-        description = "LLM usage and quality metrics behind the REST dialects existing clients speak: W&B Weave, Alibaba Cloud Model Router, Baidu Qianfan and OpenTelemetry (OTLP/HTTP), plus Polymeter's own price overrides and operations routes."
+        description = "LLM usage and quality metrics behind the REST dialects existing clients speak: W&B Weave, Alibaba Cloud Model Router, Baidu Qianfan and OpenTelemetry (OTLP/HTTP), plus Polymeter's own price overrides and operations routes.\n\nLimits, on every route (a request past one is refused with 400 naming the field, 413 for the body): a body of at most 64 MiB (also once decompressed), one JSON document; every time between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z; ids (call, trace, parent, thread, turn, project) at most 512 bytes; names (op, model, user, run, vendor dimensions, refs) at most 1024 bytes; an exception at most 64 KiB; at most 255 models of usage and 1000 input or output refs per call; a query at most 100 percentiles, 128 measures, 2,000,000 measure × bucket values and 1000 values per filter. Past --max-inflight requests in flight (or a tenant's share), 503 with Retry-After."
     ),
     paths(
         weave::calls::start,

@@ -72,6 +72,102 @@ pub enum RecordError {
     TimeOutOfRange { field: &'static str, value: i64 },
     #[error("call {call_id}: a write must carry a start, an end or both")]
     Empty { call_id: String },
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{field} has more than {max} entries")]
+    TooMany { field: &'static str, max: usize },
+}
+
+/// The longest id (call, trace, parent, thread, turn, project), in bytes.
+pub const MAX_ID: usize = 512;
+/// The longest name or label (op name, model, user, run, vendor dimensions).
+pub const MAX_NAME: usize = 1024;
+/// The longest exception text kept; longer ones are refused, not cut, so a
+/// client learns its limit.
+pub const MAX_EXCEPTION: usize = 64 * 1024;
+/// Most usage entries (models) on one call.
+pub const MAX_USAGE: usize = 255;
+/// Most input or output refs on one call.
+pub const MAX_REFS: usize = 1000;
+
+fn limit(field: &'static str, value: &str, max: usize) -> Result<(), RecordError> {
+    if value.len() > max {
+        Err(RecordError::TooLong { field, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// Every string and list of a write within its documented limit.
+fn check_sizes(w: &pb::CallWrite) -> Result<(), RecordError> {
+    limit("project_id", &w.project_id, MAX_ID)?;
+    limit("id", &w.call_id, MAX_ID)?;
+    if let Some(s) = &w.start {
+        limit("trace_id", &s.trace_id, MAX_ID)?;
+        for (field, v) in [
+            ("parent_id", &s.parent_id),
+            ("thread_id", &s.thread_id),
+            ("turn_id", &s.turn_id),
+        ] {
+            limit(field, v.as_deref().unwrap_or(""), MAX_ID)?;
+        }
+        limit("op_name", &s.op_name, MAX_NAME)?;
+        for (field, v) in [
+            ("display_name", &s.display_name),
+            ("wb_user_id", &s.wb_user_id),
+            ("wb_run_id", &s.wb_run_id),
+        ] {
+            limit(field, v.as_deref().unwrap_or(""), MAX_NAME)?;
+        }
+        if let Some(v) = &s.vendor {
+            for value in [
+                &v.service_id,
+                &v.service_name,
+                &v.app_id,
+                &v.client_id,
+                &v.api_key_id,
+                &v.model_id,
+                &v.resource_id,
+            ] {
+                limit("attributes", value.as_deref().unwrap_or(""), MAX_NAME)?;
+            }
+        }
+        if s.input_refs.len() > MAX_REFS {
+            return Err(RecordError::TooMany {
+                field: "input_refs",
+                max: MAX_REFS,
+            });
+        }
+        for r in &s.input_refs {
+            limit("input_refs", r, MAX_NAME)?;
+        }
+    }
+    if let Some(e) = &w.end {
+        limit(
+            "exception",
+            e.exception.as_deref().unwrap_or(""),
+            MAX_EXCEPTION,
+        )?;
+        if e.usage.len() > MAX_USAGE {
+            return Err(RecordError::TooMany {
+                field: "usage",
+                max: MAX_USAGE,
+            });
+        }
+        for u in &e.usage {
+            limit("usage model", &u.model, MAX_NAME)?;
+        }
+        if e.output_refs.len() > MAX_REFS {
+            return Err(RecordError::TooMany {
+                field: "output_refs",
+                max: MAX_REFS,
+            });
+        }
+        for r in &e.output_refs {
+            limit("output_refs", r, MAX_NAME)?;
+        }
+    }
+    Ok(())
 }
 
 fn micros(field: &'static str, value: i64) -> Result<DateTime<Utc>, RecordError> {
@@ -153,6 +249,7 @@ pub fn validate_write(w: &pb::CallWrite) -> Result<(), RecordError> {
         return Err(IdError::Empty { field: "id" }.into());
     }
     ProjectId::check(&w.project_id)?;
+    check_sizes(w)?;
     if let Some(s) = &w.start {
         micros("started_at", s.started_at_us)?;
     }

@@ -9,7 +9,12 @@ pub enum IdError {
     BadProjectId(String),
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
+    #[error("project_id is longer than {0} bytes")]
+    ProjectIdTooLong(usize),
 }
+
+/// The longest project id, in bytes.
+pub const MAX_PROJECT_ID: usize = 512;
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -71,6 +76,9 @@ impl ProjectId {
 
     /// [`ProjectId::parse`] without building the id.
     pub fn check(value: &str) -> Result<(), IdError> {
+        if value.len() > MAX_PROJECT_ID {
+            return Err(IdError::ProjectIdTooLong(MAX_PROJECT_ID));
+        }
         match value.split_once('/') {
             Some((entity, project))
                 if !entity.is_empty() && !project.is_empty() && !project.contains('/') =>

@@ -117,7 +117,13 @@ impl PriceOverrides {
                 let before = this.changes.load(std::sync::atomic::Ordering::SeqCst);
                 match table.load().await {
                     Ok(state) => {
-                        let _one_writer = this.writer.lock().expect("overrides writer");
+                        // Never wait for a writer here: a writer blocks on a
+                        // ClickHouse insert that this runtime must drive, so
+                        // waiting could deadlock it. A change in progress
+                        // means this refresh is stale anyway; the next one runs.
+                        let Ok(_one_writer) = this.writer.try_lock() else {
+                            continue;
+                        };
                         if this.changes.load(std::sync::atomic::Ordering::SeqCst) == before {
                             *this.state.write().expect("overrides lock") = Arc::new(state);
                         }

@@ -36,19 +36,20 @@ impl PriceTable {
     }
 
     pub(crate) async fn load(&self) -> Result<AllOverrides, StatsError> {
-        let rows = self
-            .client
-            .query(&format!(
-                "SELECT tenant, project_id, model, i AS input, o AS output, r AS cache_read, \
+        let query = self.client.query(&format!(
+            "SELECT tenant, project_id, model, i AS input, o AS output, r AS cache_read, \
                  w AS cache_write, d AS deleted, v AS version FROM (SELECT tenant, project_id, \
                  model, argMax(input, version) AS i, argMax(output, version) AS o, \
                  argMax(cache_read, version) AS r, argMax(cache_write, version) AS w, \
                  argMax(deleted, version) AS d, max(version) AS v FROM {PRICE_OVERRIDES} \
                  GROUP BY tenant, project_id, model) WHERE d = 0"
-            ))
-            .fetch_all::<Row>()
-            .await
-            .map_err(super::failed)?;
+        ));
+        let rows = polymeter_clickhouse::within(
+            polymeter_clickhouse::QUERY_TIMEOUT,
+            "reading the price overrides",
+            query.fetch_all::<Row>(),
+        )
+        .await?;
         let mut all = AllOverrides::new();
         for r in rows {
             all.entry(r.tenant)
@@ -69,6 +70,15 @@ impl PriceTable {
     }
 
     pub(crate) async fn write(&self, change: &Change<'_>) -> Result<(), StatsError> {
+        polymeter_clickhouse::bounded(
+            polymeter_clickhouse::WRITE_TIMEOUT,
+            "the price override write",
+            self.insert(change),
+        )
+        .await
+    }
+
+    async fn insert(&self, change: &Change<'_>) -> Result<(), StatsError> {
         let price = change.price.unwrap_or(Price {
             input: 0.0,
             output: 0.0,
