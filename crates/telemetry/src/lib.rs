@@ -108,17 +108,37 @@ fn caller(headers: &http::HeaderMap) -> Context {
 
 /// The span of one HTTP request, a child of the caller's `traceparent`.
 pub fn http_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let span =
-        tracing::info_span!("http", method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = tracing::field::Empty
+    );
     let _ = span.set_parent(caller(request.headers()));
+    record_trace_id(&span);
     span
+}
+
+/// Puts the span's trace id among its fields, so every log line written
+/// inside it carries the id (logs and traces can then be joined).
+fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    let id = span.context().span().span_context().trace_id();
+    if id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(id));
+    }
 }
 
 /// The span of one gRPC call (for tonic's `Server::trace_fn`), a child of the
 /// caller's `traceparent` metadata.
 pub fn grpc_span(request: &http::Request<()>) -> tracing::Span {
-    let span = tracing::info_span!("grpc", rpc = %request.uri().path());
+    let span = tracing::info_span!(
+        "grpc",
+        rpc = %request.uri().path(),
+        trace_id = tracing::field::Empty
+    );
     let _ = span.set_parent(caller(request.headers()));
+    record_trace_id(&span);
     span
 }
 
@@ -130,4 +150,53 @@ pub fn traced<T>(message: T) -> tonic::Request<T> {
         p.inject_context(&context, &mut Metadata(request.metadata_mut()))
     });
     request
+}
+
+#[cfg(test)]
+mod trace_id_tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A log line written while serving a request names the caller's trace.
+    #[test]
+    fn log_lines_carry_the_callers_trace_id() {
+        install_propagator();
+        let provider = SdkTracerProvider::builder().build();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(move || Writer(sink.clone())),
+            )
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = http::Request::builder()
+                .uri("/calls/stats")
+                .header(
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                )
+                .body(())
+                .unwrap();
+            let span = http_span(&request);
+            let _inside = span.enter();
+            tracing::info!("answered");
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("0af7651916cd43dd8448eb211c80319c"), "{text}");
+    }
+
+    struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }
