@@ -10,9 +10,11 @@
 //!   kinds (an outage is "unavailable, retry"; a rejected statement is a bug).
 
 mod migrate;
+mod statement;
 mod url;
 
 pub use migrate::{migrate, Migration, Schema};
+pub use statement::{Param, Statement};
 pub use url::{StoreUrl, UrlError};
 
 use polymeter_error::ErrorKind;

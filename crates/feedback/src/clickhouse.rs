@@ -10,7 +10,9 @@ use crate::error::FeedbackError;
 use crate::query::{respond, Answer, FeedbackQuery, RATING_KEY, RATING_UNIT};
 use crate::store::FeedbackStore;
 use crate::table::span_type_code;
-use polymeter_clickhouse::{bounded, connect, migrate, Failure, Migration, Schema, StoreUrl};
+use polymeter_clickhouse::{
+    bounded, connect, migrate, Failure, Migration, Param, Schema, Statement, StoreUrl,
+};
 use polymeter_model::feedback::{FeedbackDimension, SpanType};
 use polymeter_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -153,52 +155,24 @@ impl ClickHouseFeedbackStore {
     }
 }
 
-/// Bound parameters, named in order.
-#[derive(Default)]
-struct Params(Vec<(String, ParamValue)>);
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ParamValue {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Strs(Vec<String>),
-    Ints(Vec<u8>),
-}
-
-impl Params {
-    fn bind(&mut self, ty: &str, v: ParamValue) -> String {
-        let name = format!("p{}", self.0.len());
-        self.0.push((name.clone(), v));
-        format!("{{{name}:{ty}}}")
-    }
-}
-
 /// The SQL of one feedback question.
-fn statement(query: &FeedbackQuery) -> (String, Params) {
+fn statement(query: &FeedbackQuery) -> Statement {
     let q = &query.request;
-    let mut p = Params::default();
+    let mut p = Statement::default();
     let mut cond = vec![
         format!(
             "tenant = {}",
-            p.bind("String", ParamValue::Str(q.tenant.clone()))
+            p.bind("String", Param::Str(q.tenant.clone()))
         ),
         format!(
             "project_id = {}",
-            p.bind("String", ParamValue::Str(q.project_id.clone()))
+            p.bind("String", Param::Str(q.project_id.clone()))
         ),
-        format!(
-            "created_ms >= {}",
-            p.bind("Int64", ParamValue::Int(q.after_ms))
-        ),
-        format!(
-            "created_ms < {}",
-            p.bind("Int64", ParamValue::Int(q.before_ms))
-        ),
+        format!("created_ms >= {}", p.bind("Int64", Param::Int(q.after_ms))),
+        format!("created_ms < {}", p.bind("Int64", Param::Int(q.before_ms))),
     ];
     if !q.feedback_types.is_empty() {
-        let v = p.bind("Array(String)", ParamValue::Strs(q.feedback_types.clone()));
+        let v = p.bind("Array(String)", Param::Strs(q.feedback_types.clone()));
         cond.push(format!(
             "arrayExists(w -> startsWith(feedback_type, w), {v})"
         ));
@@ -208,7 +182,7 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
         if wanted.is_empty() {
             continue;
         }
-        let v = p.bind("Array(String)", ParamValue::Strs(wanted.clone()));
+        let v = p.bind("Array(String)", Param::Strs(wanted.clone()));
         cond.push(format!(
             "isNotNull({column}) AND arrayExists(w -> if(endsWith(w, '*'), \
              startsWith(assumeNotNull({column}), substring(w, 1, length(w) - 1)), \
@@ -216,10 +190,7 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
         ));
     }
     if !q.span_agent_names.is_empty() {
-        let v = p.bind(
-            "Array(String)",
-            ParamValue::Strs(q.span_agent_names.clone()),
-        );
+        let v = p.bind("Array(String)", Param::Strs(q.span_agent_names.clone()));
         cond.push(format!(
             "isNotNull(span_agent_name) AND has({v}, assumeNotNull(span_agent_name))"
         ));
@@ -233,23 +204,23 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
                 SpanType::AgentConversation => 2,
             })
             .collect();
-        let v = p.bind("Array(UInt8)", ParamValue::Ints(codes));
+        let v = p.bind("Array(UInt8)", Param::Ints(codes));
         cond.push(format!("has({v}, span_type)"));
     }
     if !q.tags.is_empty() {
-        let v = p.bind("Array(String)", ParamValue::Strs(q.tags.clone()));
+        let v = p.bind("Array(String)", Param::Strs(q.tags.clone()));
         cond.push(format!("hasAny(scorer_tags, {v})"));
     }
     if q.rating_min.is_some() || q.rating_max.is_some() {
-        let key = p.bind("String", ParamValue::Str(RATING_KEY.into()));
+        let key = p.bind("String", Param::Str(RATING_KEY.into()));
         let rating = format!("rating_values[indexOf(rating_names, {key})]");
         cond.push(format!("has(rating_names, {key})"));
         if let Some(min) = q.rating_min {
-            let m = p.bind("Float64", ParamValue::Float(min));
+            let m = p.bind("Float64", Param::Float(min));
             cond.push(format!("{rating} >= {m}"));
         }
         if let Some(max) = q.rating_max {
-            let m = p.bind("Float64", ParamValue::Float(max));
+            let m = p.bind("Float64", Param::Float(max));
             cond.push(format!("{rating} <= {m}"));
         }
     }
@@ -305,8 +276,8 @@ fn statement(query: &FeedbackQuery) -> (String, Params) {
         let _ = write!(sql, " GROUP BY {}", keys.join(", "));
     }
     // Only the columns `Cell` reads.
-    let sql = format!("SELECT bucket, groups, total, scored, tags, ratings FROM ({sql})");
-    (sql, p)
+    p.sql = format!("SELECT bucket, groups, total, scored, tags, ratings FROM ({sql})");
+    p
 }
 
 #[tonic::async_trait]
@@ -343,11 +314,7 @@ impl ClickHouseFeedbackStore {
         &self,
         query: FeedbackQuery,
     ) -> Result<pb::AggregateFeedbackResponse, FeedbackError> {
-        let (sql, params) = statement(&query);
-        let mut q = self.client.query(&sql);
-        for (name, value) in &params.0 {
-            q = q.param(name, value);
-        }
+        let q = statement(&query).into_query(&self.client);
         let cells = q.fetch_all::<Cell>().await.map_err(failed)?;
         let mut out = BTreeMap::new();
         for c in cells {

@@ -103,7 +103,11 @@ pub fn check_halves(
         std::collections::HashMap::new();
     for r in batch {
         let key = (r.tenant.as_str(), r.project_id.as_str(), r.call_id.as_str());
-        let halves = seen.entry(key).or_insert_with(|| known(r));
+        // A whole call replaces both stored halves: nothing stored to read.
+        let whole = r.start.is_some() && r.end.is_some();
+        let halves = seen
+            .entry(key)
+            .or_insert_with(|| if whole { (None, None) } else { known(r) });
         if let Some(s) = &r.start {
             halves.0 = Some(s.started_at.timestamp_micros());
         }

@@ -19,9 +19,10 @@ use crate::prices::Pricing;
 use crate::query::CallQuery;
 use crate::store::{AggregateResult, CallStore, ResultRow, StoreSize};
 use polymeter_clickhouse::{bounded, connect, migrate, Failure, StoreUrl};
+use polymeter_clickhouse::{Param, Statement};
 use polymeter_model::{BucketGrid, CallRecord};
 use schema::{CallRow, ModelRow, CALLS, CALL_MODELS};
-use sql::{Cell, Param, Plan, PriceList, Statement};
+use sql::{Cell, Plan, PriceList};
 use std::collections::HashMap;
 use write::Known;
 
@@ -87,22 +88,18 @@ impl ClickHouseStore {
     }
 
     async fn prices(&self, query: &CallQuery, pricing: &Pricing) -> Result<PriceList, StatsError> {
-        let mut st = Statement {
-            sql: format!("SELECT ?fields FROM {CALL_MODELS} WHERE tenant = {{p0:String}}"),
-            params: vec![("p0".into(), Param::Str(query.tenant.as_str().to_owned()))],
-        };
+        let mut st = Statement::default();
+        let tenant = st.bind("String", Param::Str(query.tenant.as_str().to_owned()));
+        st.sql = format!("SELECT ?fields FROM {CALL_MODELS} WHERE tenant = {tenant}");
         if !query.projects.is_empty() {
-            st.sql.push_str(" AND project_id IN {p1:Array(String)}");
-            st.params.push((
-                "p1".into(),
-                Param::Strs(
-                    query
-                        .projects
-                        .iter()
-                        .map(|p| p.as_str().to_owned())
-                        .collect(),
-                ),
-            ));
+            let projects: Vec<String> = query
+                .projects
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect();
+            let projects = st.bind("Array(String)", Param::Strs(projects));
+            st.sql
+                .push_str(&format!(" AND has({projects}, project_id)"));
         }
         let mut models = st
             .into_query(&self.client)
@@ -308,9 +305,8 @@ impl ClickHouseStore {
         };
         let mut rows: Vec<ResultRow> = cells.into_iter().map(|c| row(&plan, c)).collect();
         if plan.pages_in_sql() {
-            if rows.is_empty() && query.group_by.is_empty() && grid.is_none() {
-                answer::fill(&mut rows, &query, None);
-            }
+            // Only the lone total row of an empty page can be missing here.
+            answer::fill(&mut rows, &query, grid.as_ref());
             return Ok(AggregateResult {
                 bucket_width_seconds: grid.as_ref().map(|g| g.width_seconds()),
                 rows,

@@ -16,45 +16,11 @@
 
 use crate::answer;
 use crate::query::{CallQuery, MeasureSpec, OrderKey, RowFilter};
+use polymeter_clickhouse::{Param, Statement};
 use polymeter_model::{Aggregation, BucketGrid, Metric};
 use polymeter_pricing::FixedPrice;
 use polymeter_proto::v1::{Dimension, Grain};
-use serde::Serialize;
 use std::fmt::Write;
-
-/// A bound parameter value (ClickHouse's `{name:Type}`).
-#[derive(Serialize, Clone, Debug)]
-#[serde(untagged)]
-pub enum Param {
-    Str(String),
-    Int(i64),
-    Strs(Vec<String>),
-    Ints(Vec<i64>),
-}
-
-/// SQL text and its parameters.
-#[derive(Debug, Default)]
-pub struct Statement {
-    pub sql: String,
-    pub params: Vec<(String, Param)>,
-}
-
-impl Statement {
-    /// Binds `value` and returns the placeholder that reads it.
-    fn bind(&mut self, ty: &str, value: Param) -> String {
-        let name = format!("p{}", self.params.len());
-        self.params.push((name.clone(), value));
-        format!("{{{name}:{ty}}}")
-    }
-
-    pub fn into_query(self, client: &clickhouse::Client) -> clickhouse::query::Query {
-        let mut q = client.query(&self.sql);
-        for (name, value) in &self.params {
-            q = q.param(name, value);
-        }
-        q
-    }
-}
 
 /// One cell as the statement returns it.
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]

@@ -8,7 +8,6 @@
 
 use super::schema::{CallRow, ModelRow};
 use polymeter_model::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries of a call's usage list a store keeps (the embedded store's limit).
@@ -199,18 +198,17 @@ pub(super) fn rows(tenant: &str, project: &str, call_id: &str, known: &Known) ->
 
 /// The models a batch's rows use, once each.
 pub(super) fn models(rows: &[CallRow]) -> Vec<ModelRow> {
-    let mut seen: HashMap<ModelRow, ()> = HashMap::new();
-    for r in rows {
-        for m in &r.usage_model {
-            seen.entry(ModelRow {
+    let seen: std::collections::HashSet<ModelRow> = rows
+        .iter()
+        .flat_map(|r| {
+            r.usage_model.iter().map(|m| ModelRow {
                 tenant: r.tenant.clone(),
                 project_id: r.project_id.clone(),
                 model: m.clone(),
             })
-            .or_default();
-        }
-    }
-    seen.into_keys().collect()
+        })
+        .collect();
+    seen.into_iter().collect()
 }
 
 #[cfg(test)]
