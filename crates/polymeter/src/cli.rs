@@ -385,24 +385,8 @@ struct UpArgs {
         default_value = "127.0.0.1:50053"
     )]
     feedback_listen: SocketAddr,
-    /// How long a query may wait on the services (`500ms`, `30s`, `1m`).
-    #[arg(long, env = "POLYMETER_QUERY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
-    query_timeout: std::time::Duration,
-    /// How long a write may wait on the services; past it the write's outcome is unknown (re-sending is safe).
-    #[arg(long, env = "POLYMETER_WRITE_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
-    write_timeout: std::time::Duration,
-    /// Requests the gateway handles at once; more are refused with 503 and Retry-After.
-    #[arg(long, env = "POLYMETER_MAX_INFLIGHT", default_value_t = 512)]
-    max_inflight: usize,
-    /// Requests one tenant may have in flight at once.
-    #[arg(long, env = "POLYMETER_TENANT_INFLIGHT", default_value_t = 128)]
-    tenant_inflight: usize,
-    /// A request body must arrive within this long.
-    #[arg(long, env = "POLYMETER_BODY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
-    body_timeout: std::time::Duration,
-    /// Request headers must arrive within this long; idle connections close after it.
-    #[arg(long, env = "POLYMETER_HEADER_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
-    header_timeout: std::time::Duration,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Where records are kept: `embedded` (files under the data directory) or
     /// `clickhouse://user:password@host:8123/database` (user and password may
     /// instead come from CLICKHOUSE_USER / CLICKHOUSE_PASSWORD).
@@ -420,19 +404,9 @@ struct UpArgs {
     credentials: Option<PathBuf>,
 }
 
+/// The gateway's deadlines and bounds (`polymeter up` and `polymeter gateway`).
 #[derive(Args)]
-struct GatewayArgs {
-    /// The credentials file: tenants, their entities and keys.
-    #[arg(
-        long,
-        env = "POLYMETER_CREDENTIALS",
-        default_value = "./data/credentials.toml"
-    )]
-    credentials: PathBuf,
-    /// When the credentials file is missing, create it with a development
-    /// tenant and print its keys (instead of refusing to start).
-    #[arg(long, env = "POLYMETER_CREATE_DEV_CREDENTIALS")]
-    create_dev_credentials: bool,
+struct LimitArgs {
     /// How long a query may wait on the services (`500ms`, `30s`, `1m`).
     #[arg(long, env = "POLYMETER_QUERY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
     query_timeout: std::time::Duration,
@@ -451,6 +425,38 @@ struct GatewayArgs {
     /// Request headers must arrive within this long; idle connections close after it.
     #[arg(long, env = "POLYMETER_HEADER_TIMEOUT", default_value = "10s", value_parser = polymeter_model::duration::parse_flag)]
     header_timeout: std::time::Duration,
+}
+
+impl From<&LimitArgs> for polymeter_gateway::Limits {
+    fn from(a: &LimitArgs) -> Self {
+        polymeter_gateway::Limits {
+            deadlines: polymeter_gateway::grpc::Deadlines {
+                query: a.query_timeout,
+                write: a.write_timeout,
+            },
+            max_inflight: a.max_inflight,
+            tenant_inflight: a.tenant_inflight,
+            body_timeout: a.body_timeout,
+            header_timeout: a.header_timeout,
+        }
+    }
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// The credentials file: tenants, their entities and keys.
+    #[arg(
+        long,
+        env = "POLYMETER_CREDENTIALS",
+        default_value = "./data/credentials.toml"
+    )]
+    credentials: PathBuf,
+    /// When the credentials file is missing, create it with a development
+    /// tenant and print its keys (instead of refusing to start).
+    #[arg(long, env = "POLYMETER_CREATE_DEV_CREDENTIALS")]
+    create_dev_credentials: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// HTTP address to listen on.
     #[arg(
         long,
@@ -628,23 +634,6 @@ where
     run(listener, shutdown).await
 }
 
-fn limits(
-    query: std::time::Duration,
-    write: std::time::Duration,
-    max_inflight: usize,
-    tenant_inflight: usize,
-    body_timeout: std::time::Duration,
-    header_timeout: std::time::Duration,
-) -> polymeter_gateway::Limits {
-    polymeter_gateway::Limits {
-        deadlines: polymeter_gateway::grpc::Deadlines { query, write },
-        max_inflight,
-        tenant_inflight,
-        body_timeout,
-        header_timeout,
-    }
-}
-
 fn parse_store(text: &str) -> Result<StoreChoice, String> {
     StoreChoice::parse(text).map_err(|e| e.to_string())
 }
@@ -694,14 +683,7 @@ async fn run(cli: Cli) -> Result<()> {
                 data_dir: a.data_dir.clone(),
                 wal_rotate_bytes: a.wal_rotate_bytes,
                 store: a.store.clone(),
-                limits: limits(
-                    a.query_timeout,
-                    a.write_timeout,
-                    a.max_inflight,
-                    a.tenant_inflight,
-                    a.body_timeout,
-                    a.header_timeout,
-                ),
+                limits: (&a.limits).into(),
             })
             .await?;
             print_created_keys(&stack.created_keys);
@@ -737,14 +719,7 @@ async fn run(cli: Cli) -> Result<()> {
                     stats: &a.stats_url,
                     feedback: &a.feedback_url,
                 };
-                let limits = limits(
-                    a.query_timeout,
-                    a.write_timeout,
-                    a.max_inflight,
-                    a.tenant_inflight,
-                    a.body_timeout,
-                    a.header_timeout,
-                );
+                let limits = (&a.limits).into();
                 run_gateway(l, peers, keyring, limits, s).await
             })
             .await
