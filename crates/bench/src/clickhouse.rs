@@ -75,19 +75,7 @@ pub async fn run(
         .max_decoding_message_size(512 << 20)
         .max_encoding_message_size(512 << 20);
     let n: u64 = calls.iter().map(|(n, _)| n).sum();
-    let send = {
-        let client = client.clone();
-        move |r: pb::AppendCallsRequest| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .append_calls(r)
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from)
-            }
-        }
-    };
+    let send = crate::call_sender(&client);
     let secs = ingest_all("ingest calls into ClickHouse", calls, args.writers, send).await?;
     println!(
         "ingest on clickhouse: {n} calls in {secs:.2} s = {:.0} calls/s (acknowledged after ClickHouse accepted each INSERT)",
@@ -95,20 +83,7 @@ pub async fn run(
     );
     let mut p50 = Vec::new();
     for (q, (_, want)) in set.iter().zip(embedded) {
-        let (mut times, answer) = timed(args.iterations, || async {
-            let mut parts = Vec::new();
-            for r in &q.requests {
-                parts.push(
-                    client
-                        .clone()
-                        .aggregate_calls(r.clone())
-                        .await?
-                        .into_inner(),
-                );
-            }
-            Ok(parts)
-        })
-        .await?;
+        let (mut times, answer) = timed(args.iterations, || crate::ask(&client, q)).await?;
         report("pm+ch", q.name, &times);
         if &answer != want {
             bail!(
@@ -124,19 +99,7 @@ pub async fn run(
     let fb_client = FeedbackServiceClient::new(service.channel().await?)
         .max_decoding_message_size(512 << 20)
         .max_encoding_message_size(512 << 20);
-    let send = {
-        let client = fb_client.clone();
-        move |r: pb::AppendFeedbackRequest| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .append_feedback(r)
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from)
-            }
-        }
-    };
+    let send = crate::feedback_sender(&fb_client);
     ingest_all(
         "ingest feedback into ClickHouse",
         feedback,

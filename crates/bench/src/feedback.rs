@@ -104,14 +104,16 @@ impl Feedback {
 
     pub fn sql(&self) -> String {
         format!(
-            "SELECT intDiv(toUnixTimestamp64Milli(created_at), {w}) * {w} AS b, scorer_id, count(), \
-             countIf(length(tags) > 0 OR length(rating_names) > 0), \
-             sumMap(tags, arrayMap(x -> toUInt64(1), tags)), \
-             sumMap(rating_names, arrayMap(x -> toUInt64(1), rating_names)), \
-             sumMap(rating_names, rating_values) \
+            // Counts and sums in one sumMap: alone, sumMap drops a key whose
+            // values sum to 0, and a rating that sums to 0 is still reported.
+            "SELECT b, scorer_id, n, scored, tag_counts, (r.1, r.2), (r.1, r.3) FROM (\
+             SELECT intDiv(toUnixTimestamp64Milli(created_at), {w}) * {w} AS b, scorer_id, count() AS n, \
+             countIf(length(tags) > 0 OR length(rating_names) > 0) AS scored, \
+             sumMap(tags, arrayMap(x -> toUInt64(1), tags)) AS tag_counts, \
+             sumMap(rating_names, arrayMap(x -> toUInt64(1), rating_names), rating_values) AS r \
              FROM feedback WHERE tenant = '{TENANT}' AND project_id = '{PROJECT}' \
              AND created_at >= fromUnixTimestamp64Milli(toInt64({a}), 'UTC') \
-             AND created_at < fromUnixTimestamp64Milli(toInt64({b}), 'UTC') GROUP BY b, scorer_id",
+             AND created_at < fromUnixTimestamp64Milli(toInt64({b}), 'UTC') GROUP BY b, scorer_id)",
             w = BUCKET_SECONDS * 1000,
             a = self.start_ms,
             b = self.start_ms + self.span_ms

@@ -328,6 +328,54 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
+type Sent = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// `AppendCalls` on `client`, as [`ingest_all`] sends each request.
+fn call_sender(
+    client: &StatsServiceClient<Channel>,
+) -> impl Fn(pb::AppendCallsRequest) -> Sent + Clone + Send + 'static {
+    let client = client.clone();
+    move |r| {
+        let mut client = client.clone();
+        Box::pin(async move { client.append_calls(r).await.map(|_| ()).map_err(Into::into) })
+    }
+}
+
+/// `AppendFeedback` on `client`, as [`ingest_all`] sends each request.
+fn feedback_sender(
+    client: &FeedbackServiceClient<Channel>,
+) -> impl Fn(pb::AppendFeedbackRequest) -> Sent + Clone + Send + 'static {
+    let client = client.clone();
+    move |r| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            client
+                .append_feedback(r)
+                .await
+                .map(|_| ())
+                .map_err(Into::into)
+        })
+    }
+}
+
+/// Every part of one query of the set, asked in turn.
+async fn ask(
+    client: &StatsServiceClient<Channel>,
+    q: &queries::Query,
+) -> Result<Vec<pb::AggregateCallsResponse>> {
+    let mut parts = Vec::new();
+    for r in &q.requests {
+        parts.push(
+            client
+                .clone()
+                .aggregate_calls(r.clone())
+                .await?
+                .into_inner(),
+        );
+    }
+    Ok(parts)
+}
+
 /// Runs `run` twice to warm up, then `iterations` times; returns the timed
 /// runs' milliseconds and the last answer.
 async fn timed<T, Fut>(iterations: usize, mut run: impl FnMut() -> Fut) -> Result<(Vec<f64>, T)>
@@ -444,19 +492,7 @@ async fn main() -> Result<()> {
         .max_encoding_message_size(512 << 20);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_empty = stats.rss()?;
-    let send = {
-        let client = client.clone();
-        move |r: pb::AppendCallsRequest| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .append_calls(r)
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from)
-            }
-        }
-    };
+    let send = call_sender(&client);
     // The ClickHouse leg ingests the same requests later.
     let ch_requests = args.store.is_some().then(|| requests.clone());
     let secs = ingest_all("ingest calls", requests, args.writers, send).await?;
@@ -481,20 +517,7 @@ async fn main() -> Result<()> {
     let set = queries::query_set(&w);
     let mut ours = Vec::new();
     for q in &set {
-        let (times, answer) = timed(args.iterations, || async {
-            let mut parts = Vec::new();
-            for r in &q.requests {
-                parts.push(
-                    client
-                        .clone()
-                        .aggregate_calls(r.clone())
-                        .await?
-                        .into_inner(),
-                );
-            }
-            Ok(parts)
-        })
-        .await?;
+        let (times, answer) = timed(args.iterations, || ask(&client, q)).await?;
         report("polymeter", q.name, &times);
         ours.push((times, answer));
     }
@@ -553,19 +576,7 @@ async fn main() -> Result<()> {
     let fb_client = FeedbackServiceClient::new(feedback_service.channel().await?)
         .max_decoding_message_size(512 << 20)
         .max_encoding_message_size(512 << 20);
-    let send = {
-        let client = fb_client.clone();
-        move |r: pb::AppendFeedbackRequest| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .append_feedback(r)
-                    .await
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from)
-            }
-        }
-    };
+    let send = feedback_sender(&fb_client);
     let ch_fb_requests = args.store.is_some().then(|| fb_requests.clone());
     let secs = ingest_all("ingest feedback", fb_requests, args.writers, send).await?;
     println!(
