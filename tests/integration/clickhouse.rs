@@ -17,6 +17,18 @@ async fn call_count(c: &polymeter_tests::Client) -> serde_json::Value {
     answer["call_buckets"][0]["sum_call_count"].clone()
 }
 
+/// One stats replica's store and price overrides over `choice`.
+async fn replica(
+    choice: &StoreChoice,
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    std::sync::Arc<dyn polymeter_stats::CallStore>,
+    std::sync::Arc<polymeter_stats::prices::PriceOverrides>,
+) {
+    open_stats(choice, &dir.join(name), 1 << 20).await.unwrap()
+}
+
 #[tokio::test]
 async fn an_outage_answers_unavailable_and_loses_nothing_acknowledged() {
     let mut stack = TestStack::start_with_store(Store::ClickHouse).await;
@@ -100,12 +112,8 @@ async fn a_price_override_set_through_one_replica_reaches_the_others() {
     let ch = ClickHouse::start();
     let choice = StoreChoice::parse(&ch.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_, a) = open_stats(&choice, &dir.path().join("a"), 1 << 20)
-        .await
-        .unwrap();
-    let (_, b) = open_stats(&choice, &dir.path().join("b"), 1 << 20)
-        .await
-        .unwrap();
+    let (_, a) = replica(&choice, dir.path(), "a").await;
+    let (_, b) = replica(&choice, dir.path(), "b").await;
     let price = polymeter_pricing::Price::new(1e-6, 2e-6, None, None).unwrap();
     let writer = a.clone();
     tokio::task::spawn_blocking(move || writer.set("acme", "acme/bot", "My-Model", price))
@@ -129,9 +137,7 @@ async fn a_price_override_set_through_one_replica_reaches_the_others() {
         price
     );
     // A third replica starting now reads it at once; a delete reaches it too.
-    let (_, c) = open_stats(&choice, &dir.path().join("c"), 1 << 20)
-        .await
-        .unwrap();
+    let (_, c) = replica(&choice, dir.path(), "c").await;
     assert_eq!(
         c.for_project("acme", "acme/bot").unwrap()["my-model"],
         price
@@ -143,9 +149,7 @@ async fn a_price_override_set_through_one_replica_reaches_the_others() {
             .unwrap()
             .unwrap();
     assert!(deleted);
-    let (_, d) = open_stats(&choice, &dir.path().join("d"), 1 << 20)
-        .await
-        .unwrap();
+    let (_, d) = replica(&choice, dir.path(), "d").await;
     assert!(d.for_project("acme", "acme/bot").is_none());
 }
 
@@ -201,12 +205,8 @@ async fn halves_written_at_once_by_two_replicas_make_one_whole_call() {
     let ch = ClickHouse::start();
     let choice = StoreChoice::parse(&ch.url).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (a, _) = open_stats(&choice, &dir.path().join("a"), 1 << 20)
-        .await
-        .unwrap();
-    let (b, _) = open_stats(&choice, &dir.path().join("b"), 1 << 20)
-        .await
-        .unwrap();
+    let (a, _) = replica(&choice, dir.path(), "a").await;
+    let (b, _) = replica(&choice, dir.path(), "b").await;
     let base = t("2024-05-01T10:00:00Z");
     let record = |i: i64, start: bool| CallRecord {
         tenant: TenantId::new("acme").unwrap(),

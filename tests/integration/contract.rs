@@ -5,9 +5,9 @@
 //! type or schema).
 
 use crate::support::{ingest_into, Call};
-use crate::vendor_sdks::{repo, sdk_python};
 use chrono::{Duration, Utc};
 use polymeter_auth::{Credentials, NewKey};
+use polymeter_tests::tools::{python as sdk_python, repo};
 use polymeter_tests::TestStack;
 use serde_json::{json, Value};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! in the envelope of the dialect whose route was asked.
 
 use crate::support::*;
-use polymeter_tests::{fixture, json, signing, TestStack};
+use polymeter_tests::{fixture, json, TestStack};
 use reqwest::Method;
 
 #[tokio::test]
@@ -42,23 +42,8 @@ async fn an_oversized_body_is_413_in_each_dialects_envelope() {
     assert!(weave.reason(413).contains("request body"), "{}", weave.body);
     // Signed: the caller is checked before its body is read (bce-auth-v1
     // does not sign the body), so the size is what is refused.
-    let query = "Action=DescribeServiceMetric";
-    let headers = signing::bce_headers(
-        c.host(),
-        &fixture::ACME_QIANFAN,
-        "POST",
-        signing::QIANFAN_PATH,
-        query,
-        chrono::Utc::now(),
-        1800,
-    );
     let qianfan = c
-        .send_with(
-            Method::POST,
-            &format!("{}?{query}", signing::QIANFAN_PATH),
-            headers,
-            huge.into_bytes(),
-        )
+        .qianfan_raw(&fixture::ACME_QIANFAN, huge.into_bytes(), 1800)
         .await;
     qianfan_error(&qianfan, 413, "RequestEntityTooLarge");
     // The stack still answers afterwards.

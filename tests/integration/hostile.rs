@@ -3,7 +3,7 @@
 //! connection or a 5xx.
 
 use crate::support::*;
-use polymeter_tests::{fixture, json, signing, TestStack};
+use polymeter_tests::{fixture, json, TestStack};
 
 /// Every time field has one accepted range (1970 to 2200); outside it the
 /// answer is a 400 naming the field, on every route that takes a time.
@@ -95,24 +95,12 @@ async fn times_outside_1970_to_2200_are_refused_by_name_everywhere() {
 async fn a_bce_expiration_of_i64_max_is_no_panic() {
     let stack = TestStack::start().await;
     let c = &stack.client;
-    let query = "Action=DescribeServiceMetric";
-    let headers = signing::bce_headers(
-        c.host(),
-        &fixture::ACME_QIANFAN,
-        "POST",
-        signing::QIANFAN_PATH,
-        query,
-        chrono::Utc::now(),
-        i64::MAX,
-    );
+    let body = json!({"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-02T00:00:00Z"});
     let answer = c
-        .send_with(
-            reqwest::Method::POST,
-            &format!("{}?{query}", signing::QIANFAN_PATH),
-            headers,
-            json!({"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-02T00:00:00Z"})
-                .to_string()
-                .into_bytes(),
+        .qianfan_raw(
+            &fixture::ACME_QIANFAN,
+            body.to_string().into_bytes(),
+            i64::MAX,
         )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -236,24 +224,9 @@ async fn trailing_data_after_a_json_document_is_refused() {
     );
     let answer = c.post_raw("/calls/stats", body).await;
     assert!(answer.reason(400).contains("trailing"), "{}", answer.body);
-    let query = "Action=DescribeServiceMetric";
-    let headers = signing::bce_headers(
-        c.host(),
-        &fixture::ACME_QIANFAN,
-        "POST",
-        signing::QIANFAN_PATH,
-        query,
-        chrono::Utc::now(),
-        1800,
-    );
+    let body = br#"{"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-02T00:00:00Z"} xyz"#;
     let answer = c
-        .send_with(
-            reqwest::Method::POST,
-            &format!("{}?{query}", signing::QIANFAN_PATH),
-            headers,
-            br#"{"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-02T00:00:00Z"} xyz"#
-                .to_vec(),
-        )
+        .qianfan_raw(&fixture::ACME_QIANFAN, body.to_vec(), 1800)
         .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     stack.stop().await;

@@ -9,14 +9,10 @@ use crate::support::*;
 use chrono::{Duration, SecondsFormat, Utc};
 use polymeter_tests::{fixture, json, TestStack};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-pub(crate) use polymeter_tests::tools::repo;
-
-pub(crate) fn sdk_python() -> PathBuf {
-    polymeter_tests::tools::python()
-}
+use polymeter_tests::tools::{python as sdk_python, repo};
 
 fn run_script(python: &Path, script: &str, args: &[&str], env: &[(&str, String)]) -> Value {
     let out = Command::new(python)

@@ -118,6 +118,17 @@ impl Client {
 
     /// `POST /v2/service?Action=DescribeServiceMetric` with `body`, signed with bce-auth-v1.
     pub async fn qianfan(&self, key: &fixture::AccessKey, body: &Value) -> Answer {
+        self.qianfan_raw(key, body.to_string().into_bytes(), 1800)
+            .await
+    }
+
+    /// The same with any body bytes and a signature valid for `expiration` seconds.
+    pub async fn qianfan_raw(
+        &self,
+        key: &fixture::AccessKey,
+        body: Vec<u8>,
+        expiration: i64,
+    ) -> Answer {
         let query = "Action=DescribeServiceMetric";
         let headers = signing::bce_headers(
             self.host(),
@@ -126,13 +137,13 @@ impl Client {
             signing::QIANFAN_PATH,
             query,
             chrono::Utc::now(),
-            1800,
+            expiration,
         );
         self.send_with(
             reqwest::Method::POST,
             &format!("{}?{query}", signing::QIANFAN_PATH),
             headers,
-            body.to_string().into_bytes(),
+            body,
         )
         .await
     }
