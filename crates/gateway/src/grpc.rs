@@ -17,8 +17,7 @@ use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient,
     ingest_service_client::IngestServiceClient, stats_service_client::StatsServiceClient,
 };
-use polymeter_proto::MESSAGE_LIMIT;
-use polymeter_telemetry::traced;
+use polymeter_proto::{CallError, MESSAGE_LIMIT};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -66,9 +65,8 @@ enum Kind {
     Write,
 }
 
-/// Sends `request` with `limit` as its `grpc-timeout` and waits at most that
-/// long for `call` (a peer that stalls never answers, whatever the header
-/// says).
+/// [`polymeter_proto::call_within`], with the gateway's message when the
+/// deadline passes.
 async fn within<Q, T, F>(
     limit: Duration,
     kind: Kind,
@@ -79,25 +77,20 @@ async fn within<Q, T, F>(
 where
     F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let mut request = traced(request);
-    request.set_timeout(limit);
-    let expired = || {
-        crate::exposition::deadline_expired(service);
-        let waited = format!("the {service} service did not answer within {limit:?}");
-        let message = match kind {
-            Kind::Query => format!("{waited}; retry later"),
-            Kind::Write => {
-                format!("{waited}; the write may have been applied, and re-sending it is safe")
-            }
-        };
-        Error::new(ErrorKind::DeadlineExceeded, message)
-    };
-    match tokio::time::timeout(limit, call(request)).await {
-        Ok(Ok(answer)) => Ok(answer.into_inner()),
-        // tonic's own enforcement of the `grpc-timeout` it sends.
-        Ok(Err(status)) if status.code() == tonic::Code::Cancelled => Err(expired()),
-        Ok(Err(status)) => Err(status.into()),
-        Err(_) => Err(expired()),
+    match polymeter_proto::call_within(limit, request, call).await {
+        Ok(answer) => Ok(answer),
+        Err(CallError::Status(status)) => Err(status.into()),
+        Err(CallError::Expired) => {
+            crate::exposition::deadline_expired(service);
+            let waited = format!("the {service} service did not answer within {limit:?}");
+            let message = match kind {
+                Kind::Query => format!("{waited}; retry later"),
+                Kind::Write => {
+                    format!("{waited}; the write may have been applied, and re-sending it is safe")
+                }
+            };
+            Err(Error::new(ErrorKind::DeadlineExceeded, message))
+        }
     }
 }
 

@@ -106,9 +106,9 @@ fn grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
-/// Calls a downstream service with `deadline` as its `grpc-timeout`, waiting
-/// no longer than that even if the service stalls. A write cut off this way
-/// may have been applied; re-sending it is safe (stores are keyed).
+/// [`polymeter_proto::call_within`] towards stats or feedback. A write cut
+/// off by the deadline may have been applied; re-sending it is safe (stores
+/// are keyed).
 async fn downstream<Q, T, F>(
     service: &'static str,
     deadline: Duration,
@@ -118,25 +118,20 @@ async fn downstream<Q, T, F>(
 where
     F: Future<Output = Result<Response<T>, Status>>,
 {
-    let mut request = polymeter_telemetry::traced(request);
-    request.set_timeout(deadline);
-    let expired = || {
-        IngestError::Downstream {
-        service,
-        error: polymeter_error::Error::new(
-            polymeter_error::ErrorKind::DeadlineExceeded,
-            format!(
-                "did not answer within {deadline:?}; the write may have been applied, and re-sending it is safe"
+    match polymeter_proto::call_within(deadline, request, call).await {
+        Ok(answer) => Ok(answer),
+        Err(polymeter_proto::CallError::Status(status)) => {
+            Err(IngestError::from_downstream(service, status))
+        }
+        Err(polymeter_proto::CallError::Expired) => Err(IngestError::Downstream {
+            service,
+            error: polymeter_error::Error::new(
+                polymeter_error::ErrorKind::DeadlineExceeded,
+                format!(
+                    "did not answer within {deadline:?}; the write may have been applied, and re-sending it is safe"
+                ),
             ),
-        ),
-    }
-    };
-    match tokio::time::timeout(deadline, call(request)).await {
-        Ok(Ok(answer)) => Ok(answer.into_inner()),
-        // tonic's own enforcement of the `grpc-timeout` it sends.
-        Ok(Err(status)) if status.code() == tonic::Code::Cancelled => Err(expired()),
-        Ok(Err(status)) => Err(IngestError::from_downstream(service, status)),
-        Err(_) => Err(expired()),
+        }),
     }
 }
 

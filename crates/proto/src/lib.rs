@@ -44,3 +44,36 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
+
+/// Why a call made with [`call_within`] has no answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// The deadline passed (enforced here, or by tonic from the
+    /// `grpc-timeout` it sent): the peer may still have acted on the call.
+    Expired,
+    /// The peer answered with an error.
+    Status(tonic::Status),
+}
+
+/// Calls a peer as every Polymeter client does: the caller's trace context
+/// and `limit` travel with the request (`grpc-timeout`), and the answer is
+/// awaited at most that long — a peer that stalls never answers, whatever
+/// the header says.
+pub async fn call_within<Q, T, F>(
+    limit: std::time::Duration,
+    request: Q,
+    call: impl FnOnce(tonic::Request<Q>) -> F,
+) -> Result<T, CallError>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut request = polymeter_telemetry::traced(request);
+    request.set_timeout(limit);
+    match tokio::time::timeout(limit, call(request)).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        // tonic's own enforcement of the `grpc-timeout` it sent.
+        Ok(Err(status)) if status.code() == tonic::Code::Cancelled => Err(CallError::Expired),
+        Ok(Err(status)) => Err(CallError::Status(status)),
+        Err(_) => Err(CallError::Expired),
+    }
+}
