@@ -68,10 +68,7 @@ async fn times_outside_1970_to_2200_are_refused_by_name_everywhere() {
             "startTime=0000-01-01T00:00:00Z&endTime=2024-05-02T00:00:00Z",
         )
         .await;
-    assert_eq!(
-        alibaba_error(&answer, 400, "InvalidParameter").starts_with("startTime"),
-        true
-    );
+    assert!(alibaba_error(&answer, 400, "InvalidParameter").starts_with("startTime"));
     for end in [
         "2300-01-01T00:00:00Z",
         "9999-12-31T23:59:59Z",

@@ -99,7 +99,9 @@ pub fn check_halves(
     batch: &[CallRecord],
     mut known: impl FnMut(&CallRecord) -> (Option<i64>, Option<i64>),
 ) -> Result<(), StatsError> {
-    let mut seen: std::collections::HashMap<(&str, &str, &str), (Option<i64>, Option<i64>)> =
+    /// A call's start and end, microseconds, as far as known.
+    type Halves = (Option<i64>, Option<i64>);
+    let mut seen: std::collections::HashMap<(&str, &str, &str), Halves> =
         std::collections::HashMap::new();
     for r in batch {
         let key = (r.tenant.as_str(), r.project_id.as_str(), r.call_id.as_str());
