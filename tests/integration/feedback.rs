@@ -131,7 +131,9 @@ async fn aggregate_answers_every_filter_and_grouping() {
     );
 
     let none = json!({});
-    let cases: Vec<(Value, Vec<(Value, u64, u64)>)> = vec![
+    // A filter, and the (group, total_count, scored_count) of each bucket it leaves.
+    type Expected = Vec<(Value, u64, u64)>;
+    let cases: Vec<(Value, Expected)> = vec![
         (
             json!({"feedback_types": ["wandb.runnable"]}),
             vec![(none.clone(), 4, 4)],

@@ -696,6 +696,57 @@ async fn one_tenant_cannot_take_every_slot() {
     signal(&s.stats, "CONT");
 }
 
+/// Bodies in flight are bounded per tenant: with `--tenant-inflight-mib 1`,
+/// a stalled upload that has sent most of a MiB leaves acme no room for
+/// another body (503 + Retry-After, at once), while globex is unaffected;
+/// once the stalled upload goes away, acme's bytes are its own again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_buffer_past_its_bytes() {
+    use base64::Engine;
+    use tokio::io::AsyncWriteExt;
+    let s = stack_with(&["--tenant-inflight-mib", "1"]).await;
+    let c = s.client.clone();
+    let host = c.host().to_owned();
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("api:{}", fixture::ACME_WEAVE_KEY));
+    let mut stalled = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /call/upsert_batch HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Authorization: Basic {basic}\r\nContent-Length: 8000000\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&vec![b' '; 900 << 10]).await.unwrap();
+    stalled.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let batch = |project: &str| {
+        let padding = "x".repeat(200 << 10);
+        json!({"batch": [], "padding": padding, "project_id": project})
+    };
+    let started = Instant::now();
+    let refused = c.post("/call/upsert_batch", &batch("acme/app")).await;
+    assert!(started.elapsed() < Duration::from_secs(1) + MARGIN);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(
+        refused
+            .reason(503)
+            .contains("1 MiB of request bodies in flight"),
+        "{}",
+        refused.body
+    );
+    let globex = c.with_weave_key(Some(fixture::GLOBEX_WEAVE_KEY));
+    let theirs = globex
+        .post("/call/upsert_batch", &batch("globex/app"))
+        .await;
+    assert_ne!(theirs.status, 503, "{}", theirs.body);
+
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = c.post("/call/upsert_batch", &batch("acme/app")).await;
+    assert_ne!(again.status, 503, "{}", again.body);
+}
+
 /// Slow clients cannot hold connections: headers that do not arrive within
 /// `--header-timeout`, and connections left idle, are closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

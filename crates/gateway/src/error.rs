@@ -7,8 +7,6 @@
 pub use polymeter_error::truncate;
 pub use polymeter_error::{Error, ErrorKind, Reason};
 
-use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::marker::PhantomData;
 
@@ -56,16 +54,6 @@ impl<D: Envelope> IntoResponse for Enveloped<D> {
             );
         }
         D::render(&self.0.bounded(MAX_MESSAGE))
-    }
-}
-
-/// A body that could not be read: too large, or cut off.
-pub fn body_error(rejection: BytesRejection) -> Error {
-    let message = format!("request body: {}", rejection.body_text());
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Error::new(ErrorKind::PayloadTooLarge, message)
-    } else {
-        Error::invalid(message)
     }
 }
 

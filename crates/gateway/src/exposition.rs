@@ -46,7 +46,8 @@ pub async fn render() -> impl IntoResponse {
 }
 
 /// A request shed by a limit (`gateway`: every slot taken; `tenant`: the
-/// tenant's share taken).
+/// tenant's share taken; `tenant_bytes`/`gateway_bytes`: request bodies in
+/// flight past the tenant's or the gateway's byte budget).
 pub fn shed(limit: &'static str) {
     metrics::counter!("polymeter_http_shed_total", "limit" => limit).increment(1);
 }

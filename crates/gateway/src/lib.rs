@@ -89,23 +89,59 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::R
     )))
 }
 
-/// A request body read whole, within the gateway's size limit
-/// (`MESSAGE_LIMIT`) and `--body-timeout`; for handlers that check the
-/// caller before reading.
-pub(crate) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, error::Error> {
-    match axum::body::to_bytes(body, polymeter_proto::MESSAGE_LIMIT).await {
-        Ok(bytes) => Ok(bytes),
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let message = format!("request body: {e}");
-            Err(if too_large {
-                error::Error::new(error::ErrorKind::PayloadTooLarge, message)
-            } else {
-                error::Error::invalid(message)
-            })
+/// A request body read whole, within `limit` bytes and `--body-timeout`,
+/// counting what arrives against the caller's [`limits::BodyBudget`] so that
+/// bodies in flight stay within the tenant's and the gateway's share; for
+/// handlers that check the caller before reading.
+pub(crate) async fn read_body_within(
+    body: axum::body::Body,
+    budget: Option<&limits::BodyBudget>,
+    limit: usize,
+) -> Result<axum::body::Bytes, error::Error> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = axum::body::Bytes::new();
+    let mut parts: Vec<axum::body::Bytes> = Vec::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| error::Error::invalid(format!("request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        length += data.len();
+        if length > limit {
+            return Err(error::Error::new(
+                error::ErrorKind::PayloadTooLarge,
+                format!("request body: longer than the limit of {limit} bytes"),
+            ));
+        }
+        if let Some(budget) = budget {
+            budget.take(data.len())?;
+        }
+        if read.is_empty() && parts.is_empty() {
+            read = data;
+        } else {
+            parts.push(data);
         }
     }
+    if parts.is_empty() {
+        return Ok(read);
+    }
+    // Several frames: one copy into a buffer of the exact length.
+    let mut whole = Vec::with_capacity(length);
+    whole.extend_from_slice(&read);
+    for part in parts {
+        whole.extend_from_slice(&part);
+    }
+    Ok(whole.into())
+}
+
+/// [`read_body_within`] the gateway's message limit (`MESSAGE_LIMIT`).
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    budget: Option<&limits::BodyBudget>,
+) -> Result<axum::body::Bytes, error::Error> {
+    read_body_within(body, budget, polymeter_proto::MESSAGE_LIMIT).await
 }
 
 /// Unknown routes answer in the Weave envelope, the gateway's default dialect.

@@ -7,6 +7,10 @@
 //! * at most `tenant_inflight` of them for any one tenant, so one tenant's
 //!   flood cannot take every slot from the others ([`Admission`], taken where
 //!   a dialect has established the tenant);
+//! * at most `tenant_inflight_bytes` of request bodies buffered for any one
+//!   tenant and `max_inflight_bytes` for all of them ([`BodyBudget`]): bodies
+//!   are counted as they arrive, after the caller is known, so neither a
+//!   stranger nor one tenant's large batches can fill the gateway's memory;
 //! * a request body that does not arrive within `body_timeout` is cut off,
 //!   headers must arrive within `header_timeout` and an idle connection is
 //!   closed after it (a slow client cannot hold a connection and its buffers
@@ -31,6 +35,10 @@ pub struct Limits {
     pub deadlines: Deadlines,
     pub max_inflight: usize,
     pub tenant_inflight: usize,
+    /// Bytes of request bodies buffered at once, for all tenants.
+    pub max_inflight_bytes: usize,
+    /// Bytes of request bodies one tenant may have buffered at once.
+    pub tenant_inflight_bytes: usize,
     pub body_timeout: Duration,
     /// Request headers must arrive within this long, and an idle keep-alive
     /// connection is closed after it.
@@ -43,6 +51,8 @@ impl Default for Limits {
             deadlines: Deadlines::default(),
             max_inflight: 512,
             tenant_inflight: 128,
+            max_inflight_bytes: 1024 << 20,
+            tenant_inflight_bytes: 256 << 20,
             body_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
         }
@@ -52,44 +62,143 @@ impl Default for Limits {
 /// Seconds a shed client is asked to wait.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-/// In-flight counts, global and per tenant.
+/// In-flight counts and body bytes, global and per tenant.
 pub struct Gate {
     all: Arc<Semaphore>,
-    per_tenant: usize,
-    tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    all_bytes: Arc<Semaphore>,
+    limits: Limits,
+    tenants: Mutex<HashMap<String, TenantShare>>,
 }
 
-/// A tenant's slot, held for the rest of its request.
-pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+/// One tenant's request slots and body bytes.
+#[derive(Clone)]
+struct TenantShare {
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+/// A tenant's slot, held for the rest of its request, with the budget its
+/// body is read against.
+pub struct Admission {
+    _slot: OwnedSemaphorePermit,
+    budget: Arc<BodyBudget>,
+}
+
+/// The bytes a request may buffer: taken from its tenant's share and from
+/// the gateway's as they arrive, and given back when the request is over
+/// (when the last holder of the budget — the handler's [`Admission`] —
+/// drops it).
+pub struct BodyBudget {
+    tenant: Arc<Semaphore>,
+    all: Arc<Semaphore>,
+    tenant_limit: usize,
+    all_limit: usize,
+    held: Mutex<Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>>,
+}
 
 impl Gate {
     pub fn new(limits: &Limits) -> Self {
+        let limits = Limits {
+            max_inflight: limits.max_inflight.max(1),
+            tenant_inflight: limits.tenant_inflight.max(1),
+            max_inflight_bytes: limits.max_inflight_bytes.clamp(1, Semaphore::MAX_PERMITS),
+            tenant_inflight_bytes: limits
+                .tenant_inflight_bytes
+                .clamp(1, Semaphore::MAX_PERMITS),
+            ..*limits
+        };
         Gate {
-            all: Arc::new(Semaphore::new(limits.max_inflight.max(1))),
-            per_tenant: limits.tenant_inflight.max(1),
+            all: Arc::new(Semaphore::new(limits.max_inflight)),
+            all_bytes: Arc::new(Semaphore::new(limits.max_inflight_bytes)),
+            limits,
             tenants: Mutex::new(HashMap::new()),
         }
     }
 
     /// A slot for `tenant`, or "unavailable, retry" when it has all of its own.
     pub fn admit(&self, tenant: &str) -> Result<Admission, Error> {
-        let semaphore = self
+        let share = self
             .tenants
             .lock()
             .expect("tenant gate")
             .entry(tenant.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+            .or_insert_with(|| TenantShare {
+                requests: Arc::new(Semaphore::new(self.limits.tenant_inflight)),
+                bytes: Arc::new(Semaphore::new(self.limits.tenant_inflight_bytes)),
+            })
             .clone();
-        semaphore.try_acquire_owned().map(Admission).map_err(|_| {
+        let slot = share.requests.try_acquire_owned().map_err(|_| {
             crate::exposition::shed("tenant");
             Error::new(
                 ErrorKind::Unavailable,
                 format!(
                     "this tenant already has {} requests in flight; retry shortly",
-                    self.per_tenant
+                    self.limits.tenant_inflight
                 ),
             )
+        })?;
+        Ok(Admission {
+            _slot: slot,
+            budget: Arc::new(BodyBudget {
+                tenant: share.bytes,
+                all: self.all_bytes.clone(),
+                tenant_limit: self.limits.tenant_inflight_bytes,
+                all_limit: self.limits.max_inflight_bytes,
+                held: Mutex::new(None),
+            }),
         })
+    }
+}
+
+impl Admission {
+    /// The budget this request's body is read against.
+    pub fn budget(&self) -> Arc<BodyBudget> {
+        self.budget.clone()
+    }
+
+    /// Reads the request body against this admission's budget.
+    pub async fn read_body(&self, body: axum::body::Body) -> Result<axum::body::Bytes, Error> {
+        crate::read_body(body, Some(&self.budget)).await
+    }
+}
+
+impl BodyBudget {
+    /// Takes `bytes` more from the tenant's share and the gateway's, or says
+    /// which is spent (503: the bytes come back as other requests finish).
+    pub fn take(&self, bytes: usize) -> Result<(), Error> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let spent = |limit: &'static str, what: &str, cap: usize| {
+            crate::exposition::shed(limit);
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{what} already has {} MiB of request bodies in flight; retry shortly",
+                    cap >> 20
+                ),
+            )
+        };
+        let n = u32::try_from(bytes)
+            .map_err(|_| spent("tenant_bytes", "this tenant", self.tenant_limit))?;
+        let tenant = self
+            .tenant
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| spent("tenant_bytes", "this tenant", self.tenant_limit))?;
+        let all = self
+            .all
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| spent("gateway_bytes", "the gateway", self.all_limit))?;
+        match &mut *self.held.lock().expect("body budget") {
+            Some((t, a)) => {
+                t.merge(tenant);
+                a.merge(all);
+            }
+            none => *none = Some((tenant, all)),
+        }
+        Ok(())
     }
 }
 

@@ -249,8 +249,8 @@ pub(crate) async fn traces(
         .and_then(|v| v.to_str().ok());
     let principal = polymeter_auth::verify_basic(&state.auth.index(), authorization)
         .map_err(|e| fail(e.into()))?;
-    let _admission = state.gate.admit(&principal.tenant).map_err(fail)?;
-    let body = crate::read_body(body).await.map_err(fail)?;
+    let admission = state.gate.admit(&principal.tenant).map_err(fail)?;
+    let body = admission.read_body(body).await.map_err(fail)?;
     let body = inflate(&headers, body).map_err(fail)?;
     let export = decode(encoding, &body).map_err(fail)?;
     let header = |name: &str| {

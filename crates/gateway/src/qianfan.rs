@@ -425,8 +425,8 @@ pub(crate) async fn service(
     let key = state
         .auth
         .verify_bce(&signed_request(&method, &uri, &headers, b""))?;
-    let _admission = state.gate.admit(&key.principal.tenant)?;
-    let body = crate::read_body(body).await?;
+    let admission = state.gate.admit(&key.principal.tenant)?;
+    let body = admission.read_body(body).await?;
     let action = polymeter_auth::query_pairs(uri.query().unwrap_or(""))
         .into_iter()
         .find(|(k, _)| k == "Action")

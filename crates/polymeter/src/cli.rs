@@ -419,6 +419,12 @@ struct LimitArgs {
     /// Requests one tenant may have in flight at once.
     #[arg(long, env = "POLYMETER_TENANT_INFLIGHT", default_value_t = 128)]
     tenant_inflight: usize,
+    /// MiB of request bodies the gateway buffers at once, for all tenants; past it requests get 503.
+    #[arg(long, env = "POLYMETER_MAX_INFLIGHT_MIB", default_value_t = 1024)]
+    max_inflight_mib: usize,
+    /// MiB of request bodies one tenant may have buffered at once.
+    #[arg(long, env = "POLYMETER_TENANT_INFLIGHT_MIB", default_value_t = 256)]
+    tenant_inflight_mib: usize,
     /// A request body must arrive within this long.
     #[arg(long, env = "POLYMETER_BODY_TIMEOUT", default_value = "30s", value_parser = polymeter_model::duration::parse_flag)]
     body_timeout: std::time::Duration,
@@ -436,6 +442,8 @@ impl From<&LimitArgs> for polymeter_gateway::Limits {
             },
             max_inflight: a.max_inflight,
             tenant_inflight: a.tenant_inflight,
+            max_inflight_bytes: a.max_inflight_mib.saturating_mul(1 << 20),
+            tenant_inflight_bytes: a.tenant_inflight_mib.saturating_mul(1 << 20),
             body_timeout: a.body_timeout,
             header_timeout: a.header_timeout,
         }

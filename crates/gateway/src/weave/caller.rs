@@ -28,6 +28,8 @@ where
         let principal = polymeter_auth::verify_basic(&auth.index(), header).map_err(Error::from)?;
         // The tenant's share of the gateway, held until the answer is out.
         let admission = Arc::<Gate>::from_ref(state).admit(&principal.tenant)?;
+        // The body, read after this (by `WeaveBody`), counts against it.
+        parts.extensions.insert(admission.budget());
         Ok(WeaveCaller(principal, admission))
     }
 }

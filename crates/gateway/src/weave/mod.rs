@@ -10,7 +10,7 @@ pub(crate) mod stats;
 
 pub use caller::WeaveCaller;
 
-use crate::error::{body_error, Envelope, Enveloped, Error, ErrorKind};
+use crate::error::{Envelope, Enveloped, Error, ErrorKind};
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -91,17 +91,21 @@ impl Envelope for Weave {
 
 pub type WeaveResult<T> = Result<T, WeaveError>;
 
-/// A request body whose rejections (too large, unreadable) come back in
-/// Weave's envelope rather than as axum's plain text.
+/// A request body whose rejections (too large, unreadable, over the
+/// tenant's byte budget) come back in Weave's envelope rather than as axum's
+/// plain text. Read after [`WeaveCaller`], whose budget it counts against.
 pub struct WeaveBody(pub axum::body::Bytes);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for WeaveBody {
     type Rejection = WeaveError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, WeaveError> {
-        axum::body::Bytes::from_request(request, state)
-            .await
-            .map(WeaveBody)
-            .map_err(|rejection| WeaveError::new(body_error(rejection)))
+    async fn from_request(request: axum::extract::Request, _: &S) -> Result<Self, WeaveError> {
+        let (parts, body) = request.into_parts();
+        let budget = parts
+            .extensions
+            .get::<std::sync::Arc<crate::limits::BodyBudget>>();
+        Ok(WeaveBody(
+            crate::read_body(body, budget.map(|b| &**b)).await?,
+        ))
     }
 }
