@@ -1,8 +1,10 @@
 //! [`Durable`]: a [`Table`] behind a write-ahead log and Parquet segments.
 
-use crate::segment::{parse_name, read_segment, SegmentWriter};
+use crate::place::{day_before, scope_hash, Place};
+use crate::segment::{read_segment, SegmentName, SegmentWriter};
 use crate::wal::{frame, read_frames, sync_dir, truncate, FrameLog};
 use crate::{StoreError, Table};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -10,8 +12,8 @@ use std::thread::JoinHandle;
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The log rotates (and its closed generation is compacted into a
-    /// segment) once it grows past this many bytes.
+    /// The log rotates (and its closed generation is compacted into
+    /// segments) once it grows past this many bytes.
     pub rotate_bytes: u64,
     /// Most writes one group commit takes at once.
     pub max_group: usize,
@@ -34,14 +36,74 @@ enum Job<W> {
         batch: Vec<W>,
         ack: Ack,
     },
-    /// Rotate the log now and acknowledge once its generation is a segment.
+    /// Rotate the log now and acknowledge once its generation is in segments.
     Checkpoint { ack: Ack },
+    /// Log the deletion of a scope, apply it, and acknowledge once its
+    /// older segments are gone.
+    Delete {
+        tenant: String,
+        project: String,
+        ack: Ack,
+    },
+}
+
+/// What the compactor does, in the order it is asked.
+enum CompactJob {
+    /// Turn a closed log generation into segments, then delete the log.
+    Generation { generation: u64, ack: Option<Ack> },
+    /// Delete a scope's segments of generations below `below`: all of them,
+    /// or (with `cutoff_us`) those of days wholly before it — which also
+    /// keeps later compactions from writing such days.
+    Drop {
+        scope: u64,
+        below: u64,
+        cutoff_us: Option<i64>,
+        ack: Option<Ack>,
+    },
+}
+
+/// A log frame: a batch of writes, or the deletion of a scope.
+enum Record<'a> {
+    Writes(&'a [u8]),
+    Delete { tenant: String, project: String },
+}
+
+const RECORD_WRITES: u8 = 0;
+const RECORD_DELETE: u8 = 1;
+
+impl Record<'_> {
+    fn parse(payload: &[u8], v1: bool) -> Result<Record<'_>, String> {
+        if v1 {
+            return Ok(Record::Writes(payload));
+        }
+        match payload.split_first() {
+            Some((&RECORD_WRITES, rest)) => Ok(Record::Writes(rest)),
+            Some((&RECORD_DELETE, rest)) => {
+                let text = std::str::from_utf8(rest).map_err(|e| e.to_string())?;
+                let (tenant, project) = text.split_once('\n').ok_or("a delete without a project")?;
+                Ok(Record::Delete {
+                    tenant: tenant.to_owned(),
+                    project: project.to_owned(),
+                })
+            }
+            _ => Err("a frame of unknown kind".into()),
+        }
+    }
+
+    fn delete_payload(tenant: &str, project: &str) -> Vec<u8> {
+        let mut payload = vec![RECORD_DELETE];
+        payload.extend_from_slice(tenant.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(project.as_bytes());
+        payload
+    }
 }
 
 /// A table made durable: see the crate docs for the guarantees.
 pub struct Durable<T: Table> {
     table: Arc<RwLock<T>>,
     jobs: Mutex<Option<Sender<Job<T::Write>>>>,
+    compact: Mutex<Option<Sender<CompactJob>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     dir: PathBuf,
 }
@@ -63,6 +125,43 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(paths)
 }
 
+/// The segments in `dir` by generation, with their names; stray temporary
+/// files (a compaction cut short) are removed.
+fn list_segments(dir: &Path) -> Result<BTreeMap<u64, Vec<(SegmentName, PathBuf)>>, StoreError> {
+    let mut by_generation: BTreeMap<u64, Vec<(SegmentName, PathBuf)>> = BTreeMap::new();
+    for path in list(dir)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.ends_with(".tmp") {
+            std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            continue;
+        }
+        match SegmentName::parse(&name) {
+            Some(segment) => by_generation
+                .entry(segment.generation)
+                .or_default()
+                .push((segment, path)),
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring a file that is not a segment")
+            }
+        }
+    }
+    Ok(by_generation)
+}
+
+fn remove_files(dir: &Path, paths: &[PathBuf]) -> Result<(), StoreError> {
+    for path in paths {
+        std::fs::remove_file(path).map_err(StoreError::io(path))?;
+    }
+    if !paths.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 impl<T: Table> Durable<T> {
     /// Opens (or creates) the store in `dir`, loading segments and replaying
     /// the log into `table`.
@@ -74,55 +173,52 @@ impl<T: Table> Durable<T> {
         }
 
         let loading = std::time::Instant::now();
-        let mut segments = Vec::new();
-        for path in list(&seg_dir)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned();
-            if name.ends_with(".tmp") {
-                // A compaction that crashed before its rename; its log is still there.
-                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
-                continue;
-            }
-            match parse_name(&name) {
-                Some((generation, _)) => segments.push((generation, path)),
-                None => {
-                    tracing::warn!(path = %path.display(), "ignoring a file that is not a segment")
-                }
-            }
-        }
-        // A log whose generation is already a segment was compacted before a
-        // crash that came ahead of its deletion. Any other log is replayed,
-        // even one older than the newest segment (its compaction failed), and
-        // every generation is applied in order, segment or log.
-        let compacted: std::collections::HashSet<u64> = segments.iter().map(|(g, _)| *g).collect();
-        let mut last_generation = segments.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        let mut segments = list_segments(&seg_dir)?;
+        let mut last_generation = segments.keys().next_back().copied().unwrap_or(0);
         let mut logs = Vec::new();
         for path in list(&wal_dir)? {
             let Some(generation) = generation_of(&path, ".wal") else {
                 continue;
             };
             last_generation = last_generation.max(generation);
-            if compacted.contains(&generation) {
-                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
-            } else {
-                logs.push((generation, path));
+            match segments.get(&generation) {
+                // Compacted before a crash that came ahead of the log's
+                // deletion: every segment its names promise is there.
+                Some(done) if done.iter().all(|(s, _)| s.count as usize == done.len()) => {
+                    std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+                }
+                // A compaction cut short: its log is still the truth.
+                Some(partial) => {
+                    let paths: Vec<PathBuf> = partial.iter().map(|(_, p)| p.clone()).collect();
+                    remove_files(&seg_dir, &paths)?;
+                    segments.remove(&generation);
+                    logs.push((generation, path));
+                }
+                None => logs.push((generation, path)),
             }
         }
         sync_dir(&wal_dir)?;
+        // Deletions found in logs, whose older segments may still be on disk.
+        let mut deletions: Vec<(u64, u64)> = Vec::new();
         let mut pending_logs = logs.iter().peekable();
         let mut replay_until = |table: &mut T, below: u64| -> Result<(), StoreError> {
             while let Some((generation, path)) = pending_logs.next_if(|(g, _)| *g < below) {
-                replay_log(table, *generation, path)?;
+                for scope in replay_log(table, *generation, path)? {
+                    deletions.push((scope, *generation));
+                }
             }
             Ok(())
         };
-        // One thread reads and decodes segments while this one applies them.
+        // Every generation is applied in order, segment or log (a log older
+        // than the newest segment is one whose compaction failed). One thread
+        // reads and decodes segments while this one applies them.
+        let segment_count: usize = segments.values().map(Vec::len).sum();
         std::thread::scope(|scope| -> Result<(), StoreError> {
             let (tx, rx) = mpsc::sync_channel(2);
-            let paths: Vec<(u64, PathBuf)> = segments.clone();
+            let paths: Vec<(u64, PathBuf)> = segments
+                .iter()
+                .flat_map(|(g, files)| files.iter().map(|(_, p)| (*g, p.clone())))
+                .collect();
             scope.spawn(move || {
                 for (generation, path) in paths {
                     let batches = match read_segment(&path) {
@@ -152,7 +248,7 @@ impl<T: Table> Durable<T> {
         let to_compact: Vec<u64> = logs.iter().map(|(g, _)| *g).collect();
         tracing::info!(
             elapsed_ms = loading.elapsed().as_millis() as u64,
-            segments = segments.len(),
+            segments = segment_count,
             logs = logs.len(),
             "store loaded"
         );
@@ -162,23 +258,41 @@ impl<T: Table> Durable<T> {
         let (job_tx, job_rx) = mpsc::channel();
         let (compact_tx, compact_rx) = mpsc::channel();
         for generation in to_compact {
-            let _ = compact_tx.send((generation, None));
+            let _ = compact_tx.send(CompactJob::Generation {
+                generation,
+                ack: None,
+            });
+        }
+        // A deletion logged before a crash: its older segments go now (after
+        // the compactions above, which skip the deleted scope's earlier writes).
+        for (scope, below) in deletions {
+            let _ = compact_tx.send(CompactJob::Drop {
+                scope,
+                below,
+                cutoff_us: None,
+                ack: None,
+            });
         }
         let writer = {
             let table = table.clone();
             let wal_dir = wal_dir.clone();
+            let compact_tx = compact_tx.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
                 .spawn(move || write_loop(job_rx, log, table, wal_dir, compact_tx, options))
                 .map_err(StoreError::io(dir))?
         };
-        let compactor = std::thread::Builder::new()
-            .name("store-compactor".into())
-            .spawn(move || compact_loop::<T>(compact_rx, wal_dir, seg_dir))
-            .map_err(StoreError::io(dir))?;
+        let compactor = {
+            let table = table.clone();
+            std::thread::Builder::new()
+                .name("store-compactor".into())
+                .spawn(move || compact_loop(compact_rx, table, wal_dir, seg_dir))
+                .map_err(StoreError::io(dir))?
+        };
         Ok(Self {
             table,
             jobs: Mutex::new(Some(job_tx)),
+            compact: Mutex::new(Some(compact_tx)),
             threads: Mutex::new(vec![writer, compactor]),
             dir: dir.to_owned(),
         })
@@ -204,7 +318,7 @@ impl<T: Table> Durable<T> {
     /// Makes `batch` durable, then applies it; returns once both are done.
     /// Blocks: call it from a blocking context.
     pub fn append(&self, batch: Vec<T::Write>) -> Result<(), StoreError> {
-        let mut payload = Vec::new();
+        let mut payload = vec![RECORD_WRITES];
         T::encode(&batch, &mut payload);
         self.submit(|ack| Job::Append {
             payload,
@@ -218,6 +332,46 @@ impl<T: Table> Durable<T> {
         self.submit(|ack| Job::Checkpoint { ack })
     }
 
+    /// Deletes every record of `tenant`'s `project` written before this call:
+    /// logged (so it survives a crash), removed from the table, and its
+    /// segments deleted before this returns. Writes made after it are kept.
+    pub fn delete_scope(&self, tenant: &str, project: &str) -> Result<(), StoreError> {
+        self.submit(|ack| Job::Delete {
+            tenant: tenant.to_owned(),
+            project: project.to_owned(),
+            ack,
+        })
+    }
+
+    /// Expires `tenant`'s `project` before `cutoff_us`: the table forgets
+    /// its records placed before it, and segments of days wholly before it
+    /// are deleted (now, and as later generations are compacted). Not
+    /// logged: the caller keeps the retention policy and applies it again
+    /// after a restart.
+    pub fn expire(&self, tenant: &str, project: &str, cutoff_us: i64) -> Result<(), StoreError> {
+        self.table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant, project, Some(cutoff_us));
+        let (ack, done) = mpsc::sync_channel(1);
+        let sent = match self.compact.lock().unwrap().as_ref() {
+            Some(compact) => compact
+                .send(CompactJob::Drop {
+                    scope: scope_hash(tenant, project),
+                    below: u64::MAX,
+                    cutoff_us: Some(cutoff_us),
+                    ack: Some(ack),
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::Closed("the store is shut down".into()));
+        }
+        done.recv()
+            .unwrap_or_else(|_| Err(StoreError::Closed("the store's compactor stopped".into())))
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -225,6 +379,7 @@ impl<T: Table> Durable<T> {
     /// Stops the writer and compactor after the work they already hold.
     pub fn close(&self) {
         self.jobs.lock().unwrap().take();
+        self.compact.lock().unwrap().take();
         for thread in self.threads.lock().unwrap().drain(..) {
             let _ = thread.join();
         }
@@ -237,8 +392,13 @@ impl<T: Table> Drop for Durable<T> {
     }
 }
 
-/// Replays one log file into `table`, cutting off a torn tail first.
-fn replay_log<T: Table>(table: &mut T, generation: u64, path: &Path) -> Result<(), StoreError> {
+/// Replays one log file into `table`, cutting off a torn tail first;
+/// returns the scopes it deleted.
+fn replay_log<T: Table>(
+    table: &mut T,
+    generation: u64,
+    path: &Path,
+) -> Result<Vec<u64>, StoreError> {
     let frames = read_frames(path)?;
     if let Some(why) = &frames.torn {
         tracing::warn!(
@@ -255,18 +415,68 @@ fn replay_log<T: Table>(table: &mut T, generation: u64, path: &Path) -> Result<(
                 .min(frames.file_len),
         )?;
     }
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("a frame passed its checksum but does not decode: {reason}"),
+    };
+    let mut deleted = Vec::new();
     for payload in &frames.payloads {
-        table
-            .replay(payload)
-            .map_err(|reason| StoreError::Corrupt {
-                path: path.to_owned(),
-                reason: format!("a frame passed its checksum but does not decode: {reason}"),
-            })?;
+        match Record::parse(payload, frames.v1).map_err(corrupt)? {
+            Record::Writes(writes) => table.replay(writes).map_err(corrupt)?,
+            Record::Delete { tenant, project } => {
+                table.remove(&tenant, &project, None);
+                deleted.push(scope_hash(&tenant, &project));
+            }
+        }
     }
-    Ok(())
+    Ok(deleted)
 }
 
-type CompactJob = (u64, Option<Ack>);
+type Append<W> = (Vec<u8>, Vec<W>, Ack);
+
+/// Makes `appends` durable with one fsync, applies them in order, and
+/// acknowledges them; after a failure, refuses them and returns why.
+fn commit<T: Table>(
+    log: &mut FrameLog,
+    table: &RwLock<T>,
+    appends: Vec<Append<T::Write>>,
+    frames: &mut Vec<u8>,
+) -> Result<(), String> {
+    if appends.is_empty() {
+        return Ok(());
+    }
+    frames.clear();
+    for (payload, _, _) in &appends {
+        frame(payload, frames);
+    }
+    let started = std::time::Instant::now();
+    let synced = log.append_synced(frames);
+    metrics::histogram!("polymeter_store_fsync_seconds").record(started.elapsed().as_secs_f64());
+    match synced {
+        Ok(()) => {
+            metrics::counter!("polymeter_store_log_bytes_total").increment(frames.len() as u64);
+            metrics::counter!("polymeter_store_batches_total").increment(appends.len() as u64);
+            let mut t = table.write().unwrap_or_else(|p| p.into_inner());
+            let mut acks = Vec::with_capacity(appends.len());
+            for (_, batch, ack) in appends {
+                t.apply(batch);
+                acks.push(ack);
+            }
+            drop(t);
+            for ack in acks {
+                let _ = ack.send(Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!("write-ahead log failed, refusing further writes: {e}");
+            for (_, _, ack) in appends {
+                let _ = ack.send(Err(StoreError::Closed(e.to_string())));
+            }
+            Err(e.to_string())
+        }
+    }
+}
 
 fn write_loop<T: Table>(
     jobs: Receiver<Job<T::Write>>,
@@ -290,6 +500,17 @@ fn write_loop<T: Table>(
         let mut appends = Vec::with_capacity(group.len());
         let mut checkpoints = Vec::new();
         for job in group {
+            if let Some(why) = &failed {
+                // After a failed write the log's tail is unknown: appending
+                // more could put acknowledged frames behind garbage.
+                let ack = match job {
+                    Job::Append { ack, .. } | Job::Checkpoint { ack } | Job::Delete { ack, .. } => {
+                        ack
+                    }
+                };
+                let _ = ack.send(Err(StoreError::Closed(why.clone())));
+                continue;
+            }
             match job {
                 Job::Append {
                     payload,
@@ -297,56 +518,54 @@ fn write_loop<T: Table>(
                     ack,
                 } => appends.push((payload, batch, ack)),
                 Job::Checkpoint { ack } => checkpoints.push(ack),
+                Job::Delete {
+                    tenant,
+                    project,
+                    ack,
+                } => {
+                    // Writes before the deletion are committed first, so it
+                    // removes them, and only them.
+                    failed = commit(&mut log, &table, std::mem::take(&mut appends), &mut frames)
+                        .err();
+                    if let Some(why) = &failed {
+                        let _ = ack.send(Err(StoreError::Closed(why.clone())));
+                        continue;
+                    }
+                    let payload = Record::delete_payload(&tenant, &project);
+                    frames.clear();
+                    frame(&payload, &mut frames);
+                    if let Err(e) = log.append_synced(&frames) {
+                        tracing::error!("write-ahead log failed, refusing further writes: {e}");
+                        failed = Some(e.to_string());
+                        let _ = ack.send(Err(e));
+                        continue;
+                    }
+                    table
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&tenant, &project, None);
+                    // Older generations are queued to the compactor before
+                    // this, so every segment it must delete exists by then.
+                    let _ = compact.send(CompactJob::Drop {
+                        scope: scope_hash(&tenant, &project),
+                        below: generation,
+                        cutoff_us: None,
+                        ack: Some(ack),
+                    });
+                }
             }
         }
+        if failed.is_none() {
+            failed = commit(&mut log, &table, appends, &mut frames).err();
+        }
+        let rotate = !checkpoints.is_empty() || log.len() >= options.rotate_bytes;
         if let Some(why) = &failed {
-            // After a failed write the log's tail is unknown: appending more
-            // could put acknowledged frames behind garbage.
-            for (_, _, ack) in appends {
-                let _ = ack.send(Err(StoreError::Closed(why.clone())));
-            }
             for ack in checkpoints {
                 let _ = ack.send(Err(StoreError::Closed(why.clone())));
             }
             continue;
         }
-        if !appends.is_empty() {
-            frames.clear();
-            for (payload, _, _) in &appends {
-                frame(payload, &mut frames);
-            }
-            let started = std::time::Instant::now();
-            let synced = log.append_synced(&frames);
-            metrics::histogram!("polymeter_store_fsync_seconds")
-                .record(started.elapsed().as_secs_f64());
-            match synced {
-                Ok(()) => {
-                    metrics::counter!("polymeter_store_log_bytes_total")
-                        .increment(frames.len() as u64);
-                    metrics::counter!("polymeter_store_batches_total")
-                        .increment(appends.len() as u64);
-                    let mut t = table.write().unwrap_or_else(|p| p.into_inner());
-                    let mut acks = Vec::with_capacity(appends.len());
-                    for (_, batch, ack) in appends {
-                        t.apply(batch);
-                        acks.push(ack);
-                    }
-                    drop(t);
-                    for ack in acks {
-                        let _ = ack.send(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("write-ahead log failed, refusing further writes: {e}");
-                    failed = Some(e.to_string());
-                    for (_, _, ack) in appends {
-                        let _ = ack.send(Err(StoreError::Closed(e.to_string())));
-                    }
-                }
-            }
-        }
-        let rotate = !checkpoints.is_empty() || log.len() >= options.rotate_bytes;
-        if rotate && failed.is_none() {
+        if rotate {
             let next = wal_dir.join(format!("{:020}.wal", generation + 1));
             match FrameLog::create(&next) {
                 Ok(new_log) => {
@@ -354,11 +573,16 @@ fn write_loop<T: Table>(
                     let closed = generation;
                     generation += 1;
                     let mut checkpoints = checkpoints.into_iter();
-                    let first = checkpoints.next();
-                    let _ = compact.send((closed, first));
+                    let _ = compact.send(CompactJob::Generation {
+                        generation: closed,
+                        ack: checkpoints.next(),
+                    });
                     for ack in checkpoints {
                         // Later checkpoints in the same group wait on the same generation.
-                        let _ = compact.send((closed, Some(ack)));
+                        let _ = compact.send(CompactJob::Generation {
+                            generation: closed,
+                            ack: Some(ack),
+                        });
                     }
                 }
                 Err(e) => {
@@ -372,39 +596,99 @@ fn write_loop<T: Table>(
     }
 }
 
-fn compact_loop<T: Table>(jobs: Receiver<CompactJob>, wal_dir: PathBuf, seg_dir: PathBuf) {
+fn compact_loop<T: Table>(
+    jobs: Receiver<CompactJob>,
+    table: Arc<RwLock<T>>,
+    wal_dir: PathBuf,
+    seg_dir: PathBuf,
+) {
     let mut done = 0u64;
-    while let Ok((generation, ack)) = jobs.recv() {
-        let result = if generation <= done {
-            Ok(())
-        } else {
-            compact_generation::<T>(generation, &wal_dir, &seg_dir)
-        };
-        if let Err(e) = &result {
-            tracing::error!(generation, "compaction failed, the log is kept: {e}");
-        } else {
-            done = done.max(generation);
-        }
-        if let Some(ack) = ack {
-            let _ = ack.send(result);
+    // Each scope's retention cutoff, as last asked: compactions skip days
+    // wholly before it.
+    let mut cutoffs: HashMap<u64, i64> = HashMap::new();
+    while let Ok(job) = jobs.recv() {
+        match job {
+            CompactJob::Generation { generation, ack } => {
+                let result = if generation <= done {
+                    Ok(())
+                } else {
+                    let started = std::time::Instant::now();
+                    let result =
+                        compact_generation(generation, &table, &cutoffs, &wal_dir, &seg_dir);
+                    metrics::histogram!("polymeter_store_compaction_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    result
+                };
+                if let Err(e) = &result {
+                    tracing::error!(generation, "compaction failed, the log is kept: {e}");
+                } else {
+                    done = done.max(generation);
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(result);
+                }
+            }
+            CompactJob::Drop {
+                scope,
+                below,
+                cutoff_us,
+                ack,
+            } => {
+                if let Some(cutoff) = cutoff_us {
+                    cutoffs.insert(scope, cutoff);
+                }
+                let result = drop_segments(&seg_dir, scope, below, cutoff_us);
+                if let Err(e) = &result {
+                    tracing::error!("cannot delete segments: {e}");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(result);
+                }
+            }
         }
     }
 }
 
-fn compact_generation<T: Table>(
-    generation: u64,
-    wal_dir: &Path,
+/// Deletes `scope`'s segments of generations below `below`: every one, or
+/// those of days wholly before `cutoff_us`.
+fn drop_segments(
     seg_dir: &Path,
+    scope: u64,
+    below: u64,
+    cutoff_us: Option<i64>,
 ) -> Result<(), StoreError> {
-    let started = std::time::Instant::now();
-    let done = compact_generation_inner::<T>(generation, wal_dir, seg_dir);
-    metrics::histogram!("polymeter_store_compaction_seconds")
-        .record(started.elapsed().as_secs_f64());
-    done
+    let doomed: Vec<PathBuf> = list_segments(seg_dir)?
+        .into_values()
+        .flatten()
+        .filter(|(name, _)| {
+            name.generation < below
+                && name.place.is_some_and(|(s, day)| {
+                    s == scope && cutoff_us.is_none_or(|cutoff| day_before(day, cutoff))
+                })
+        })
+        .map(|(_, path)| path)
+        .collect();
+    let files = doomed.len();
+    remove_files(seg_dir, &doomed)?;
+    if files > 0 {
+        metrics::counter!("polymeter_store_segments_dropped_total").increment(files as u64);
+        tracing::info!(files, "deleted segments");
+    }
+    Ok(())
 }
 
-fn compact_generation_inner<T: Table>(
+/// Rows of one place, on their way into its segment.
+struct Pending<W> {
+    tenant: String,
+    project: String,
+    writer: Option<SegmentWriter>,
+    writes: Vec<W>,
+}
+
+fn compact_generation<T: Table>(
     generation: u64,
+    table: &RwLock<T>,
+    cutoffs: &HashMap<u64, i64>,
     wal_dir: &Path,
     seg_dir: &Path,
 ) -> Result<(), StoreError> {
@@ -413,26 +697,99 @@ fn compact_generation_inner<T: Table>(
     if let Some(why) = frames.torn {
         return Err(StoreError::Corrupt { path, reason: why });
     }
-    // Rows go to the segment in chunks, so compaction's memory stays bounded.
-    const CHUNK: usize = 1 << 16;
-    let mut segment = SegmentWriter::new(T::schema())?;
-    let mut writes = Vec::new();
-    for (i, payload) in frames.payloads.iter().enumerate() {
-        writes.extend(T::decode(payload).map_err(|reason| StoreError::Corrupt {
-            path: path.clone(),
-            reason,
-        })?);
-        if writes.len() >= CHUNK || i + 1 == frames.payloads.len() {
-            segment.write(&T::to_arrow(&writes).map_err(StoreError::Encode)?)?;
-            writes.clear();
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let records: Vec<Record<'_>> = frames
+        .payloads
+        .iter()
+        .map(|p| Record::parse(p, frames.v1))
+        .collect::<Result<_, _>>()
+        .map_err(corrupt)?;
+    // A scope deleted in this generation keeps only its writes after the deletion.
+    let mut deleted_at: HashMap<u64, usize> = HashMap::new();
+    for (i, record) in records.iter().enumerate() {
+        if let Record::Delete { tenant, project } = record {
+            deleted_at.insert(scope_hash(tenant, project), i);
         }
     }
-    if segment.rows() > 0 {
-        let rows = segment.rows();
-        let published = segment.finish(seg_dir, generation)?;
-        metrics::counter!("polymeter_store_segments_total").increment(1);
+    // Rows go to segments in chunks, so compaction's memory stays bounded.
+    const CHUNK: usize = 1 << 16;
+    let mut places: BTreeMap<(u64, i32), Pending<T::Write>> = BTreeMap::new();
+    let flush = |pending: &mut Pending<T::Write>, day: i32| -> Result<(), StoreError> {
+        if pending.writes.is_empty() {
+            return Ok(());
+        }
+        let writer = match &mut pending.writer {
+            Some(w) => w,
+            none => none.insert(SegmentWriter::new(
+                T::schema(),
+                &Place {
+                    tenant: &pending.tenant,
+                    project: &pending.project,
+                    day,
+                },
+            )?),
+        };
+        writer.write(&T::to_arrow(&pending.writes).map_err(StoreError::Encode)?)?;
+        pending.writes.clear();
+        Ok(())
+    };
+    for (i, record) in records.iter().enumerate() {
+        let Record::Writes(payload) = record else {
+            continue;
+        };
+        let writes = T::decode(payload).map_err(corrupt)?;
+        let t = table.read().unwrap_or_else(|p| p.into_inner());
+        let placed: Vec<(u64, i32, Option<(String, String)>)> = writes
+            .iter()
+            .map(|w| {
+                let place = t.place(w);
+                let scope = place.scope();
+                let fresh = !places.contains_key(&(scope, place.day));
+                (
+                    scope,
+                    place.day,
+                    fresh.then(|| (place.tenant.to_owned(), place.project.to_owned())),
+                )
+            })
+            .collect();
+        drop(t);
+        for (w, (scope, day, names)) in writes.into_iter().zip(placed) {
+            if deleted_at.get(&scope).is_some_and(|&at| i < at)
+                || cutoffs.get(&scope).is_some_and(|&c| day_before(day, c))
+            {
+                continue;
+            }
+            let pending = places.entry((scope, day)).or_insert_with(|| {
+                let (tenant, project) = names.unwrap_or_default();
+                Pending {
+                    tenant,
+                    project,
+                    writer: None,
+                    writes: Vec::new(),
+                }
+            });
+            pending.writes.push(w);
+            if pending.writes.len() >= CHUNK {
+                flush(pending, day)?;
+            }
+        }
+    }
+    let count = places.len() as u32;
+    let mut rows = 0;
+    for (&(scope, day), pending) in places.iter_mut() {
+        flush(pending, day)?;
+        let writer = pending.writer.take().expect("a place has rows");
+        rows += writer.rows();
+        writer.finish(seg_dir, generation, (scope, day), count)?;
+    }
+    if count > 0 {
+        sync_dir(seg_dir)?;
+        metrics::counter!("polymeter_store_segments_total").increment(count as u64);
         metrics::counter!("polymeter_store_segment_rows_total").increment(rows as u64);
-        tracing::debug!(segment = %published.display(), rows, "compacted log generation");
+        tracing::debug!(generation, segments = count, rows, "compacted log generation");
     }
     std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
     sync_dir(wal_dir)
@@ -473,6 +830,19 @@ mod tests {
             self.0.extend(batch);
         }
 
+        fn place<'a>(&self, (k, _): &'a (String, i64)) -> Place<'a> {
+            place_of(k)
+        }
+
+        fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>) {
+            self.0.retain(|k, _| {
+                let place = place_of(k);
+                !(place.tenant == tenant
+                    && place.project == project
+                    && before_us.is_none_or(|c| crate::place::day_before(place.day, c)))
+            });
+        }
+
         fn schema() -> SchemaRef {
             Arc::new(Schema::new(vec![
                 Field::new("key", DataType::Utf8, false),
@@ -501,6 +871,27 @@ mod tests {
             Ok((0..keys.len())
                 .map(|i| (keys.value(i).to_owned(), values.value(i)))
                 .collect())
+        }
+    }
+
+    /// Keys are `tenant/project/day/name`; a key without them is placed in
+    /// scope ("", "") on day 0.
+    fn place_of(k: &str) -> Place<'_> {
+        let mut parts = k.splitn(4, '/');
+        let tenant = parts.next().unwrap_or_default();
+        let project = parts.next().unwrap_or_default();
+        let day = parts.next().and_then(|d| d.parse().ok()).unwrap_or(0);
+        match parts.next() {
+            Some(_) => Place {
+                tenant,
+                project,
+                day,
+            },
+            None => Place {
+                tenant: "",
+                project: "",
+                day: 0,
+            },
         }
     }
 
@@ -655,5 +1046,137 @@ mod tests {
         let store = open(dir.path()).unwrap();
         assert_eq!(contents(&store), [kv("a", 1)]);
         assert!(!log.exists(), "the stale log is removed");
+    }
+
+    fn segment_names(dir: &Path) -> Vec<SegmentName> {
+        list(&dir.join("segments"))
+            .unwrap()
+            .iter()
+            .filter_map(|p| SegmentName::parse(p.file_name()?.to_str()?))
+            .collect()
+    }
+
+    #[test]
+    fn a_generation_is_compacted_into_one_segment_per_project_and_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store
+            .append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2), kv("t/b/1/z", 3), kv("t/a/1/w", 4)])
+            .unwrap();
+        store.checkpoint().unwrap();
+        let mut places: Vec<(u64, i32, u32)> = segment_names(dir.path())
+            .iter()
+            .map(|n| (n.place.unwrap().0, n.place.unwrap().1, n.count))
+            .collect();
+        places.sort();
+        let mut want = vec![
+            (scope_hash("t", "a"), 1, 3),
+            (scope_hash("t", "a"), 2, 3),
+            (scope_hash("t", "b"), 1, 3),
+        ];
+        want.sort();
+        assert_eq!(places, want);
+        drop(store);
+        assert_eq!(open(dir.path()).unwrap().read().0.len(), 4);
+    }
+
+    #[test]
+    fn a_deleted_project_is_gone_from_table_and_disk_and_later_writes_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store.append(vec![kv("t/a/1/old", 1), kv("t/b/1/other", 2)]).unwrap();
+        store.checkpoint().unwrap();
+        // Uncompacted writes of the project, before the deletion, go too.
+        store.append(vec![kv("t/a/2/pending", 3)]).unwrap();
+        store.delete_scope("t", "a").unwrap();
+        store.append(vec![kv("t/a/3/new", 4)]).unwrap();
+        assert_eq!(contents(&store), [kv("t/a/3/new", 4), kv("t/b/1/other", 2)]);
+        assert!(segment_names(dir.path())
+            .iter()
+            .all(|n| n.place.unwrap().0 != scope_hash("t", "a")));
+        store.checkpoint().unwrap();
+        drop(store);
+        let store = open(dir.path()).unwrap();
+        assert_eq!(contents(&store), [kv("t/a/3/new", 4), kv("t/b/1/other", 2)]);
+    }
+
+    #[test]
+    fn a_deletion_logged_before_a_crash_still_deletes_the_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg_dir = dir.path().join("segments");
+        let store = open(dir.path()).unwrap();
+        store.append(vec![kv("t/a/1/old", 1), kv("t/b/1/other", 2)]).unwrap();
+        store.checkpoint().unwrap();
+        let saved: Vec<(PathBuf, Vec<u8>)> = list(&seg_dir)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        store.delete_scope("t", "a").unwrap();
+        drop(store);
+        // The crash came after the deletion was logged, before its files went.
+        for (path, bytes) in saved {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let store = open(dir.path()).unwrap();
+        assert_eq!(contents(&store), [kv("t/b/1/other", 2)]);
+        store.checkpoint().unwrap();
+        assert!(segment_names(dir.path())
+            .iter()
+            .all(|n| n.place.unwrap().0 != scope_hash("t", "a")));
+        drop(store);
+        assert_eq!(contents(&open(dir.path()).unwrap()), [kv("t/b/1/other", 2)]);
+    }
+
+    #[test]
+    fn a_compaction_cut_short_is_done_again_from_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store.append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2)]).unwrap();
+        drop(store);
+        let log = list(&dir.path().join("wal")).unwrap().remove(0);
+        let saved = std::fs::read(&log).unwrap();
+        open(dir.path()).unwrap().checkpoint().unwrap();
+        // One of the generation's two segments never made it, and the log is still there.
+        let first = list(&dir.path().join("segments")).unwrap().remove(0);
+        std::fs::remove_file(first).unwrap();
+        std::fs::write(&log, saved).unwrap();
+        let store = open(dir.path()).unwrap();
+        assert_eq!(contents(&store), [kv("t/a/1/x", 1), kv("t/a/2/y", 2)]);
+        store.checkpoint().unwrap();
+        assert_eq!(segment_names(dir.path()).len(), 2);
+        drop(store);
+        assert_eq!(
+            contents(&open(dir.path()).unwrap()),
+            [kv("t/a/1/x", 1), kv("t/a/2/y", 2)]
+        );
+    }
+
+    #[test]
+    fn expiring_deletes_whole_days_before_the_cutoff_and_nothing_else() {
+        use crate::place::DAY_US;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        store
+            .append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2), kv("t/a/3/z", 3), kv("t/b/1/o", 4)])
+            .unwrap();
+        store.checkpoint().unwrap();
+        // A write of an expired day still in the log is not compacted.
+        store.append(vec![kv("t/a/1/late", 5)]).unwrap();
+        store.expire("t", "a", 3 * DAY_US).unwrap();
+        assert_eq!(contents(&store), [kv("t/a/3/z", 3), kv("t/b/1/o", 4)]);
+        store.append(vec![kv("t/a/2/later", 6)]).unwrap();
+        store.checkpoint().unwrap();
+        let mut left: Vec<(u64, i32)> = segment_names(dir.path())
+            .iter()
+            .map(|n| n.place.unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![(scope_hash("t", "a"), 3), (scope_hash("t", "b"), 1)];
+        want.sort();
+        assert_eq!(left, want);
     }
 }

@@ -3,8 +3,10 @@
 //! [`Durable`] makes them durable and recoverable.
 //!
 //! ```text
-//! <dir>/wal/<gen>.wal                    append-only log, checksummed frames
-//! <dir>/segments/<gen>-<crc32>.parquet   immutable Apache Parquet segments
+//! <dir>/wal/<gen>.wal          append-only log, checksummed frames
+//! <dir>/segments/<gen>-<crc32>-<scope>-<day>-<count>.parquet
+//!                              immutable Apache Parquet segments, one per
+//!                              project and UTC day of each generation
 //! ```
 //!
 //! * A write is acknowledged only after its frame is fsynced. One writer
@@ -12,8 +14,16 @@
 //!   (group commit), applies them to the in-memory table in log order, then
 //!   acknowledges them all.
 //! * The log rotates to a new generation once it passes a size; a compactor
-//!   thread turns each closed generation into a Parquet segment (written to a
-//!   temporary file, fsynced, renamed) and then deletes that log file.
+//!   thread turns each closed generation into Parquet segments, one per
+//!   project and day its records are placed on ([`Table::place`]; each
+//!   written to a temporary file, fsynced, renamed), and then deletes that
+//!   log file. A generation whose segments are not all there (a crash during
+//!   compaction) is compacted again from its log.
+//! * Deleting a project ([`Durable::delete_scope`]) is a log record, so it
+//!   survives a crash; it removes the project from the table and deletes its
+//!   segments. Expiring a project's old records ([`Durable::expire`]) removes
+//!   them from the table and deletes its segments of days wholly past the
+//!   cutoff: whole files, nothing rewritten.
 //! * Opening loads the segments in generation order, then replays the logs
 //!   newer than the last segment. A torn or corrupt log tail (the checksum
 //!   disagrees, or a frame is cut short) is dropped and logged, never misread.
@@ -22,10 +32,12 @@
 
 mod durable;
 pub mod interner;
+pub mod place;
 mod segment;
 mod wal;
 
 pub use durable::{Durable, Options};
+pub use place::Place;
 pub use interner::Interner;
 pub use segment::{read_segment, SegmentWriter};
 pub use wal::{read_frames, FrameLog};
@@ -110,6 +122,16 @@ pub trait Table: Send + Sync + 'static {
         self.apply(writes);
         Ok(())
     }
+
+    /// Where `write` is kept on disk: its scope and the UTC day of the record
+    /// it belongs to, as the table knows that record now (a later half of a
+    /// record follows the record's day, so all of a record's writes in a
+    /// generation share one segment and keep their order).
+    fn place<'a>(&self, write: &'a Self::Write) -> Place<'a>;
+
+    /// Forgets `tenant`'s `project`: every record, or with `before_us` the
+    /// records placed before that time.
+    fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>);
 
     /// Applies one log frame; a table may decode it straight into its state.
     fn replay(&mut self, payload: &[u8]) -> Result<(), String> {

@@ -1,28 +1,76 @@
-//! Immutable Parquet segments. A segment's file name carries its generation
-//! and the CRC-32 of its bytes (`<gen>-<crc>.parquet`), so a damaged segment is
-//! caught before a single row is read from it, and the name is published by
-//! one atomic rename.
+//! Immutable Parquet segments. A segment holds one scope's records of one
+//! UTC day from one log generation. Its file name carries all of that and
+//! the CRC-32 of its bytes:
+//!
+//! ```text
+//! <generation>-<crc32>-<scope>-<day>-<segments in the generation>.parquet
+//! ```
+//!
+//! so a damaged segment is caught before a single row is read from it, a
+//! project's or a day's files are found without opening any, and a
+//! generation whose compaction was cut short (fewer files than its names
+//! say) is recognised. Each file is published by one atomic rename. Names of
+//! the first format, `<generation>-<crc32>.parquet`, hold every scope and
+//! day of their generation.
 
-use crate::wal::sync_dir;
+use crate::place::Place;
 use crate::StoreError;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub(crate) fn segment_name(generation: u64, crc: u32) -> String {
-    format!("{generation:020}-{crc:08x}.parquet")
+/// What a segment's file name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentName {
+    pub generation: u64,
+    pub crc: u32,
+    /// Scope hash and day; `None` for a first-format segment (every scope).
+    pub place: Option<(u64, i32)>,
+    /// How many segments its generation was compacted into.
+    pub count: u32,
 }
 
-/// `(generation, crc)` from a segment file name.
-pub(crate) fn parse_name(name: &str) -> Option<(u64, u32)> {
-    let stem = name.strip_suffix(".parquet")?;
-    let (generation, crc) = stem.split_once('-')?;
-    Some((generation.parse().ok()?, u32::from_str_radix(crc, 16).ok()?))
+impl SegmentName {
+    pub fn file_name(&self) -> String {
+        match self.place {
+            Some((scope, day)) => format!(
+                "{:020}-{:08x}-{scope:016x}-{day}-{}.parquet",
+                self.generation, self.crc, self.count
+            ),
+            None => format!("{:020}-{:08x}.parquet", self.generation, self.crc),
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".parquet")?;
+        let parts: Vec<&str> = stem.split('-').collect();
+        let generation = parts.first()?.parse().ok()?;
+        let crc = u32::from_str_radix(parts.get(1)?, 16).ok()?;
+        match parts.len() {
+            2 => Some(Self {
+                generation,
+                crc,
+                place: None,
+                count: 1,
+            }),
+            5 => Some(Self {
+                generation,
+                crc,
+                place: Some((
+                    u64::from_str_radix(parts[2], 16).ok()?,
+                    parts[3].parse().ok()?,
+                )),
+                count: parts[4].parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn encode(e: parquet::errors::ParquetError) -> StoreError {
@@ -37,10 +85,16 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    pub fn new(schema: SchemaRef) -> Result<Self, StoreError> {
+    /// A segment for the records of `place`'s scope and day.
+    pub fn new(schema: SchemaRef, place: &Place<'_>) -> Result<Self, StoreError> {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_created_by("polymeter".into())
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new("polymeter.tenant".into(), place.tenant.to_owned()),
+                KeyValue::new("polymeter.project".into(), place.project.to_owned()),
+                KeyValue::new("polymeter.day".into(), place.day.to_string()),
+            ]))
             .build();
         Ok(Self {
             writer: ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(encode)?,
@@ -57,18 +111,30 @@ impl SegmentWriter {
         self.rows
     }
 
-    /// Publishes the segment as generation `generation` in `dir`: written to
-    /// a temporary file, fsynced, renamed, directory fsynced. Returns its path.
-    pub fn finish(self, dir: &Path, generation: u64) -> Result<PathBuf, StoreError> {
+    /// Publishes the segment in `dir` as one of `count` of `generation`'s,
+    /// for the scope and day of `place` (`(scope hash, day)`): written to a
+    /// temporary file, fsynced, renamed. The caller fsyncs the directory once
+    /// the generation's segments are all published. Returns its path.
+    pub(crate) fn finish(
+        self,
+        dir: &Path,
+        generation: u64,
+        place: (u64, i32),
+        count: u32,
+    ) -> Result<PathBuf, StoreError> {
         let bytes = self.writer.into_inner().map_err(encode)?;
-        let crc = crc32fast::hash(&bytes);
-        let path = dir.join(segment_name(generation, crc));
-        let tmp = dir.join(format!("{generation:020}.parquet.tmp"));
+        let name = SegmentName {
+            generation,
+            crc: crc32fast::hash(&bytes),
+            place: Some(place),
+            count,
+        };
+        let path = dir.join(name.file_name());
+        let tmp = dir.join(format!("{generation:020}-{:016x}-{}.parquet.tmp", place.0, place.1));
         let mut file = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
         file.write_all(&bytes).map_err(StoreError::io(&tmp))?;
         file.sync_all().map_err(StoreError::io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-        sync_dir(dir)?;
         Ok(path)
     }
 }
@@ -86,7 +152,9 @@ pub fn read_segment(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let (_, crc) = parse_name(name).ok_or_else(|| corrupt("not a segment file name".into()))?;
+    let crc = SegmentName::parse(name)
+        .ok_or_else(|| corrupt("not a segment file name".into()))?
+        .crc;
     let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
     let actual = crc32fast::hash(&bytes);
     if actual != crc {

@@ -10,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-pub const MAGIC: &[u8; 8] = b"PMWAL001";
+pub const MAGIC: &[u8; 8] = b"PMWAL002";
+/// The first format, whose every frame is a batch of writes (no kind byte).
+const MAGIC_V1: &[u8; 8] = b"PMWAL001";
 const HEADER: usize = 8;
 /// Frames larger than this are taken as garbage (a torn length field).
 const MAX_FRAME: usize = 1 << 30;
@@ -80,6 +82,8 @@ pub struct Frames {
     pub file_len: u64,
     /// Why reading stopped early, when it did.
     pub torn: Option<String>,
+    /// Written in the first format: every payload is a batch of writes.
+    pub v1: bool,
 }
 
 /// Reads every intact frame of a log file.
@@ -89,12 +93,15 @@ pub fn read_frames(path: &Path) -> Result<Frames, StoreError> {
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(StoreError::io(path))?;
     let file_len = bytes.len() as u64;
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    let header = bytes.get(..MAGIC.len());
+    let v1 = header == Some(MAGIC_V1.as_slice());
+    if header != Some(MAGIC.as_slice()) && !v1 {
         return Ok(Frames {
             payloads: Vec::new(),
             valid_len: 0,
             file_len,
             torn: Some("missing or damaged file header".into()),
+            v1: false,
         });
     }
     let mut at = MAGIC.len();
@@ -125,6 +132,7 @@ pub fn read_frames(path: &Path) -> Result<Frames, StoreError> {
         valid_len: at as u64,
         file_len,
         torn,
+        v1,
     })
 }
 
