@@ -26,7 +26,8 @@ async fn replica(
     std::sync::Arc<dyn polymeter_stats::CallStore>,
     std::sync::Arc<polymeter_stats::prices::PriceOverrides>,
 ) {
-    open_stats(choice, &dir.join(name), 1 << 20).await.unwrap()
+    let stores = open_stats(choice, &dir.join(name), 1 << 20).await.unwrap();
+    (stores.calls, stores.prices)
 }
 
 #[tokio::test]

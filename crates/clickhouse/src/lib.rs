@@ -76,6 +76,61 @@ fn is_ours(text: &str) -> bool {
         .is_some_and(|code| CODES.contains(&code))
 }
 
+/// Versions strictly increase within a process and follow the wall clock
+/// across processes; each call takes two, so a tombstone (`v`) sorts before
+/// the row that replaces it (`v + 1`).
+pub fn next_version() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 2);
+        match LAST.compare_exchange_weak(
+            last,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Deletes `tenant`'s `project` rows of `table`: all of them, or with
+/// `before = (column, value)` those whose `column` is below `value` — one
+/// lightweight `DELETE` (rows are hidden at once and removed as parts
+/// merge), bounded by `limit`.
+pub async fn delete_project_rows(
+    client: &clickhouse::Client,
+    schema: &Schema,
+    table: &str,
+    (tenant, project): (&str, &str),
+    before: Option<(&str, i64)>,
+    limit: std::time::Duration,
+) -> Result<(), Failure> {
+    let mut st = Statement::default();
+    let mut condition = format!(
+        "tenant = {} AND project_id = {}",
+        st.bind("String", Param::Str(tenant.to_owned())),
+        st.bind("String", Param::Str(project.to_owned()))
+    );
+    if let Some((column, value)) = before {
+        let value = st.bind("Int64", Param::Int(value));
+        condition.push_str(&format!(" AND {column} < {value}"));
+    }
+    st.sql = schema.delete_from(table, &condition);
+    within(
+        limit,
+        &format!("deleting from {table}"),
+        st.into_query(client).execute(),
+    )
+    .await
+}
+
 /// The longest a query to ClickHouse may take, unless the store URL says
 /// otherwise, before the store gives up and answers "unavailable, retry"
 /// (the server is told the same limit, so it stops working on it too).

@@ -38,6 +38,19 @@ impl Schema {
             .unwrap_or_default()
     }
 
+    /// A lightweight `DELETE` of the rows of table `name` matching
+    /// `condition` (on a cluster, of its local tables on every node).
+    pub fn delete_from(&self, name: &str, condition: &str) -> String {
+        let db = &self.database;
+        match &self.cluster {
+            None => format!("DELETE FROM `{db}`.`{name}` WHERE {condition}"),
+            Some(_) => format!(
+                "DELETE FROM `{db}`.`{name}_local`{} WHERE {condition}",
+                self.on_cluster()
+            ),
+        }
+    }
+
     /// `CREATE TABLE` for `name` with `columns` (the SQL inside the
     /// parentheses), engine `engine` (e.g. `ReplacingMergeTree(version)`) and
     /// the clauses after it. On a cluster, the replicated local table plus a

@@ -21,11 +21,25 @@ use std::fmt::Write;
 
 const TABLE: &str = "feedback";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "feedback",
-    statements: v1,
-}];
+/// Each project's retention period for its feedback.
+const RETENTION: &str = "feedback_retention";
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "feedback",
+        statements: v1,
+    },
+    Migration {
+        version: 2,
+        name: "feedback_retention",
+        statements: v2,
+    },
+];
+
+fn v2(schema: &Schema) -> Vec<String> {
+    polymeter_retention::RetentionTable::create(schema, RETENTION)
+}
 
 fn v1(schema: &Schema) -> Vec<String> {
     schema.create_table(
@@ -124,6 +138,7 @@ struct Cell {
 
 pub struct ClickHouseFeedbackStore {
     client: clickhouse::Client,
+    schema: polymeter_clickhouse::Schema,
     /// How long a query and a write may wait on ClickHouse.
     limits: (std::time::Duration, std::time::Duration),
 }
@@ -150,8 +165,55 @@ impl ClickHouseFeedbackStore {
             .map_err(failed)?;
         Ok(Self {
             client,
+            schema: polymeter_clickhouse::Schema::new(url),
             limits: (url.query_timeout, url.write_timeout),
         })
+    }
+
+    /// The projects' retention periods for feedback, in this database.
+    pub fn retention_table(&self) -> polymeter_retention::RetentionTable {
+        polymeter_retention::RetentionTable::new(self.client.clone(), RETENTION)
+    }
+}
+
+/// Deleted with lightweight `DELETE`s, as the calls are (see the stats
+/// service's ClickHouse store).
+#[tonic::async_trait]
+impl polymeter_retention::ProjectData for ClickHouseFeedbackStore {
+    async fn expire(
+        &self,
+        tenant: &str,
+        project: &str,
+        cutoff_us: i64,
+    ) -> Result<(), polymeter_error::Error> {
+        // Whole milliseconds at or after the cutoff stay.
+        let cutoff_ms = cutoff_us.div_euclid(1000) + i64::from(cutoff_us.rem_euclid(1000) != 0);
+        self.delete_rows(tenant, project, Some(("created_ms", cutoff_ms)))
+            .await
+    }
+
+    async fn delete(&self, tenant: &str, project: &str) -> Result<(), polymeter_error::Error> {
+        self.delete_rows(tenant, project, None).await
+    }
+}
+
+impl ClickHouseFeedbackStore {
+    async fn delete_rows(
+        &self,
+        tenant: &str,
+        project: &str,
+        before: Option<(&str, i64)>,
+    ) -> Result<(), polymeter_error::Error> {
+        polymeter_clickhouse::delete_project_rows(
+            &self.client,
+            &self.schema,
+            TABLE,
+            (tenant, project),
+            before,
+            self.limits.0,
+        )
+        .await
+        .map_err(polymeter_retention::store_error)
     }
 }
 

@@ -7,6 +7,7 @@ use crate::store::FeedbackStore;
 use polymeter_model::ProjectId;
 use polymeter_proto::v1::{self as pb, feedback_service_server};
 use polymeter_proto::MESSAGE_LIMIT;
+use polymeter_retention::{Policies, ProjectData, ProjectDataServer};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -15,11 +16,12 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct FeedbackServer {
     store: Arc<dyn FeedbackStore>,
+    retention: Arc<Policies>,
 }
 
 impl FeedbackServer {
-    pub fn new(store: Arc<dyn FeedbackStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn FeedbackStore>, retention: Arc<Policies>) -> Self {
+        Self { store, retention }
     }
 
     pub fn into_service(self) -> feedback_service_server::FeedbackServiceServer<Self> {
@@ -71,22 +73,39 @@ impl feedback_service_server::FeedbackService for FeedbackServer {
         &self,
         request: Request<pb::AggregateFeedbackRequest>,
     ) -> Result<Response<pb::AggregateFeedbackResponse>, Status> {
-        let query = FeedbackQuery::try_from(request.into_inner())?;
+        let mut query = FeedbackQuery::try_from(request.into_inner())?;
+        // Feedback past its project's retention, not yet deleted, is left
+        // out (buckets are aligned to the epoch, so they do not move).
+        let q = &mut query.request;
+        if let Some(cutoff_us) = self.retention.cutoff(&q.tenant, &q.project_id) {
+            q.after_ms = q
+                .after_ms
+                .max(cutoff_us.div_euclid(1000) + i64::from(cutoff_us.rem_euclid(1000) != 0));
+        }
         let answer = self.store.aggregate(query).await?;
         Ok(Response::new(answer))
     }
 }
 
-/// Serves the feedback service on `listener` until `shutdown` resolves.
+/// Serves the feedback service on `listener` until `shutdown` resolves: its
+/// queries, and its projects' retention and deletion (enforced here, once a
+/// minute, while it serves).
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn FeedbackStore>,
+    retention: Arc<Policies>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    polymeter_proto::serve(
-        listener,
-        tonic::service::Routes::new(FeedbackServer::new(store).into_service()),
-        shutdown,
-    )
-    .await
+    let data: Arc<dyn ProjectData> = store.clone();
+    let enforcing = polymeter_retention::enforce(
+        retention.clone(),
+        data.clone(),
+        polymeter_retention::ENFORCE_EVERY,
+    );
+    let routes =
+        tonic::service::Routes::new(FeedbackServer::new(store, retention.clone()).into_service())
+            .add_service(ProjectDataServer::new(retention, data).into_service());
+    let served = polymeter_proto::serve(listener, routes, shutdown).await;
+    enforcing.abort();
+    served
 }

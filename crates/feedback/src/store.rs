@@ -13,8 +13,10 @@ use polymeter_store::{Durable, Options};
 use std::path::Path;
 use std::sync::Arc;
 
+/// A feedback store also expires and deletes a project's feedback
+/// ([`polymeter_retention::ProjectData`]).
 #[tonic::async_trait]
-pub trait FeedbackStore: Send + Sync + 'static {
+pub trait FeedbackStore: polymeter_retention::ProjectData {
     /// Stores the batch whole or not at all; durable when this returns.
     async fn append(&self, batch: Vec<pb::FeedbackWrite>) -> Result<(), FeedbackError>;
 
@@ -42,6 +44,24 @@ impl EmbeddedFeedbackStore {
     /// Records held, for logs.
     pub fn rows(&self) -> usize {
         self.inner.read().rows()
+    }
+}
+
+/// A project's feedback goes as whole segments of days (expiry) or of the
+/// project (deletion); see `polymeter_store::Durable`.
+#[tonic::async_trait]
+impl polymeter_retention::ProjectData for EmbeddedFeedbackStore {
+    async fn expire(
+        &self,
+        tenant: &str,
+        project: &str,
+        cutoff_us: i64,
+    ) -> Result<(), polymeter_error::Error> {
+        polymeter_retention::on_durable(&self.inner, tenant, project, Some(cutoff_us)).await
+    }
+
+    async fn delete(&self, tenant: &str, project: &str) -> Result<(), polymeter_error::Error> {
+        polymeter_retention::on_durable(&self.inner, tenant, project, None).await
     }
 }
 

@@ -28,7 +28,8 @@ use arrow::datatypes::{
 };
 use polymeter_model::feedback::{parse_span_status, span_status_name, SpanType};
 use polymeter_proto::v1 as pb;
-use polymeter_store::Table;
+use polymeter_store::place::day_of_us;
+use polymeter_store::{Place, Table};
 use prost::Message;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, LazyLock};
@@ -132,6 +133,48 @@ impl FeedbackTable {
     pub fn rows(&self) -> usize {
         self.partitions.iter().map(Partition::rows).sum()
     }
+
+    /// Forgets a project's feedback: all of it, or that created before
+    /// `before_ms`. (Its strings stay interned, and tag and rating spans
+    /// stay in the shared pools, until the next restart.)
+    pub fn forget(&mut self, tenant: &str, project: &str, before_ms: Option<i64>) {
+        let Some(&pi) = self.by_scope.get(&(tenant.to_owned(), project.to_owned())) else {
+            return;
+        };
+        match before_ms {
+            None => {
+                self.partitions.remove(pi);
+                self.by_scope = self
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| ((p.tenant.clone(), p.project.clone()), i))
+                    .collect();
+            }
+            Some(cutoff) => {
+                let p = &mut self.partitions[pi];
+                let keep: Vec<bool> = p.created_ms.iter().map(|&ms| ms >= cutoff).collect();
+                fn retain<T>(column: &mut Vec<T>, keep: &[bool]) {
+                    let mut i = 0;
+                    column.retain(|_| {
+                        i += 1;
+                        keep[i - 1]
+                    });
+                    column.shrink_to_fit();
+                }
+                retain(&mut p.created_ms, &keep);
+                retain(&mut p.feedback_type, &keep);
+                retain(&mut p.scorer_id, &keep);
+                retain(&mut p.monitor_id, &keep);
+                retain(&mut p.agent_name, &keep);
+                retain(&mut p.agent_version, &keep);
+                retain(&mut p.status, &keep);
+                retain(&mut p.span_type, &keep);
+                retain(&mut p.tags, &keep);
+                retain(&mut p.ratings, &keep);
+            }
+        }
+    }
 }
 
 fn ratings_fields() -> Fields {
@@ -228,6 +271,23 @@ impl Table for FeedbackTable {
 
     fn apply(&mut self, batch: Vec<pb::FeedbackWrite>) {
         batch.iter().for_each(|w| self.insert(w));
+    }
+
+    /// A record's segment is its project's and the UTC day it was created.
+    fn place<'a>(&self, w: &'a pb::FeedbackWrite) -> Place<'a> {
+        Place {
+            tenant: &w.tenant,
+            project: &w.project_id,
+            day: day_of_us(w.created_at_ms.saturating_mul(1000)),
+        }
+    }
+
+    fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>) {
+        // Milliseconds, rounded up: a record at 999 µs past a millisecond
+        // cutoff does not exist (feedback times are whole milliseconds).
+        let before_ms =
+            before_us.map(|us| us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0));
+        self.forget(tenant, project, before_ms);
     }
 
     fn schema() -> SchemaRef {

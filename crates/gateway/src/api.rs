@@ -41,6 +41,19 @@ pub trait FeedbackApi: Send + Sync + 'static {
     ) -> Result<pb::AggregateFeedbackResponse, Error>;
 }
 
+/// A project's data across the services that own it (calls in stats,
+/// feedback in feedback): how long it is kept, and its deletion.
+#[tonic::async_trait]
+pub trait ProjectsApi: Send + Sync + 'static {
+    /// Sets (or, without a period, removes) the retention in every owner.
+    async fn set_retention(&self, request: pb::SetRetentionRequest) -> Result<(), Error>;
+    /// The retention in seconds; `None`: kept forever.
+    async fn get_retention(&self, request: pb::GetRetentionRequest) -> Result<Option<u64>, Error>;
+    /// Deletes the project's data in every owner.
+    async fn delete_project_data(&self, request: pb::DeleteProjectDataRequest)
+        -> Result<(), Error>;
+}
+
 /// The credentials an OTLP/HTTP client sent, passed on for ingest to check
 /// (OTLP/gRPC exporters reach ingest directly, so ingest authenticates OTLP).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,5 +93,6 @@ pub struct Services {
     pub stats: Arc<dyn StatsApi>,
     pub feedback: Arc<dyn FeedbackApi>,
     pub ingest: Arc<dyn IngestApi>,
+    pub projects: Arc<dyn ProjectsApi>,
     pub health: Arc<dyn HealthApi>,
 }

@@ -7,7 +7,9 @@
 //! a stalled peer costs a caller at most that long; every failure comes back
 //! as an [`Error`] whose kind the service chose.
 
-use crate::api::{FeedbackApi, HealthApi, IngestApi, OtlpCredentials, Services, StatsApi};
+use crate::api::{
+    FeedbackApi, HealthApi, IngestApi, OtlpCredentials, ProjectsApi, Services, StatsApi,
+};
 use crate::error::Error;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -15,7 +17,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use polymeter_error::ErrorKind;
 use polymeter_proto::v1::{
     self as pb, feedback_service_client::FeedbackServiceClient,
-    ingest_service_client::IngestServiceClient, stats_service_client::StatsServiceClient,
+    ingest_service_client::IngestServiceClient,
+    project_data_service_client::ProjectDataServiceClient,
+    stats_service_client::StatsServiceClient,
 };
 use polymeter_proto::{CallError, MESSAGE_LIMIT};
 use std::sync::Arc;
@@ -123,6 +127,13 @@ pub fn services(
                 .max_encoding_message_size(MESSAGE_LIMIT),
             deadlines,
         }),
+        projects: Arc::new(Projects {
+            owners: [
+                ("stats", ProjectDataServiceClient::new(stats.clone())),
+                ("feedback", ProjectDataServiceClient::new(feedback.clone())),
+            ],
+            deadlines,
+        }),
         health: Arc::new(Health(vec![
             ("ingest", ingest),
             ("stats", stats),
@@ -206,6 +217,73 @@ impl StatsApi for Stats {
             "stats",
             request,
             |r| async move { client.lookup_price(r).await },
+        )
+        .await
+    }
+}
+
+/// The services that own a project's data, asked in turn.
+struct Projects {
+    owners: [(&'static str, ProjectDataServiceClient<Channel>); 2],
+    deadlines: Deadlines,
+}
+
+impl Projects {
+    /// Sends `request` to every owner; the first failure is the answer (the
+    /// operations are idempotent, so the caller re-sends the whole).
+    async fn to_all<Q: Clone, T, F>(
+        &self,
+        request: Q,
+        call: impl Fn(ProjectDataServiceClient<Channel>, tonic::Request<Q>) -> F,
+    ) -> Result<(), Error>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        // Expiring or deleting may take a store a while: the query deadline.
+        for (service, client) in &self.owners {
+            let client = client.clone();
+            within(
+                self.deadlines.query,
+                Kind::Write,
+                service,
+                request.clone(),
+                |r| call(client, r),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl ProjectsApi for Projects {
+    async fn set_retention(&self, request: pb::SetRetentionRequest) -> Result<(), Error> {
+        self.to_all(request, |mut c, r| async move { c.set_retention(r).await })
+            .await
+    }
+
+    async fn get_retention(&self, request: pb::GetRetentionRequest) -> Result<Option<u64>, Error> {
+        // Every owner holds the same period; the stats service answers.
+        let (service, client) = &self.owners[0];
+        let mut client = client.clone();
+        within(
+            self.deadlines.query,
+            Kind::Query,
+            service,
+            request,
+            |r| async move { client.get_retention(r).await },
+        )
+        .await
+        .map(|r| r.retention_seconds)
+    }
+
+    async fn delete_project_data(
+        &self,
+        request: pb::DeleteProjectDataRequest,
+    ) -> Result<(), Error> {
+        self.to_all(
+            request,
+            |mut c, r| async move { c.delete_project_data(r).await },
         )
         .await
     }

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod openapi;
 pub mod otel;
 pub mod prices;
+pub mod projects;
 pub mod qianfan;
 pub mod state;
 pub mod weave;
@@ -49,6 +50,7 @@ pub fn router(services: Services, auth: Arc<Auth>, limits: Limits) -> Router {
         .merge(qianfan::routes())
         .merge(otel::routes())
         .merge(prices::routes())
+        .merge(projects::routes())
         .route("/metrics", axum::routing::get(exposition::render))
         .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .route_layer(axum::middleware::from_fn(exposition::track))

@@ -8,7 +8,7 @@
 //! error table can produce, with its envelope and the vendor codes it uses.
 
 use crate::error::{ErrorKind, Reason};
-use crate::{alibaba, health, otel, prices, qianfan, weave};
+use crate::{alibaba, health, otel, prices, projects, qianfan, weave};
 use axum::Json;
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::openapi::path::Operation;
@@ -35,6 +35,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         prices::lookup,
         prices::set,
         prices::delete,
+        projects::get_retention,
+        projects::set_retention,
+        projects::keep_forever,
+        projects::delete_data,
         alibaba::metrics,
         qianfan::service,
         otel::traces,
@@ -53,6 +57,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     tags(
         (name = "Weave", description = "W&B Weave: call and feedback ingest, `/calls/stats`, `/feedback/aggregate`. Errors: `{\"reason\"}`."),
         (name = "Prices", description = "Per-project price overrides, authenticated and enveloped like Weave."),
+        (name = "Projects", description = "A project's data as a whole: its retention period and its deletion, authenticated and enveloped like Weave."),
         (name = "Alibaba", description = "Alibaba Cloud Model Router observation metrics, signed with ACS3-HMAC-SHA256."),
         (name = "Qianfan", description = "Baidu Qianfan DescribeServiceMetric, signed with bce-auth-v1."),
         (name = "OpenTelemetry", description = "OTLP/HTTP trace export. Errors: `google.rpc.Status` in the request's encoding."),
@@ -207,7 +212,7 @@ impl Modify for Contract {
             .flatten()
             {
                 match operation.tags.as_ref().and_then(|t| t.first()).map(String::as_str) {
-                    Some("Weave") | Some("Prices") => add_errors(
+                    Some("Weave") | Some("Prices") | Some("Projects") => add_errors(
                         operation,
                         &weave,
                         &[(json, weave::WeaveErrorBody::name().as_ref())],

@@ -2,7 +2,9 @@
 //! requests it is sent and answers with what the test gave it, so a dialect
 //! is tested as a pure translation without a network or a store.
 
-use crate::api::{FeedbackApi, HealthApi, IngestApi, OtlpCredentials, Services, StatsApi};
+use crate::api::{
+    FeedbackApi, HealthApi, IngestApi, OtlpCredentials, ProjectsApi, Services, StatsApi,
+};
 use crate::auth::Auth;
 use crate::error::Error;
 use axum::body::Body;
@@ -26,6 +28,7 @@ pub struct Fake {
     pub feedback_answer: Mutex<Option<pb::AggregateFeedbackResponse>>,
     pub feedback_asked: Mutex<Vec<pb::AggregateFeedbackRequest>>,
     pub ingested: Mutex<Vec<pb::IngestWeaveCallsRequest>>,
+    pub retention_set: Mutex<Vec<pb::SetRetentionRequest>>,
     pub fail: Mutex<Option<Error>>,
     /// Makes the stats service's fake panic, standing in for a bug.
     pub panic: std::sync::atomic::AtomicBool,
@@ -133,6 +136,27 @@ impl IngestApi for Fake {
 }
 
 #[tonic::async_trait]
+impl ProjectsApi for Fake {
+    async fn set_retention(&self, request: pb::SetRetentionRequest) -> Result<(), Error> {
+        self.failure()?;
+        self.retention_set.lock().unwrap().push(request);
+        Ok(())
+    }
+    async fn get_retention(&self, _: pb::GetRetentionRequest) -> Result<Option<u64>, Error> {
+        self.failure()?;
+        Ok(self
+            .retention_set
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|r| r.retention_seconds))
+    }
+    async fn delete_project_data(&self, _: pb::DeleteProjectDataRequest) -> Result<(), Error> {
+        self.failure()
+    }
+}
+
+#[tonic::async_trait]
 impl HealthApi for Fake {
     async fn readiness(&self) -> Vec<(&'static str, bool)> {
         vec![("stats", self.fail.lock().unwrap().is_none())]
@@ -154,6 +178,7 @@ pub fn router(fake: Arc<Fake>) -> (axum::Router, String) {
         stats: fake.clone(),
         feedback: fake.clone(),
         ingest: fake.clone(),
+        projects: fake.clone(),
         health: fake,
     };
     let auth = Arc::new(Auth::new(Keyring::fixed(&credentials)));

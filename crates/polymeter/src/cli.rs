@@ -740,10 +740,10 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Stats(a) => {
-            let (store, prices) =
+            let stores =
                 open_stats(&a.store, &a.data_dir.join("stats"), a.wal_rotate_bytes).await?;
             until_interrupted("stats", a.listen, a.metrics_listen, |l, s| {
-                run_stats(l, store, prices, s)
+                run_stats(l, stores, s)
             })
             .await
         }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use polymeter_auth::{Credentials, Keyring, NewKey};
 use polymeter_feedback::{EmbeddedFeedbackStore, FeedbackStore};
 use polymeter_gateway::grpc::{channel, services};
+use polymeter_retention::Policies;
 use polymeter_stats::prices::PriceOverrides;
 use polymeter_stats::{CallStore, EmbeddedStore};
 use std::future::Future;
@@ -79,19 +80,30 @@ impl StoreChoice {
 /// (a change made through another replica shows here within this time).
 const PRICE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens what the stats service keeps — its call store and the projects'
-/// price overrides: the embedded store and a file under `data_dir`, or the
-/// ClickHouse database (applying its migrations).
+/// What the stats service keeps.
+pub struct StatsStores {
+    pub calls: Arc<dyn CallStore>,
+    pub prices: Arc<PriceOverrides>,
+    pub retention: Arc<Policies>,
+}
+
+/// How often a service on ClickHouse re-reads its projects' retention.
+const RETENTION_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens what the stats service keeps — its call store, the projects' price
+/// overrides and retention periods: the embedded store and files under
+/// `data_dir`, or the ClickHouse database (applying its migrations).
 pub async fn open_stats(
     choice: &StoreChoice,
     data_dir: &Path,
     wal_rotate_bytes: u64,
-) -> anyhow::Result<(Arc<dyn CallStore>, Arc<PriceOverrides>)> {
+) -> anyhow::Result<StatsStores> {
     match choice {
-        StoreChoice::Embedded => Ok((
-            open_embedded_call_store(data_dir, wal_rotate_bytes)?,
-            open_price_overrides(data_dir)?,
-        )),
+        StoreChoice::Embedded => Ok(StatsStores {
+            calls: open_embedded_call_store(data_dir, wal_rotate_bytes)?,
+            prices: open_price_overrides(data_dir)?,
+            retention: Arc::new(Policies::open(data_dir)?),
+        }),
         StoreChoice::ClickHouse(url) => {
             use polymeter_stats::clickhouse::{prices::PriceTable, ClickHouseStore};
             let store = ClickHouseStore::open(url)
@@ -100,8 +112,15 @@ pub async fn open_stats(
             let prices = PriceOverrides::open_clickhouse(PriceTable::new(&store), PRICE_REFRESH)
                 .await
                 .with_context(|| format!("cannot read the price overrides at {url}"))?;
+            let retention = Policies::open_clickhouse(store.retention_table(), RETENTION_REFRESH)
+                .await
+                .with_context(|| format!("cannot read the retention periods at {url}"))?;
             tracing::info!(%url, "call store open on ClickHouse");
-            Ok((Arc::new(store), prices))
+            Ok(StatsStores {
+                calls: Arc::new(store),
+                prices,
+                retention,
+            })
         }
     }
 }
@@ -139,11 +158,15 @@ fn open_price_overrides(data_dir: &Path) -> anyhow::Result<Arc<PriceOverrides>> 
 
 pub async fn run_stats(
     listener: TcpListener,
-    store: Arc<dyn CallStore>,
-    prices: Arc<PriceOverrides>,
+    stores: StatsStores,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    polymeter_stats::serve(listener, store, prices, shutdown.wait())
+    let StatsStores {
+        calls,
+        prices,
+        retention,
+    } = stores;
+    polymeter_stats::serve(listener, calls, prices, retention, shutdown.wait())
         .await
         .context("stats service failed")
 }
@@ -197,18 +220,31 @@ pub fn keep_returning_freed_memory() {
         .expect("cannot start the memory trimmer");
 }
 
-/// Opens the feedback service's store: embedded under `data_dir`, or ClickHouse.
+/// What the feedback service keeps.
+pub struct FeedbackStores {
+    pub feedback: Arc<dyn FeedbackStore>,
+    pub retention: Arc<Policies>,
+}
+
+/// Opens the feedback service's store and its projects' retention periods:
+/// embedded under `data_dir`, or ClickHouse.
 pub async fn open_feedback_store(
     choice: &StoreChoice,
     data_dir: &Path,
     wal_rotate_bytes: u64,
-) -> anyhow::Result<Arc<dyn FeedbackStore>> {
+) -> anyhow::Result<FeedbackStores> {
     if let StoreChoice::ClickHouse(url) = choice {
         let store = polymeter_feedback::ClickHouseFeedbackStore::open(url)
             .await
             .with_context(|| format!("cannot open the feedback store at {url}"))?;
+        let retention = Policies::open_clickhouse(store.retention_table(), RETENTION_REFRESH)
+            .await
+            .with_context(|| format!("cannot read the retention periods at {url}"))?;
         tracing::info!(%url, "feedback store open on ClickHouse");
-        return Ok(Arc::new(store));
+        return Ok(FeedbackStores {
+            feedback: Arc::new(store),
+            retention,
+        });
     }
     let options = polymeter_store::Options {
         rotate_bytes: wal_rotate_bytes,
@@ -218,15 +254,18 @@ pub async fn open_feedback_store(
         .with_context(|| format!("cannot open the feedback store in {}", data_dir.display()))?;
     release_freed_memory();
     tracing::info!(records = store.rows(), dir = %data_dir.display(), "feedback store open");
-    Ok(Arc::new(store))
+    Ok(FeedbackStores {
+        feedback: Arc::new(store),
+        retention: Arc::new(Policies::open(data_dir)?),
+    })
 }
 
 pub async fn run_feedback(
     listener: TcpListener,
-    store: Arc<dyn FeedbackStore>,
+    stores: FeedbackStores,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    polymeter_feedback::serve(listener, store, shutdown.wait())
+    polymeter_feedback::serve(listener, stores.feedback, stores.retention, shutdown.wait())
         .await
         .context("feedback service failed")
 }
@@ -342,7 +381,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
         stats.local_addr()?,
         feedback.local_addr()?,
     ];
-    let (store, prices) = open_stats(
+    let stats_stores = open_stats(
         &config.store,
         &config.data_dir.join("stats"),
         config.wal_rotate_bytes,
@@ -359,7 +398,7 @@ pub async fn start_stack(config: StackConfig) -> anyhow::Result<Stack> {
 
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
-    tasks.spawn(run_stats(stats, store, prices, shutdown.clone()));
+    tasks.spawn(run_stats(stats, stats_stores, shutdown.clone()));
     let (stats_url, feedback_url) = (url(addrs[2]), url(addrs[3]));
     let s = shutdown.clone();
     tasks.spawn(

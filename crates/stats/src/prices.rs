@@ -210,23 +210,10 @@ impl PriceOverrides {
 }
 
 fn write_atomically(path: &Path, value: &OnDisk) -> Result<(), StatsError> {
-    let fail = |e: std::io::Error| StatsError::Internal(format!("{}: {e}", path.display()));
     let bytes =
         serde_json::to_vec_pretty(value).map_err(|e| StatsError::Internal(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(&bytes).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, path).map_err(fail)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
-    }
-    Ok(())
+    polymeter_store::replace_file(path, &bytes)
+        .map_err(|e| StatsError::Internal(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -77,6 +77,22 @@ pub struct CallQuery {
     pub limit: Option<usize>,
     pub offset: usize,
     pub fill_empty_buckets: bool,
+    /// Projects with a retention period, each with its cutoff in µs: their
+    /// calls that started before it have expired and are left out, even
+    /// before the store has deleted them. Set by the service, not the caller.
+    pub expired_before: Vec<(ProjectId, i64)>,
+}
+
+impl CallQuery {
+    /// The earliest start time a call of `project` may have to count: the
+    /// range's start, or the project's retention cutoff if later.
+    pub fn earliest_us(&self, project: &ProjectId) -> i64 {
+        let start = self.start.timestamp_micros();
+        self.expired_before
+            .iter()
+            .find(|(p, _)| p == project)
+            .map_or(start, |(_, cutoff)| start.max(*cutoff))
+    }
 }
 
 fn instant(field: &str, us: i64) -> Result<DateTime<Utc>, StatsError> {
@@ -290,6 +306,7 @@ impl TryFrom<pb::AggregateCallsRequest> for CallQuery {
             limit: (req.limit > 0).then_some(req.limit as usize),
             offset: req.offset as usize,
             fill_empty_buckets: req.fill_empty_buckets,
+            expired_before: Vec::new(),
         })
     }
 }

@@ -6,9 +6,11 @@ use crate::prices::{PriceOverrides, Pricing};
 use crate::query::CallQuery;
 use crate::store::{AggregateResult, CallStore};
 use polymeter_model::CallRecord;
+use polymeter_model::ProjectId;
 use polymeter_pricing::{price_of, Price, PriceTable};
 use polymeter_proto::v1::{self as pb, stats_service_server};
 use polymeter_proto::MESSAGE_LIMIT;
+use polymeter_retention::{Policies, ProjectData, ProjectDataServer};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -18,11 +20,20 @@ use tonic::{Request, Response, Status};
 pub struct StatsServer {
     store: Arc<dyn CallStore>,
     prices: Arc<PriceOverrides>,
+    retention: Arc<Policies>,
 }
 
 impl StatsServer {
-    pub fn new(store: Arc<dyn CallStore>, prices: Arc<PriceOverrides>) -> Self {
-        Self { store, prices }
+    pub fn new(
+        store: Arc<dyn CallStore>,
+        prices: Arc<PriceOverrides>,
+        retention: Arc<Policies>,
+    ) -> Self {
+        Self {
+            store,
+            prices,
+            retention,
+        }
     }
 
     pub fn into_service(self) -> stats_service_server::StatsServiceServer<Self> {
@@ -63,7 +74,13 @@ impl stats_service_server::StatsService for StatsServer {
         &self,
         request: Request<pb::AggregateCallsRequest>,
     ) -> Result<Response<pb::AggregateCallsResponse>, Status> {
-        let query = CallQuery::try_from(request.into_inner())?;
+        let mut query = CallQuery::try_from(request.into_inner())?;
+        query.expired_before = self
+            .retention
+            .cutoffs(query.tenant.as_str(), polymeter_retention::now_us())
+            .into_iter()
+            .filter_map(|(project, cutoff)| Some((ProjectId::parse(&project).ok()?, cutoff)))
+            .collect();
         let pricing = Pricing::for_tenant(&self.prices, query.tenant.as_str());
         let result = self.store.aggregate(query, pricing).await?;
         Ok(Response::new(to_proto(result)))
@@ -189,17 +206,27 @@ fn to_proto(result: AggregateResult) -> pb::AggregateCallsResponse {
     }
 }
 
-/// Serves the stats service on `listener` until `shutdown` resolves.
+/// Serves the stats service on `listener` until `shutdown` resolves: its
+/// queries, and its projects' retention and deletion (enforced here, once a
+/// minute, while it serves).
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn CallStore>,
     prices: Arc<PriceOverrides>,
+    retention: Arc<Policies>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    polymeter_proto::serve(
-        listener,
-        tonic::service::Routes::new(StatsServer::new(store, prices).into_service()),
-        shutdown,
+    let data: Arc<dyn ProjectData> = store.clone();
+    let enforcing = polymeter_retention::enforce(
+        retention.clone(),
+        data.clone(),
+        polymeter_retention::ENFORCE_EVERY,
+    );
+    let routes = tonic::service::Routes::new(
+        StatsServer::new(store, prices, retention.clone()).into_service(),
     )
-    .await
+    .add_service(ProjectDataServer::new(retention, data).into_service());
+    let served = polymeter_proto::serve(listener, routes, shutdown).await;
+    enforcing.abort();
+    served
 }

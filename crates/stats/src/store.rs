@@ -72,8 +72,10 @@ pub struct StoreSize {
     pub heap_bytes: usize,
 }
 
+/// A call store also expires and deletes a project's calls
+/// ([`polymeter_retention::ProjectData`]).
 #[tonic::async_trait]
-pub trait CallStore: Send + Sync + 'static {
+pub trait CallStore: polymeter_retention::ProjectData {
     /// Merges each write into the call with its key: a half it carries
     /// (start or end) replaces the stored half, so a re-sent or split call
     /// counts once. The batch is applied whole or not at all, and is durable

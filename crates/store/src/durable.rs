@@ -80,7 +80,8 @@ impl Record<'_> {
             Some((&RECORD_WRITES, rest)) => Ok(Record::Writes(rest)),
             Some((&RECORD_DELETE, rest)) => {
                 let text = std::str::from_utf8(rest).map_err(|e| e.to_string())?;
-                let (tenant, project) = text.split_once('\n').ok_or("a delete without a project")?;
+                let (tenant, project) =
+                    text.split_once('\n').ok_or("a delete without a project")?;
                 Ok(Record::Delete {
                     tenant: tenant.to_owned(),
                     project: project.to_owned(),
@@ -525,8 +526,8 @@ fn write_loop<T: Table>(
                 } => {
                     // Writes before the deletion are committed first, so it
                     // removes them, and only them.
-                    failed = commit(&mut log, &table, std::mem::take(&mut appends), &mut frames)
-                        .err();
+                    failed =
+                        commit(&mut log, &table, std::mem::take(&mut appends), &mut frames).err();
                     if let Some(why) = &failed {
                         let _ = ack.send(Err(StoreError::Closed(why.clone())));
                         continue;
@@ -789,7 +790,12 @@ fn compact_generation<T: Table>(
         sync_dir(seg_dir)?;
         metrics::counter!("polymeter_store_segments_total").increment(count as u64);
         metrics::counter!("polymeter_store_segment_rows_total").increment(rows as u64);
-        tracing::debug!(generation, segments = count, rows, "compacted log generation");
+        tracing::debug!(
+            generation,
+            segments = count,
+            rows,
+            "compacted log generation"
+        );
     }
     std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
     sync_dir(wal_dir)
@@ -1061,7 +1067,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
         store
-            .append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2), kv("t/b/1/z", 3), kv("t/a/1/w", 4)])
+            .append(vec![
+                kv("t/a/1/x", 1),
+                kv("t/a/2/y", 2),
+                kv("t/b/1/z", 3),
+                kv("t/a/1/w", 4),
+            ])
             .unwrap();
         store.checkpoint().unwrap();
         let mut places: Vec<(u64, i32, u32)> = segment_names(dir.path())
@@ -1084,7 +1095,9 @@ mod tests {
     fn a_deleted_project_is_gone_from_table_and_disk_and_later_writes_stay() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
-        store.append(vec![kv("t/a/1/old", 1), kv("t/b/1/other", 2)]).unwrap();
+        store
+            .append(vec![kv("t/a/1/old", 1), kv("t/b/1/other", 2)])
+            .unwrap();
         store.checkpoint().unwrap();
         // Uncompacted writes of the project, before the deletion, go too.
         store.append(vec![kv("t/a/2/pending", 3)]).unwrap();
@@ -1105,7 +1118,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg_dir = dir.path().join("segments");
         let store = open(dir.path()).unwrap();
-        store.append(vec![kv("t/a/1/old", 1), kv("t/b/1/other", 2)]).unwrap();
+        store
+            .append(vec![kv("t/a/1/old", 1), kv("t/b/1/other", 2)])
+            .unwrap();
         store.checkpoint().unwrap();
         let saved: Vec<(PathBuf, Vec<u8>)> = list(&seg_dir)
             .unwrap()
@@ -1135,7 +1150,9 @@ mod tests {
     fn a_compaction_cut_short_is_done_again_from_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
-        store.append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2)]).unwrap();
+        store
+            .append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2)])
+            .unwrap();
         drop(store);
         let log = list(&dir.path().join("wal")).unwrap().remove(0);
         let saved = std::fs::read(&log).unwrap();
@@ -1161,7 +1178,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
         store
-            .append(vec![kv("t/a/1/x", 1), kv("t/a/2/y", 2), kv("t/a/3/z", 3), kv("t/b/1/o", 4)])
+            .append(vec![
+                kv("t/a/1/x", 1),
+                kv("t/a/2/y", 2),
+                kv("t/a/3/z", 3),
+                kv("t/b/1/o", 4),
+            ])
             .unwrap();
         store.checkpoint().unwrap();
         // A write of an expired day still in the log is not compacted.

@@ -37,8 +37,8 @@ mod segment;
 mod wal;
 
 pub use durable::{Durable, Options};
-pub use place::Place;
 pub use interner::Interner;
+pub use place::Place;
 pub use segment::{read_segment, SegmentWriter};
 pub use wal::{read_frames, FrameLog};
 
@@ -53,6 +53,26 @@ pub async fn blocking<T: Send + 'static, E: Send + 'static>(
         Ok(result) => result,
         Err(e) => Err(failed(format!("store worker failed: {e}"))),
     }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves either
+/// the old contents or the new: written to a temporary file beside it,
+/// fsynced, renamed over it, and the directory fsynced.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 use arrow::array::RecordBatch;

@@ -60,6 +60,9 @@ mod tests {
         assert_eq!(scope_hash("t", "e/p"), scope_hash("t", "e/p"));
         assert_ne!(scope_hash("t", "e/p"), scope_hash("te", "/p"));
         // Fixed: segment names written today must be found tomorrow.
-        assert_eq!(format!("{:016x}", scope_hash("acme", "acme/app")), "0589ea5d4647c0fb");
+        assert_eq!(
+            format!("{:016x}", scope_hash("acme", "acme/app")),
+            "0589ea5d4647c0fb"
+        );
     }
 }

@@ -130,7 +130,10 @@ impl SegmentWriter {
             count,
         };
         let path = dir.join(name.file_name());
-        let tmp = dir.join(format!("{generation:020}-{:016x}-{}.parquet.tmp", place.0, place.1));
+        let tmp = dir.join(format!(
+            "{generation:020}-{:016x}-{}.parquet.tmp",
+            place.0, place.1
+        ));
         let mut file = std::fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
         file.write_all(&bytes).map_err(StoreError::io(&tmp))?;
         file.sync_all().map_err(StoreError::io(&tmp))?;

@@ -31,6 +31,7 @@ const LOOKUP_CHUNK: usize = 2_000;
 
 pub struct ClickHouseStore {
     pub(crate) client: clickhouse::Client,
+    schema: polymeter_clickhouse::Schema,
     /// How long a query and a write may wait on ClickHouse.
     limits: (std::time::Duration, std::time::Duration),
 }
@@ -57,8 +58,14 @@ impl ClickHouseStore {
         migrate(&client, url, "stats", schema::MIGRATIONS).await?;
         Ok(Self {
             client,
+            schema: polymeter_clickhouse::Schema::new(url),
             limits: (url.query_timeout, url.write_timeout),
         })
+    }
+
+    /// The projects' retention periods for calls, in this database.
+    pub fn retention_table(&self) -> polymeter_retention::RetentionTable {
+        polymeter_retention::RetentionTable::new(self.client.clone(), schema::CALL_RETENTION)
     }
 
     /// Every stored row of these calls of one project.
@@ -116,6 +123,47 @@ impl ClickHouseStore {
             }
         }
         Ok(list)
+    }
+}
+
+/// A project's calls are deleted with lightweight `DELETE`s: one period per
+/// project cannot be a table `TTL` (there is one per table), and a month's
+/// partition holds every project's calls. Until the deleted rows are merged
+/// away, queries leave expired calls out by the same cutoff.
+#[tonic::async_trait]
+impl polymeter_retention::ProjectData for ClickHouseStore {
+    async fn expire(
+        &self,
+        tenant: &str,
+        project: &str,
+        cutoff_us: i64,
+    ) -> Result<(), polymeter_error::Error> {
+        polymeter_clickhouse::delete_project_rows(
+            &self.client,
+            &self.schema,
+            CALLS,
+            (tenant, project),
+            Some(("sort_us", cutoff_us)),
+            self.limits.0,
+        )
+        .await
+        .map_err(polymeter_retention::store_error)
+    }
+
+    async fn delete(&self, tenant: &str, project: &str) -> Result<(), polymeter_error::Error> {
+        for table in [CALLS, CALL_MODELS] {
+            polymeter_clickhouse::delete_project_rows(
+                &self.client,
+                &self.schema,
+                table,
+                (tenant, project),
+                None,
+                self.limits.0,
+            )
+            .await
+            .map_err(polymeter_retention::store_error)?;
+        }
+        Ok(())
     }
 }
 

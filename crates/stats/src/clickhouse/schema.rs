@@ -35,7 +35,19 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "price_overrides",
         statements: v2,
     },
+    Migration {
+        version: 3,
+        name: "call_retention",
+        statements: v3,
+    },
 ];
+
+/// Each project's retention period for its calls.
+pub const CALL_RETENTION: &str = "call_retention";
+
+fn v3(schema: &Schema) -> Vec<String> {
+    polymeter_retention::RetentionTable::create(schema, CALL_RETENTION)
+}
 
 fn v2(schema: &Schema) -> Vec<String> {
     schema.create_table(

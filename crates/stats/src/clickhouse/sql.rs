@@ -329,6 +329,13 @@ impl Plan<'_> {
             );
             format!(" AND has({p}, project_id)")
         };
+        // Calls past their project's retention, not yet deleted, are left out.
+        let mut projects = projects;
+        for (project, cutoff) in &q.expired_before {
+            let p = st.bind("String", Param::Str(project.as_str().to_owned()));
+            let c = st.bind("Int64", Param::Int(*cutoff));
+            let _ = write!(projects, " AND NOT (project_id = {p} AND sort_us < {c})");
+        }
         // The cells.
         let bucket = self.bucket(&mut st);
         let mut inner = format!("SELECT {bucket} AS bucket");

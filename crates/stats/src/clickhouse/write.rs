@@ -8,29 +8,11 @@
 
 use super::schema::{CallRow, ModelRow};
 use polymeter_model::{CallEnd, CallRecord, CallStart, ModelUsage, VendorDimensions};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries of a call's usage list a store keeps (the embedded store's limit).
 pub const MAX_USAGE: usize = u8::MAX as usize;
 
-/// Versions strictly increase within a process and follow the wall clock
-/// across processes; each call takes two, so a tombstone (`v`) sorts before
-/// the row that replaces it (`v + 1`).
-pub(super) fn next_version() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last + 2);
-        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(seen) => last = seen,
-        }
-    }
-}
+pub(super) use polymeter_clickhouse::next_version;
 
 /// What is known about one call.
 #[derive(Default, Clone)]

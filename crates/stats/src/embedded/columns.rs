@@ -155,6 +155,14 @@ impl IdColumn {
         self.spans[row] != SPAN_NONE
     }
 
+    /// Row `row`'s id as a key, for copying it elsewhere.
+    fn key(&self, row: usize) -> Option<IdKey> {
+        self.raw(row).map(|(uuid, b)| match uuid {
+            true => IdKey::Uuid(b.try_into().expect("a packed UUID is 16 bytes")),
+            false => IdKey::Text(b.into()),
+        })
+    }
+
     pub fn matches(&self, row: usize, key: &IdKey) -> bool {
         self.raw(row) == Some(key.parts())
     }
@@ -458,6 +466,42 @@ impl Partition {
         block.1 = block.1.max(started_us);
     }
 
+    /// A partition of the rows of this one that `keep` keeps, in order.
+    fn retained(&self, keep: impl Fn(usize) -> bool) -> Partition {
+        let mut out = Partition::new(self.tenant.clone(), self.project.clone());
+        for row in (0..self.rows).filter(|&r| keep(r)) {
+            let key = self.call_id.key(row).expect("every row has a call id");
+            let to = out.new_row(key);
+            let rows = out.rows;
+            if self.started_us[row] != NO_TIME {
+                out.set_started(to, self.started_us[row]);
+            }
+            out.ended_us[to] = self.ended_us[row];
+            out.flags[to] = self.flags[row];
+            out.op_name[to] = self.op_name[row];
+            out.model[to] = self.model[row];
+            out.trace_id.spans[to] = out.trace_id.span_for(self.trace_id.key(row).as_ref());
+            out.parent_id.spans[to] = out.parent_id.span_for(self.parent_id.key(row).as_ref());
+            for (column, from) in out.attrs.iter_mut().zip(&self.attrs) {
+                column.set(to, rows, from.get(row));
+            }
+            out.input_refs.set(to, rows, self.input_refs.get(row));
+            out.output_refs.set(to, rows, self.output_refs.get(row));
+            let first = out.usage_rows;
+            for u in self.usage_range(row) {
+                let before = out.usage_rows;
+                out.usage_model.push(self.usage_model[u]);
+                for (column, from) in out.usage_tokens.iter_mut().zip(&self.usage_tokens) {
+                    column.push(from.get(u), before);
+                }
+                out.usage_rows += 1;
+            }
+            out.usage_first[to] = first as u32;
+            out.usage_len[to] = self.usage_len[row];
+        }
+        out
+    }
+
     fn set_usage(&mut self, row: usize, usage: &[UsageView<'_>], strings: &mut Interner) {
         let len = usage.len().min(u8::MAX as usize);
         let first = self.usage_rows;
@@ -636,6 +680,37 @@ impl CallColumns {
 
     pub fn rows(&self) -> usize {
         self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    /// Forgets a project's calls: all of them, or those placed before
+    /// `before_us` (started before it; a call whose start is not known yet,
+    /// ended before it). Its strings stay interned until the next restart.
+    pub fn forget(&mut self, tenant: &str, project: &str, before_us: Option<i64>) {
+        let Some(&pi) = self.by_scope.get(tenant).and_then(|m| m.get(project)) else {
+            return;
+        };
+        match before_us {
+            None => {
+                self.partitions.remove(pi);
+                self.by_scope.clear();
+                for (i, p) in self.partitions.iter().enumerate() {
+                    self.by_scope
+                        .entry(p.tenant.as_str().into())
+                        .or_default()
+                        .insert(p.project.as_str().into(), i);
+                }
+            }
+            Some(cutoff) => {
+                let p = &self.partitions[pi];
+                let placed = |row: usize| match p.started_us[row] {
+                    NO_TIME => p.ended_us[row],
+                    started => started,
+                };
+                if (0..p.rows).any(|r| placed(r) < cutoff) {
+                    self.partitions[pi] = p.retained(|r| placed(r) >= cutoff);
+                }
+            }
+        }
     }
 
     /// The stored start and end times of one call, where known.

@@ -43,6 +43,24 @@ impl EmbeddedStore {
     }
 }
 
+/// A project's calls go as whole segments of days (expiry) or of the
+/// project (deletion); see `polymeter_store::Durable`.
+#[tonic::async_trait]
+impl polymeter_retention::ProjectData for EmbeddedStore {
+    async fn expire(
+        &self,
+        tenant: &str,
+        project: &str,
+        cutoff_us: i64,
+    ) -> Result<(), polymeter_error::Error> {
+        polymeter_retention::on_durable(&self.inner, tenant, project, Some(cutoff_us)).await
+    }
+
+    async fn delete(&self, tenant: &str, project: &str) -> Result<(), polymeter_error::Error> {
+        polymeter_retention::on_durable(&self.inner, tenant, project, None).await
+    }
+}
+
 #[tonic::async_trait]
 impl CallStore for EmbeddedStore {
     async fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StatsError> {

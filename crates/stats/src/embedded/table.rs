@@ -29,7 +29,8 @@ use arrow::datatypes::{
 };
 use polymeter_model::validate_write;
 use polymeter_proto::v1 as pb;
-use polymeter_store::Table;
+use polymeter_store::place::day_of_us;
+use polymeter_store::{Place, Table};
 use prost::Message;
 use std::sync::{Arc, LazyLock};
 
@@ -236,6 +237,29 @@ impl Table for CallColumns {
     fn replay(&mut self, payload: &[u8]) -> Result<(), String> {
         apply_writes(self, &decode_writes(payload)?);
         Ok(())
+    }
+
+    /// A write is kept on the UTC day its call started (the write's own
+    /// start, else the stored one); a lone end whose start is not known,
+    /// on the day it ended.
+    fn place<'a>(&self, w: &'a pb::CallWrite) -> Place<'a> {
+        let started = w
+            .start
+            .as_ref()
+            .map(|s| s.started_at_us)
+            .or_else(|| self.halves(&w.tenant, &w.project_id, &w.call_id).0);
+        let at = started
+            .or(w.end.as_ref().map(|e| e.ended_at_us))
+            .unwrap_or(0);
+        Place {
+            tenant: &w.tenant,
+            project: &w.project_id,
+            day: day_of_us(at),
+        }
+    }
+
+    fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>) {
+        self.forget(tenant, project, before_us);
     }
 
     fn schema() -> SchemaRef {

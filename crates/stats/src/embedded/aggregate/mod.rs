@@ -118,11 +118,13 @@ pub fn aggregate(
         uniform,
     };
 
-    // Blocks whose start times overlap the range, split into two even halves.
-    let (start, end) = (query.start.timestamp_micros(), query.end.timestamp_micros());
+    // Blocks whose start times overlap the range (from the project's
+    // retention cutoff, when later), split into two even halves.
+    let end = query.end.timestamp_micros();
     let work: Vec<(&Partition, usize)> = columns
         .partitions_of(&query.tenant, &query.projects)
         .flat_map(|p| {
+            let start = query.earliest_us(&p.project);
             p.blocks
                 .iter()
                 .enumerate()

@@ -308,16 +308,18 @@ impl Plan<'_> {
         if self.group.len() <= 1 && interned && buckets.saturating_mul(groups) <= 1 << 24 {
             acc.dense = Some((groups, vec![u32::MAX; buckets * groups]));
         }
-        let (start, end) = (
-            self.query.start.timestamp_micros(),
-            self.query.end.timestamp_micros(),
-        );
-        let mut current: Option<(*const Partition, Vec<ValueSource<'_>>)> = None;
+        let end = self.query.end.timestamp_micros();
+        let mut current: Option<(*const Partition, Vec<ValueSource<'_>>, i64)> = None;
         for &(p, block) in work {
-            if current.as_ref().is_none_or(|(q, _)| !std::ptr::eq(*q, p)) {
-                current = Some((p as *const Partition, self.sources(p)));
+            if current
+                .as_ref()
+                .is_none_or(|(q, _, _)| !std::ptr::eq(*q, p))
+            {
+                let start = self.query.earliest_us(&p.project);
+                current = Some((p as *const Partition, self.sources(p), start));
             }
-            let sources = &current.as_ref().expect("set above").1;
+            let (_, sources, start) = current.as_ref().expect("set above");
+            let start = *start;
             let rows = block * BLOCK..((block + 1) * BLOCK).min(p.rows);
             for row in rows {
                 let started = p.started_us[row];
