@@ -17,6 +17,7 @@ mod ingest;
 mod otlp;
 mod processes;
 mod qianfan;
+mod retention;
 mod support;
 mod tenancy;
 mod tracing_context;

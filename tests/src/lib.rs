@@ -264,6 +264,30 @@ impl TestStack {
         }
     }
 
+    /// Stops the stack and starts it again on the same data directory (and
+    /// ClickHouse), on fresh ports.
+    pub async fn restart(self) -> Self {
+        let TestStack {
+            stack,
+            dir,
+            clickhouse,
+            ..
+        } = self;
+        stack.shutdown().await.expect("clean shutdown");
+        let mut config = StackConfig::ephemeral(dir.path().to_owned());
+        if let Some(ch) = &clickhouse {
+            config.store = polymeter::StoreChoice::parse(&ch.url).unwrap();
+        }
+        let stack = start_stack(config).await.expect("stack failed to restart");
+        let client = Client::new(format!("http://{}", stack.gateway));
+        Self {
+            stack,
+            client,
+            dir,
+            clickhouse,
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

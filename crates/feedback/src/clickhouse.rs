@@ -185,6 +185,7 @@ impl polymeter_retention::ProjectData for ClickHouseFeedbackStore {
         tenant: &str,
         project: &str,
         cutoff_us: i64,
+        _: polymeter_retention::Expiry,
     ) -> Result<(), polymeter_error::Error> {
         // Whole milliseconds at or after the cutoff stay.
         let cutoff_ms = cutoff_us.div_euclid(1000) + i64::from(cutoff_us.rem_euclid(1000) != 0);

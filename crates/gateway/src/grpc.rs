@@ -127,13 +127,7 @@ pub fn services(
                 .max_encoding_message_size(MESSAGE_LIMIT),
             deadlines,
         }),
-        projects: Arc::new(Projects {
-            owners: [
-                ("stats", ProjectDataServiceClient::new(stats.clone())),
-                ("feedback", ProjectDataServiceClient::new(feedback.clone())),
-            ],
-            deadlines,
-        }),
+        projects: projects(stats.clone(), feedback.clone(), deadlines),
         health: Arc::new(Health(vec![
             ("ingest", ingest),
             ("stats", stats),
@@ -220,6 +214,18 @@ impl StatsApi for Stats {
         )
         .await
     }
+}
+
+/// A project's data in the services that own it (for the gateway, and for
+/// `polymeter retention`).
+pub fn projects(stats: Channel, feedback: Channel, deadlines: Deadlines) -> Arc<dyn ProjectsApi> {
+    Arc::new(Projects {
+        owners: [
+            ("stats", ProjectDataServiceClient::new(stats)),
+            ("feedback", ProjectDataServiceClient::new(feedback)),
+        ],
+        deadlines,
+    })
 }
 
 /// The services that own a project's data, asked in turn.

@@ -51,6 +51,9 @@ enum Command {
     /// Look up model prices, and manage project price overrides on a running
     /// stats service (they apply to past calls too).
     Prices(PricesArgs),
+    /// Set, show or remove a project's retention period, or delete its data,
+    /// on the running stats and feedback services.
+    Retention(RetentionArgs),
     /// Print the gateway's OpenAPI 3.1 document (the one served at
     /// /openapi.json), or write it to a file.
     Openapi(OpenapiArgs),
@@ -61,6 +64,126 @@ struct OpenapiArgs {
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    /// URL of the stats service, which keeps the project's calls.
+    #[arg(
+        long,
+        env = "POLYMETER_STATS_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    stats_url: String,
+    /// URL of the feedback service, which keeps the project's feedback.
+    #[arg(
+        long,
+        env = "POLYMETER_FEEDBACK_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    feedback_url: String,
+    /// The tenant that owns the project (default: the project's entity).
+    #[arg(long, global = true)]
+    tenant: Option<String>,
+    #[command(subcommand)]
+    command: RetentionCommand,
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Keep the project's calls and feedback for this long (`30d`, `12h`,
+    /// `90m`, `3600s`); older ones are deleted now and from then on.
+    Set { project: String, period: String },
+    /// The project's retention period.
+    Show { project: String },
+    /// Keep the project's data forever again.
+    Clear { project: String },
+    /// Delete every call and feedback record of the project stored so far.
+    DeleteProject {
+        project: String,
+        /// Required: deleting cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+async fn run_retention(args: RetentionArgs) -> Result<()> {
+    use polymeter_model::duration::{format_period, parse_period};
+    use polymeter_proto::v1 as pb;
+    let (RetentionCommand::Set { project, .. }
+    | RetentionCommand::Show { project }
+    | RetentionCommand::Clear { project }
+    | RetentionCommand::DeleteProject { project, .. }) = &args.command;
+    let tenant = match &args.tenant {
+        Some(t) => t.clone(),
+        None => project.split('/').next().unwrap_or_default().to_owned(),
+    };
+    let channel = |url: &str| polymeter_gateway::grpc::channel(url).context("bad service URL");
+    let projects = polymeter_gateway::grpc::projects(
+        channel(&args.stats_url)?,
+        channel(&args.feedback_url)?,
+        polymeter_gateway::grpc::Deadlines::default(),
+    );
+    let failed = |e: polymeter_gateway::error::Error| anyhow::anyhow!("{}", e.message().to_owned());
+    let show = |seconds: Option<u64>| match seconds {
+        Some(s) => format!(
+            "{project}: kept for {}",
+            format_period(std::time::Duration::from_secs(s))
+        ),
+        None => format!("{project}: kept forever"),
+    };
+    match &args.command {
+        RetentionCommand::Set { period, .. } => {
+            let d = parse_period(period).with_context(|| {
+                format!("{period:?} is not a period such as 30d, 12h, 90m or 3600s")
+            })?;
+            projects
+                .set_retention(pb::SetRetentionRequest {
+                    tenant,
+                    project_id: project.clone(),
+                    retention_seconds: Some(d.as_secs()),
+                })
+                .await
+                .map_err(failed)?;
+            println!("{}", show(Some(d.as_secs())));
+        }
+        RetentionCommand::Show { .. } => {
+            let seconds = projects
+                .get_retention(pb::GetRetentionRequest {
+                    tenant,
+                    project_id: project.clone(),
+                })
+                .await
+                .map_err(failed)?;
+            println!("{}", show(seconds));
+        }
+        RetentionCommand::Clear { .. } => {
+            projects
+                .set_retention(pb::SetRetentionRequest {
+                    tenant,
+                    project_id: project.clone(),
+                    retention_seconds: None,
+                })
+                .await
+                .map_err(failed)?;
+            println!("{}", show(None));
+        }
+        RetentionCommand::DeleteProject { yes, .. } => {
+            anyhow::ensure!(
+                *yes,
+                "deleting {project}'s data cannot be undone: add --yes"
+            );
+            projects
+                .delete_project_data(pb::DeleteProjectDataRequest {
+                    tenant,
+                    project_id: project.clone(),
+                })
+                .await
+                .map_err(failed)?;
+            println!("{project}: every call and feedback record stored so far is deleted");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -592,6 +715,7 @@ impl Command {
             Command::Feedback(_) => "polymeter-feedback",
             Command::Keys(_) => "polymeter-keys",
             Command::Prices(_) => "polymeter-prices",
+            Command::Retention(_) => "polymeter-retention",
             Command::Openapi(_) => "polymeter-openapi",
         }
     }
@@ -760,6 +884,7 @@ async fn run(cli: Cli) -> Result<()> {
             unreachable!("handled before the runtime starts")
         }
         Command::Prices(args) => run_prices(args).await,
+        Command::Retention(args) => run_retention(args).await,
     }
 }
 

@@ -31,29 +31,45 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 366 * 86_400);
 /// How often [`enforce`] runs.
 pub const ENFORCE_EVERY: Duration = Duration::from_secs(60);
 
+/// Why records are expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The routine round: a store may leave expired records in files it is
+    /// about to replace anyway (an embedded store's current log).
+    Routine,
+    /// Someone set the period: no file holds an expired record afterwards.
+    Asked,
+}
+
 /// What a store does with a project's records.
 #[tonic::async_trait]
 pub trait ProjectData: Send + Sync + 'static {
     /// Deletes the project's records from before `cutoff_us` (calls by when
     /// they started, feedback by when it was created).
-    async fn expire(&self, tenant: &str, project: &str, cutoff_us: i64) -> Result<(), Error>;
+    async fn expire(
+        &self,
+        tenant: &str,
+        project: &str,
+        cutoff_us: i64,
+        why: Expiry,
+    ) -> Result<(), Error>;
     /// Deletes every record of the project stored so far.
     async fn delete(&self, tenant: &str, project: &str) -> Result<(), Error>;
 }
 
 /// What [`ProjectData`] does for an embedded store, on the blocking pool
-/// (it fsyncs and deletes files): expire before `cutoff_us`, or with `None`
+/// (it fsyncs and deletes files): expire before a cutoff, or with `None`
 /// delete the whole project.
 pub async fn on_durable<T: polymeter_store::Table>(
     durable: &Arc<polymeter_store::Durable<T>>,
     tenant: &str,
     project: &str,
-    cutoff_us: Option<i64>,
+    expire: Option<(i64, Expiry)>,
 ) -> Result<(), Error> {
     let (durable, tenant, project) = (durable.clone(), tenant.to_owned(), project.to_owned());
     let work = move || {
-        match cutoff_us {
-            Some(cutoff) => durable.expire(&tenant, &project, cutoff),
+        match expire {
+            Some((cutoff, why)) => durable.expire(&tenant, &project, cutoff, why == Expiry::Asked),
             None => durable.delete_scope(&tenant, &project),
         }
         .map_err(store_error)
@@ -101,7 +117,10 @@ pub async fn expire_all(policies: &Policies, data: &dyn ProjectData) {
     let now = now_us();
     for (tenant, project, seconds) in policies.all() {
         let cutoff = cutoff_us(now, seconds);
-        match data.expire(&tenant, &project, cutoff).await {
+        match data
+            .expire(&tenant, &project, cutoff, Expiry::Routine)
+            .await
+        {
             Ok(()) => metrics::counter!("polymeter_retention_runs_total").increment(1),
             Err(e) => tracing::warn!(%tenant, %project, error = %e, "cannot expire old records"),
         }
@@ -158,7 +177,9 @@ impl project_data_service_server::ProjectDataService for ProjectDataServer {
         // A shorter period takes effect at once, not at the next round.
         if let Some(d) = retention {
             let cutoff = cutoff_us(now_us(), d.as_secs());
-            self.data.expire(&r.tenant, &r.project_id, cutoff).await?;
+            self.data
+                .expire(&r.tenant, &r.project_id, cutoff, Expiry::Asked)
+                .await?;
         }
         Ok(Response::new(pb::SetRetentionResponse {}))
     }

@@ -334,22 +334,32 @@ impl<T: Table> Durable<T> {
     }
 
     /// Deletes every record of `tenant`'s `project` written before this call:
-    /// logged (so it survives a crash), removed from the table, and its
-    /// segments deleted before this returns. Writes made after it are kept.
+    /// logged (so it survives a crash), removed from the table, its segments
+    /// deleted, and the log rotated and compacted so that no file holds the
+    /// records when this returns. Writes made after it are kept.
     pub fn delete_scope(&self, tenant: &str, project: &str) -> Result<(), StoreError> {
         self.submit(|ack| Job::Delete {
             tenant: tenant.to_owned(),
             project: project.to_owned(),
             ack,
-        })
+        })?;
+        self.checkpoint()
     }
 
     /// Expires `tenant`'s `project` before `cutoff_us`: the table forgets
     /// its records placed before it, and segments of days wholly before it
-    /// are deleted (now, and as later generations are compacted). Not
-    /// logged: the caller keeps the retention policy and applies it again
-    /// after a restart.
-    pub fn expire(&self, tenant: &str, project: &str, cutoff_us: i64) -> Result<(), StoreError> {
+    /// are deleted (now, and as later generations are compacted). With
+    /// `flush_log`, the log is rotated and compacted too, so that no file
+    /// holds such records when this returns; without, those still in the
+    /// current log go when it rotates. Not logged: the caller keeps the
+    /// retention policy and applies it again after a restart.
+    pub fn expire(
+        &self,
+        tenant: &str,
+        project: &str,
+        cutoff_us: i64,
+        flush_log: bool,
+    ) -> Result<(), StoreError> {
         self.table
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -370,7 +380,13 @@ impl<T: Table> Durable<T> {
             return Err(StoreError::Closed("the store is shut down".into()));
         }
         done.recv()
-            .unwrap_or_else(|_| Err(StoreError::Closed("the store's compactor stopped".into())))
+            .unwrap_or_else(|_| Err(StoreError::Closed("the store's compactor stopped".into())))?;
+        // The compactor knows the cutoff now, so compacting the current log
+        // leaves the expired days out.
+        if flush_log {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
@@ -1130,7 +1146,15 @@ mod tests {
                 (p, bytes)
             })
             .collect();
-        store.delete_scope("t", "a").unwrap();
+        // Only the deletion's first step (logged, applied, older segments
+        // deleted), without the rotation that follows it.
+        store
+            .submit(|ack| Job::Delete {
+                tenant: "t".into(),
+                project: "a".into(),
+                ack,
+            })
+            .unwrap();
         drop(store);
         // The crash came after the deletion was logged, before its files went.
         for (path, bytes) in saved {
@@ -1188,7 +1212,7 @@ mod tests {
         store.checkpoint().unwrap();
         // A write of an expired day still in the log is not compacted.
         store.append(vec![kv("t/a/1/late", 5)]).unwrap();
-        store.expire("t", "a", 3 * DAY_US).unwrap();
+        store.expire("t", "a", 3 * DAY_US, false).unwrap();
         assert_eq!(contents(&store), [kv("t/a/3/z", 3), kv("t/b/1/o", 4)]);
         store.append(vec![kv("t/a/2/later", 6)]).unwrap();
         store.checkpoint().unwrap();

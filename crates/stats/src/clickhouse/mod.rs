@@ -137,6 +137,7 @@ impl polymeter_retention::ProjectData for ClickHouseStore {
         tenant: &str,
         project: &str,
         cutoff_us: i64,
+        _: polymeter_retention::Expiry,
     ) -> Result<(), polymeter_error::Error> {
         polymeter_clickhouse::delete_project_rows(
             &self.client,

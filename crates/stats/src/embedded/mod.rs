@@ -52,8 +52,9 @@ impl polymeter_retention::ProjectData for EmbeddedStore {
         tenant: &str,
         project: &str,
         cutoff_us: i64,
+        why: polymeter_retention::Expiry,
     ) -> Result<(), polymeter_error::Error> {
-        polymeter_retention::on_durable(&self.inner, tenant, project, Some(cutoff_us)).await
+        polymeter_retention::on_durable(&self.inner, tenant, project, Some((cutoff_us, why))).await
     }
 
     async fn delete(&self, tenant: &str, project: &str) -> Result<(), polymeter_error::Error> {
