@@ -759,7 +759,9 @@ fn compact_generation<T: Table>(
         };
         let writes = T::decode(payload).map_err(corrupt)?;
         let t = table.read().unwrap_or_else(|p| p.into_inner());
-        let placed: Vec<(u64, i32, Option<(String, String)>)> = writes
+        // Each write's scope and day, with the scope's names when its place is new.
+        type Placed = (u64, i32, Option<(String, String)>);
+        let placed: Vec<Placed> = writes
             .iter()
             .map(|w| {
                 let place = t.place(w);
