@@ -30,12 +30,14 @@
 //!   A segment whose bytes no longer match the checksum in its name is
 //!   reported by path and the store refuses to open.
 
+pub mod column;
 mod durable;
 pub mod interner;
 pub mod place;
 mod segment;
 mod wal;
 
+pub use column::Column;
 pub use durable::{Durable, Options};
 pub use interner::Interner;
 pub use place::Place;

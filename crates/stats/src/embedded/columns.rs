@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 pub use polymeter_store::interner::{Interner, NONE};
+use polymeter_store::Column;
 /// `started_us`/`ended_us` of a half not yet known.
 pub const NO_TIME: i64 = i64::MIN;
 /// Rows per zone-map block.
@@ -105,8 +106,8 @@ const SPAN_UUID: u64 = 1 << 63;
 /// with the top bit marking a packed UUID. Overwriting appends and repoints.
 #[derive(Default)]
 pub struct IdColumn {
-    bytes: Vec<u8>,
-    spans: Vec<u64>,
+    bytes: Column<u8>,
+    spans: Column<u64>,
 }
 
 impl IdColumn {
@@ -192,7 +193,7 @@ impl IdColumn {
 
 /// A column of interned codes that takes no memory until a row has a value.
 #[derive(Default)]
-pub struct SparseCodes(Option<Vec<u32>>);
+pub struct SparseCodes(Option<Column<u32>>);
 
 impl SparseCodes {
     #[inline]
@@ -205,7 +206,7 @@ impl SparseCodes {
             Some(c) => c[row] = code,
             None if code == NONE => {}
             None => {
-                let mut c = vec![NONE; rows];
+                let mut c = Column::from(vec![NONE; rows]);
                 c[row] = code;
                 self.0 = Some(c);
             }
@@ -217,7 +218,7 @@ impl SparseCodes {
             Some(c) => c.push(code),
             None if code == NONE => {}
             None => {
-                let mut c = vec![NONE; rows_before];
+                let mut c = Column::from(vec![NONE; rows_before]);
                 c.push(code);
                 self.0 = Some(c);
             }
@@ -233,8 +234,8 @@ impl SparseCodes {
 #[derive(Default)]
 pub struct RefLists {
     /// Row → (start, len) in `pool`; absent until some row has refs.
-    spans: Option<Vec<(u32, u32)>>,
-    pool: Vec<u32>,
+    spans: Option<Column<(u32, u32)>>,
+    pool: Column<u32>,
 }
 
 impl RefLists {
@@ -257,7 +258,8 @@ impl RefLists {
         }
         let span = (self.pool.len() as u32, codes.len() as u32);
         self.pool.extend_from_slice(codes);
-        self.spans.get_or_insert_with(|| vec![(0, 0); rows])[row] = span;
+        self.spans
+            .get_or_insert_with(|| Column::from(vec![(0, 0); rows]))[row] = span;
     }
 
     fn push(&mut self) {
@@ -295,7 +297,7 @@ pub const ATTRS: usize = 12;
 pub const TOKEN_FIELDS: usize = 6;
 
 #[derive(Default)]
-pub struct TokenColumn(Option<Vec<i64>>);
+pub struct TokenColumn(Option<Column<i64>>);
 
 impl TokenColumn {
     #[inline]
@@ -313,7 +315,7 @@ impl TokenColumn {
             Some(c) => c.push(value),
             None if value == 0 => {}
             None => {
-                let mut c = vec![0; rows_before];
+                let mut c = Column::from(vec![0; rows_before]);
                 c.push(value);
                 self.0 = Some(c);
             }
@@ -334,25 +336,25 @@ pub struct Partition {
     /// Call ids whose 64-bit hash collided with another's.
     collisions: HashMap<IdKey, u32, FxBuildHasher>,
     pub call_id: IdColumn,
-    pub started_us: Vec<i64>,
-    pub ended_us: Vec<i64>,
-    pub flags: Vec<u8>,
-    pub op_name: Vec<u32>,
+    pub started_us: Column<i64>,
+    pub ended_us: Column<i64>,
+    pub flags: Column<u8>,
+    pub op_name: Column<u32>,
     /// The dominant model (most tokens), for per-call dialects.
-    pub model: Vec<u32>,
+    pub model: Column<u32>,
     pub trace_id: IdColumn,
     pub parent_id: IdColumn,
     pub attrs: [SparseCodes; ATTRS],
     pub input_refs: RefLists,
     pub output_refs: RefLists,
     /// Row → its usage rows `usage_first[row] .. + usage_len[row]`.
-    pub usage_first: Vec<u32>,
-    pub usage_len: Vec<u8>,
-    pub usage_model: Vec<u32>,
+    pub usage_first: Column<u32>,
+    pub usage_len: Column<u8>,
+    pub usage_model: Column<u32>,
     pub usage_tokens: [TokenColumn; TOKEN_FIELDS],
     usage_rows: usize,
     /// Min/max `started_us` of each block of [`BLOCK`] rows.
-    pub blocks: Vec<(i64, i64)>,
+    pub blocks: Column<(i64, i64)>,
 }
 
 /// The call id hash is already uniform; don't hash it again.
@@ -393,22 +395,22 @@ impl Partition {
             index: HashMap::default(),
             collisions: HashMap::default(),
             call_id: IdColumn::default(),
-            started_us: Vec::new(),
-            ended_us: Vec::new(),
-            flags: Vec::new(),
-            op_name: Vec::new(),
-            model: Vec::new(),
+            started_us: Column::new(),
+            ended_us: Column::new(),
+            flags: Column::new(),
+            op_name: Column::new(),
+            model: Column::new(),
             trace_id: IdColumn::default(),
             parent_id: IdColumn::default(),
             attrs: Default::default(),
             input_refs: RefLists::default(),
             output_refs: RefLists::default(),
-            usage_first: Vec::new(),
-            usage_len: Vec::new(),
-            usage_model: Vec::new(),
+            usage_first: Column::new(),
+            usage_len: Column::new(),
+            usage_model: Column::new(),
             usage_tokens: Default::default(),
             usage_rows: 0,
-            blocks: Vec::new(),
+            blocks: Column::new(),
         }
     }
 

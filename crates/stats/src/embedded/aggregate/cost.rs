@@ -50,7 +50,7 @@ pub(super) fn partition_prices(
 ) -> FxHashMap<u32, FixedPrice> {
     let mut prices = FxHashMap::default();
     let mut seen = rustc_hash::FxHashSet::default();
-    for &code in &p.usage_model {
+    for &code in p.usage_model.iter() {
         if !seen.insert(code) {
             continue;
         }
