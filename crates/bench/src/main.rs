@@ -170,15 +170,40 @@ impl Drop for Service {
     }
 }
 
-/// Waits (up to two minutes) until background compaction has turned every
-/// closed log generation into a segment, so memory is measured at rest.
+/// Waits (up to two minutes) until the store is at rest: every log
+/// generation compacted into segments and, once writes paused, the table
+/// snapshotted (the current log is empty and no snapshot is being written),
+/// so memory and the restart are measured as a user would meet them.
 async fn compaction_settled(data: &Path) {
-    let wal = data.join("stats").join("wal");
+    let stats = data.join("stats");
+    let files = |dir: &str| -> Vec<(String, u64)> {
+        std::fs::read_dir(stats.join(dir))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        (e.file_name().to_string_lossy().into_owned(), len)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let logs = std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0);
-        if logs <= 1 {
-            break;
+        let logs = files("wal");
+        let snapshots = files("snapshots");
+        let generation = |name: &str, suffix: &str| -> Option<u64> {
+            name.strip_suffix(suffix)?.parse().ok()
+        };
+        // The current log is empty (its 8-byte header) and the snapshot
+        // covers every generation before it.
+        let current = logs.iter().find_map(|(n, len)| Some((generation(n, ".wal")?, *len)));
+        let snapshotted = snapshots.iter().filter_map(|(n, _)| generation(n, ".snap")).max();
+        let writing = snapshots.iter().any(|(n, _)| n.ends_with(".tmp"));
+        if let (1, Some((g, 8)), Some(s), false) = (logs.len(), current, snapshotted, writing) {
+            if s + 1 == g {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -522,7 +547,8 @@ async fn main() -> Result<()> {
         ours.push((times, answer));
     }
 
-    // Restart to first answer, after kill -9.
+    // Restart to first answer, after kill -9 (at rest, as after a burst).
+    compaction_settled(&data_dir).await;
     stats.kill9()?;
     let started = Instant::now();
     let stats = Service::start(&polymeter, "stats", &data_dir)?;

@@ -90,6 +90,10 @@ mod tests {
         }
         assert_eq!(c.len(), 1_000_000);
         assert_eq!(c[999_999], 999_999);
-        assert!(c.capacity() <= 1_000_000 + 1_000_000 / 8 + 256, "{}", c.capacity());
+        assert!(
+            c.capacity() <= 1_000_000 + 1_000_000 / 8 + 256,
+            "{}",
+            c.capacity()
+        );
     }
 }

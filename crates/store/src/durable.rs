@@ -1,7 +1,8 @@
 //! [`Durable`]: a [`Table`] behind a write-ahead log and Parquet segments.
 
 use crate::place::{day_before, scope_hash, Place};
-use crate::segment::{read_segment, SegmentName, SegmentWriter};
+use crate::segment::{read_segment, verify_segment, SegmentName, SegmentWriter};
+use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
 use crate::wal::{frame, read_frames, sync_dir, truncate, FrameLog};
 use crate::{StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,9 @@ pub struct Options {
     pub rotate_bytes: u64,
     /// Most writes one group commit takes at once.
     pub max_group: usize,
+    /// After this long without writes, a table written to since its last
+    /// snapshot is snapshotted (so a restart after a burst loads one file).
+    pub idle_snapshot: std::time::Duration,
 }
 
 impl Default for Options {
@@ -24,6 +28,7 @@ impl Default for Options {
         Self {
             rotate_bytes: 64 << 20,
             max_group: 4096,
+            idle_snapshot: std::time::Duration::from_secs(3),
         }
     }
 }
@@ -36,8 +41,9 @@ enum Job<W> {
         batch: Vec<W>,
         ack: Ack,
     },
-    /// Rotate the log now and acknowledge once its generation is in segments.
-    Checkpoint { ack: Ack },
+    /// Rotate the log now and acknowledge once its generation is in segments
+    /// (with `snapshot`, snapshotting the table at that boundary too).
+    Checkpoint { ack: Ack, snapshot: bool },
     /// Log the deletion of a scope, apply it, and acknowledge once its
     /// older segments are gone.
     Delete {
@@ -51,6 +57,13 @@ enum Job<W> {
 enum CompactJob {
     /// Turn a closed log generation into segments, then delete the log.
     Generation { generation: u64, ack: Option<Ack> },
+    /// Write a snapshot of the table as of `generation` and delete older
+    /// ones; then clear `done`.
+    Snapshot {
+        generation: u64,
+        bytes: Vec<u8>,
+        done: Arc<std::sync::atomic::AtomicBool>,
+    },
     /// Delete a scope's segments of generations below `below`: all of them,
     /// or (with `cutoff_us`) those of days wholly before it — which also
     /// keeps later compactions from writing such days.
@@ -169,13 +182,27 @@ impl<T: Table> Durable<T> {
     pub fn open(dir: &Path, mut table: T, options: Options) -> Result<Self, StoreError> {
         let wal_dir = dir.join("wal");
         let seg_dir = dir.join("segments");
-        for d in [dir, &wal_dir, &seg_dir] {
+        let snap_dir = dir.join("snapshots");
+        for d in [dir, &wal_dir, &seg_dir, &snap_dir] {
             std::fs::create_dir_all(d).map_err(StoreError::io(d))?;
         }
 
         let loading = std::time::Instant::now();
+        // The newest intact snapshot stands for every generation up to its own.
+        let snapshotted = match restore::<T>(&snap_dir)? {
+            Some((generation, restored)) => {
+                table = restored;
+                generation
+            }
+            None => 0,
+        };
         let mut segments = list_segments(&seg_dir)?;
-        let mut last_generation = segments.keys().next_back().copied().unwrap_or(0);
+        let mut last_generation = segments
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(snapshotted);
         let mut logs = Vec::new();
         for path in list(&wal_dir)? {
             let Some(generation) = generation_of(&path, ".wal") else {
@@ -204,7 +231,9 @@ impl<T: Table> Durable<T> {
         let mut pending_logs = logs.iter().peekable();
         let mut replay_until = |table: &mut T, below: u64| -> Result<(), StoreError> {
             while let Some((generation, path)) = pending_logs.next_if(|(g, _)| *g < below) {
-                for scope in replay_log(table, *generation, path)? {
+                // A log the snapshot already holds is only read for deletions.
+                let apply = *generation > snapshotted;
+                for scope in replay_log(table, *generation, path, apply)? {
                     deletions.push((scope, *generation));
                 }
             }
@@ -215,9 +244,17 @@ impl<T: Table> Durable<T> {
         // reads and decodes segments while this one applies them.
         let segment_count: usize = segments.values().map(Vec::len).sum();
         std::thread::scope(|scope| -> Result<(), StoreError> {
+            // Segments the snapshot stands for are not decoded, but their
+            // bytes are checked (beside the load): a damaged one stops the
+            // store as it would without a snapshot.
+            let covered: Vec<PathBuf> = segments
+                .range(..=snapshotted)
+                .flat_map(|(_, files)| files.iter().map(|(_, p)| p.clone()))
+                .collect();
+            let verifying = scope.spawn(move || covered.iter().try_for_each(|p| verify_segment(p)));
             let (tx, rx) = mpsc::sync_channel(2);
             let paths: Vec<(u64, PathBuf)> = segments
-                .iter()
+                .range(snapshotted + 1..)
                 .flat_map(|(g, files)| files.iter().map(|(_, p)| (*g, p.clone())))
                 .collect();
             scope.spawn(move || {
@@ -243,12 +280,13 @@ impl<T: Table> Durable<T> {
                     .load_arrow(&batch?)
                     .map_err(|reason| StoreError::Corrupt { path, reason })?;
             }
-            Ok(())
+            verifying.join().expect("segment check panicked")
         })?;
         replay_until(&mut table, u64::MAX)?;
         let to_compact: Vec<u64> = logs.iter().map(|(g, _)| *g).collect();
         tracing::info!(
             elapsed_ms = loading.elapsed().as_millis() as u64,
+            snapshot = snapshotted,
             segments = segment_count,
             logs = logs.len(),
             "store loaded"
@@ -280,14 +318,17 @@ impl<T: Table> Durable<T> {
             let compact_tx = compact_tx.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || write_loop(job_rx, log, table, wal_dir, compact_tx, options))
+                .spawn(move || {
+                    let snapshots = Snapshots::new(&options);
+                    write_loop(job_rx, log, table, wal_dir, compact_tx, options, snapshots)
+                })
                 .map_err(StoreError::io(dir))?
         };
         let compactor = {
             let table = table.clone();
             std::thread::Builder::new()
                 .name("store-compactor".into())
-                .spawn(move || compact_loop(compact_rx, table, wal_dir, seg_dir))
+                .spawn(move || compact_loop(compact_rx, table, wal_dir, seg_dir, snap_dir))
                 .map_err(StoreError::io(dir))?
         };
         Ok(Self {
@@ -330,7 +371,10 @@ impl<T: Table> Durable<T> {
 
     /// Rotates the log and waits until everything written so far is in segments.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.submit(|ack| Job::Checkpoint { ack })
+        self.submit(|ack| Job::Checkpoint {
+            ack,
+            snapshot: false,
+        })
     }
 
     /// Deletes every record of `tenant`'s `project` written before this call:
@@ -343,7 +387,16 @@ impl<T: Table> Durable<T> {
             project: project.to_owned(),
             ack,
         })?;
-        self.checkpoint()
+        self.checkpoint_and_snapshot()
+    }
+
+    /// [`Durable::checkpoint`], snapshotting the table at that boundary, so
+    /// that no older snapshot holds records removed before it.
+    fn checkpoint_and_snapshot(&self) -> Result<(), StoreError> {
+        self.submit(|ack| Job::Checkpoint {
+            ack,
+            snapshot: true,
+        })
     }
 
     /// Expires `tenant`'s `project` before `cutoff_us`: the table forgets
@@ -382,9 +435,10 @@ impl<T: Table> Durable<T> {
         done.recv()
             .unwrap_or_else(|_| Err(StoreError::Closed("the store's compactor stopped".into())))?;
         // The compactor knows the cutoff now, so compacting the current log
-        // leaves the expired days out.
+        // leaves the expired days out; the snapshot replaces any that held
+        // expired records.
         if flush_log {
-            self.checkpoint()?;
+            self.checkpoint_and_snapshot()?;
         }
         Ok(())
     }
@@ -409,12 +463,13 @@ impl<T: Table> Drop for Durable<T> {
     }
 }
 
-/// Replays one log file into `table`, cutting off a torn tail first;
-/// returns the scopes it deleted.
+/// Replays one log file into `table` (with `apply`; else only reads it),
+/// cutting off a torn tail first; returns the scopes it deleted.
 fn replay_log<T: Table>(
     table: &mut T,
     generation: u64,
     path: &Path,
+    apply: bool,
 ) -> Result<Vec<u64>, StoreError> {
     let frames = read_frames(path)?;
     if let Some(why) = &frames.torn {
@@ -439,14 +494,125 @@ fn replay_log<T: Table>(
     let mut deleted = Vec::new();
     for payload in &frames.payloads {
         match Record::parse(payload, frames.v1).map_err(corrupt)? {
-            Record::Writes(writes) => table.replay(writes).map_err(corrupt)?,
+            Record::Writes(writes) if apply => table.replay(writes).map_err(corrupt)?,
+            Record::Writes(_) => {}
             Record::Delete { tenant, project } => {
-                table.remove(&tenant, &project, None);
+                if apply {
+                    table.remove(&tenant, &project, None);
+                }
                 deleted.push(scope_hash(&tenant, &project));
             }
         }
     }
     Ok(deleted)
+}
+
+/// The table from the newest intact snapshot in `dir`, with its generation;
+/// a damaged one is reported, removed, and the next older one tried.
+fn restore<T: Table>(dir: &Path) -> Result<Option<(u64, T)>, StoreError> {
+    let mut files = list(dir)?;
+    files.reverse();
+    for path in files {
+        if path.extension().and_then(|e| e.to_str()) != Some("snap") {
+            std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            continue;
+        }
+        let restored = snapshot::read(&path).and_then(|(generation, payload)| {
+            let mut reader = SnapshotReader::new(&payload);
+            let table = T::read_snapshot(&mut reader)
+                .and_then(|t| match reader.is_at_end() {
+                    true => Ok(t),
+                    false => Err("bytes after the table".into()),
+                })
+                .map_err(|reason| StoreError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                })?;
+            Ok((generation, table))
+        });
+        match restored {
+            Ok(found) => return Ok(Some(found)),
+            Err(e) => {
+                // A cache, not the truth: load from the segments instead.
+                tracing::warn!("ignoring a snapshot: {e}");
+                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// When the writer snapshots the table.
+struct Snapshots {
+    /// Log bytes written since the last snapshot.
+    since: u64,
+    /// The size of the last snapshot.
+    last_len: u64,
+    /// A deletion happened: the next rotation snapshots, before the log that
+    /// holds the deletion is compacted away.
+    forced: bool,
+    rotate_bytes: u64,
+    /// A snapshot is queued or being written (the compactor clears it).
+    in_flight: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Snapshots {
+    fn new(options: &Options) -> Self {
+        Self {
+            since: 0,
+            last_len: 0,
+            forced: false,
+            rotate_bytes: options.rotate_bytes,
+            in_flight: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Due at a rotation: after a deletion, or once the log written since
+    /// the last one is twice its size (and at least four generations), so
+    /// the bytes spent on snapshots stay below those logged; and never while
+    /// the last one is still being written.
+    fn due(&self) -> bool {
+        self.forced
+            || (self.since > 0
+                && self.since >= (4 * self.rotate_bytes).max(2 * self.last_len)
+                && !self.in_flight.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Due while writes pause: anything of note written since.
+    fn due_when_idle(&self) -> bool {
+        self.forced
+            || (self.since > 0
+                && self.since >= (1 << 20).max(self.last_len / 16)
+                && !self.in_flight.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Snapshots `table` as of `generation` (closed, nothing later applied)
+    /// and queues it for the compactor, ahead of that generation's compaction.
+    fn take<T: Table>(&mut self, table: &RwLock<T>, generation: u64, compact: &Sender<CompactJob>) {
+        let started = std::time::Instant::now();
+        // Room for the last snapshot and a little growth.
+        let mut out = SnapshotWriter::with_capacity((self.last_len + self.last_len / 8) as usize);
+        if !table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_snapshot(&mut out)
+        {
+            return;
+        }
+        let bytes = snapshot::frame(generation, out);
+        metrics::histogram!("polymeter_store_snapshot_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.last_len = bytes.len() as u64;
+        self.since = 0;
+        self.forced = false;
+        self.in_flight
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = compact.send(CompactJob::Snapshot {
+            generation,
+            bytes,
+            done: self.in_flight.clone(),
+        });
+    }
 }
 
 type Append<W> = (Vec<u8>, Vec<W>, Ack);
@@ -502,11 +668,28 @@ fn write_loop<T: Table>(
     wal_dir: PathBuf,
     compact: Sender<CompactJob>,
     options: Options,
+    mut snapshots: Snapshots,
 ) {
     let mut generation = generation_of(log.path(), ".wal").unwrap_or(1);
     let mut failed: Option<String> = None;
     let mut frames = Vec::new();
-    while let Ok(first) = jobs.recv() {
+    loop {
+        let first = match jobs.recv_timeout(options.idle_snapshot) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if T::SNAPSHOTS && failed.is_none() && snapshots.due_when_idle() {
+                    if let Some(closed) = rotate(&mut log, &mut generation, &wal_dir) {
+                        snapshots.take(&table, closed, &compact);
+                        let _ = compact.send(CompactJob::Generation {
+                            generation: closed,
+                            ack: None,
+                        });
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < options.max_group {
             match jobs.try_recv() {
@@ -516,14 +699,15 @@ fn write_loop<T: Table>(
         }
         let mut appends = Vec::with_capacity(group.len());
         let mut checkpoints = Vec::new();
+        let logged_before = log.len();
         for job in group {
             if let Some(why) = &failed {
                 // After a failed write the log's tail is unknown: appending
                 // more could put acknowledged frames behind garbage.
                 let ack = match job {
-                    Job::Append { ack, .. } | Job::Checkpoint { ack } | Job::Delete { ack, .. } => {
-                        ack
-                    }
+                    Job::Append { ack, .. }
+                    | Job::Checkpoint { ack, .. }
+                    | Job::Delete { ack, .. } => ack,
                 };
                 let _ = ack.send(Err(StoreError::Closed(why.clone())));
                 continue;
@@ -534,7 +718,10 @@ fn write_loop<T: Table>(
                     batch,
                     ack,
                 } => appends.push((payload, batch, ack)),
-                Job::Checkpoint { ack } => checkpoints.push(ack),
+                Job::Checkpoint { ack, snapshot } => {
+                    snapshots.forced |= snapshot;
+                    checkpoints.push(ack);
+                }
                 Job::Delete {
                     tenant,
                     project,
@@ -561,6 +748,7 @@ fn write_loop<T: Table>(
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&tenant, &project, None);
+                    snapshots.forced = true;
                     // Older generations are queued to the compactor before
                     // this, so every segment it must delete exists by then.
                     let _ = compact.send(CompactJob::Drop {
@@ -575,6 +763,7 @@ fn write_loop<T: Table>(
         if failed.is_none() {
             failed = commit(&mut log, &table, appends, &mut frames).err();
         }
+        snapshots.since += log.len().saturating_sub(logged_before);
         let rotate = !checkpoints.is_empty() || log.len() >= options.rotate_bytes;
         if let Some(why) = &failed {
             for ack in checkpoints {
@@ -583,12 +772,11 @@ fn write_loop<T: Table>(
             continue;
         }
         if rotate {
-            let next = wal_dir.join(format!("{:020}.wal", generation + 1));
-            match FrameLog::create(&next) {
-                Ok(new_log) => {
-                    log = new_log;
-                    let closed = generation;
-                    generation += 1;
+            match rotate_log(&mut log, &mut generation, &wal_dir) {
+                Ok(closed) => {
+                    if T::SNAPSHOTS && snapshots.due() {
+                        snapshots.take(&table, closed, &compact);
+                    }
                     let mut checkpoints = checkpoints.into_iter();
                     let _ = compact.send(CompactJob::Generation {
                         generation: closed,
@@ -611,6 +799,33 @@ fn write_loop<T: Table>(
             }
         }
     }
+    // Shutting down: what was written since the last snapshot gets one, so
+    // the next start loads one file.
+    if T::SNAPSHOTS && failed.is_none() && snapshots.since > 0 {
+        if let Some(closed) = rotate(&mut log, &mut generation, &wal_dir) {
+            snapshots.take(&table, closed, &compact);
+            let _ = compact.send(CompactJob::Generation {
+                generation: closed,
+                ack: None,
+            });
+        }
+    }
+}
+
+/// Starts the next log generation; returns the one it closed.
+fn rotate_log(log: &mut FrameLog, generation: &mut u64, wal_dir: &Path) -> Result<u64, StoreError> {
+    let next = wal_dir.join(format!("{:020}.wal", *generation + 1));
+    *log = FrameLog::create(&next)?;
+    let closed = *generation;
+    *generation += 1;
+    Ok(closed)
+}
+
+/// [`rotate_log`], logging a failure (the current log stays in use).
+fn rotate(log: &mut FrameLog, generation: &mut u64, wal_dir: &Path) -> Option<u64> {
+    rotate_log(log, generation, wal_dir)
+        .map_err(|e| tracing::error!("cannot rotate the log: {e}"))
+        .ok()
 }
 
 fn compact_loop<T: Table>(
@@ -618,6 +833,7 @@ fn compact_loop<T: Table>(
     table: Arc<RwLock<T>>,
     wal_dir: PathBuf,
     seg_dir: PathBuf,
+    snap_dir: PathBuf,
 ) {
     let mut done = 0u64;
     // Each scope's retention cutoff, as last asked: compactions skip days
@@ -645,6 +861,17 @@ fn compact_loop<T: Table>(
                     let _ = ack.send(result);
                 }
             }
+            CompactJob::Snapshot {
+                generation,
+                bytes,
+                done,
+            } => {
+                if let Err(e) = write_snapshot(&snap_dir, generation, &bytes) {
+                    tracing::error!(generation, "cannot write a snapshot: {e}");
+                }
+                drop(bytes);
+                done.store(false, std::sync::atomic::Ordering::Release);
+            }
             CompactJob::Drop {
                 scope,
                 below,
@@ -664,6 +891,27 @@ fn compact_loop<T: Table>(
             }
         }
     }
+}
+
+/// Publishes a snapshot (temporary file, fsync, rename) and deletes the
+/// older ones it replaces.
+fn write_snapshot(dir: &Path, generation: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let path = snapshot::path_of(dir, generation);
+    crate::replace_file(&path, bytes).map_err(StoreError::io(&path))?;
+    for old in list(dir)? {
+        if old != path {
+            std::fs::remove_file(&old).map_err(StoreError::io(&old))?;
+        }
+    }
+    metrics::counter!("polymeter_store_snapshot_bytes_total").increment(bytes.len() as u64);
+    tracing::debug!(
+        generation,
+        bytes = bytes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot written"
+    );
+    Ok(())
 }
 
 /// Deletes `scope`'s segments of generations below `below`: every one, or
@@ -1226,5 +1474,129 @@ mod tests {
         let mut want = vec![(scope_hash("t", "a"), 3), (scope_hash("t", "b"), 1)];
         want.sort();
         assert_eq!(left, want);
+    }
+
+    /// [`Kv`] with snapshots.
+    #[derive(Default)]
+    struct SnapKv(Kv);
+
+    impl Table for SnapKv {
+        type Write = (String, i64);
+        const SNAPSHOTS: bool = true;
+
+        fn encode(batch: &[(String, i64)], buf: &mut Vec<u8>) {
+            Kv::encode(batch, buf)
+        }
+        fn decode(payload: &[u8]) -> Result<Vec<(String, i64)>, String> {
+            Kv::decode(payload)
+        }
+        fn apply(&mut self, batch: Vec<(String, i64)>) {
+            self.0.apply(batch)
+        }
+        fn schema() -> SchemaRef {
+            Kv::schema()
+        }
+        fn to_arrow(batch: &[(String, i64)]) -> Result<RecordBatch, String> {
+            Kv::to_arrow(batch)
+        }
+        fn from_arrow(batch: &RecordBatch) -> Result<Vec<(String, i64)>, String> {
+            Kv::from_arrow(batch)
+        }
+        fn place<'a>(&self, w: &'a (String, i64)) -> Place<'a> {
+            self.0.place(w)
+        }
+        fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>) {
+            self.0.remove(tenant, project, before_us)
+        }
+        fn write_snapshot(&self, out: &mut SnapshotWriter) -> bool {
+            out.u64(self.0 .0.len() as u64);
+            for (k, v) in &self.0 .0 {
+                out.str(k);
+                out.u64(*v as u64);
+            }
+            true
+        }
+        fn read_snapshot(from: &mut SnapshotReader<'_>) -> Result<Self, String> {
+            let mut t = SnapKv::default();
+            for _ in 0..from.count()? {
+                let k = from.string()?;
+                t.0 .0.insert(k, from.u64()? as i64);
+            }
+            Ok(t)
+        }
+    }
+
+    fn open_snap(dir: &Path) -> Durable<SnapKv> {
+        Durable::open(dir, SnapKv::default(), Options::default()).unwrap()
+    }
+
+    fn snap_contents(store: &Durable<SnapKv>) -> Vec<(String, i64)> {
+        store.read().0 .0.clone().into_iter().collect()
+    }
+
+    #[test]
+    fn a_restart_loads_the_snapshot_and_then_only_later_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_snap(dir.path());
+            store
+                .append(vec![kv("t/a/1/x", 1), kv("t/a/1/y", 2)])
+                .unwrap();
+        }
+        // Closing snapshotted everything; the segments it stands for are
+        // not read again (here: not even there).
+        assert_eq!(list(&dir.path().join("snapshots")).unwrap().len(), 1);
+        for segment in list(&dir.path().join("segments")).unwrap() {
+            std::fs::remove_file(segment).unwrap();
+        }
+        let store = open_snap(dir.path());
+        assert_eq!(snap_contents(&store), [kv("t/a/1/x", 1), kv("t/a/1/y", 2)]);
+        // Later writes come from the log on top of the snapshot.
+        store.append(vec![kv("t/a/1/x", 3)]).unwrap();
+        drop(store);
+        assert_eq!(
+            snap_contents(&open_snap(dir.path())),
+            [kv("t/a/1/x", 3), kv("t/a/1/y", 2)]
+        );
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_ignored_and_the_segments_load() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_snap(dir.path());
+            store.append(vec![kv("t/a/1/x", 1)]).unwrap();
+        }
+        let snapshot = list(&dir.path().join("snapshots")).unwrap().remove(0);
+        let mut bytes = std::fs::read(&snapshot).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        std::fs::write(&snapshot, bytes).unwrap();
+        let store = open_snap(dir.path());
+        assert_eq!(snap_contents(&store), [kv("t/a/1/x", 1)]);
+        assert!(!snapshot.exists(), "the damaged snapshot is removed");
+    }
+
+    #[test]
+    fn a_deletion_after_a_snapshot_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_snap(dir.path());
+            store
+                .append(vec![kv("t/a/1/x", 1), kv("t/b/1/y", 2)])
+                .unwrap();
+        }
+        {
+            let store = open_snap(dir.path());
+            store.delete_scope("t", "a").unwrap();
+            // Only what the deletion itself wrote: no snapshot at close.
+            store.jobs.lock().unwrap().take();
+            let threads: Vec<_> = store.threads.lock().unwrap().drain(..).collect();
+            store.compact.lock().unwrap().take();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        assert_eq!(snap_contents(&open_snap(dir.path())), [kv("t/b/1/y", 2)]);
     }
 }

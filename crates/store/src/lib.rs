@@ -19,6 +19,11 @@
 //!   written to a temporary file, fsynced, renamed), and then deletes that
 //!   log file. A generation whose segments are not all there (a crash during
 //!   compaction) is compacted again from its log.
+//! * The writer thread snapshots the table ([`Table::write_snapshot`]) at a
+//!   generation boundary once enough has been written since the last one
+//!   (or once writes pause), and after a deletion; the compactor writes it
+//!   to `<dir>/snapshots/`. Opening loads the newest intact snapshot and then
+//!   only the segments and logs of later generations (see [`snapshot`]).
 //! * Deleting a project ([`Durable::delete_scope`]) is a log record, so it
 //!   survives a crash; it removes the project from the table and deletes its
 //!   segments. Expiring a project's old records ([`Durable::expire`]) removes
@@ -35,6 +40,7 @@ mod durable;
 pub mod interner;
 pub mod place;
 mod segment;
+pub mod snapshot;
 mod wal;
 
 pub use column::Column;
@@ -42,6 +48,7 @@ pub use durable::{Durable, Options};
 pub use interner::Interner;
 pub use place::Place;
 pub use segment::{read_segment, SegmentWriter};
+pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use wal::{read_frames, FrameLog};
 
 /// Runs store work that blocks (a scan, an fsync) on the runtime's blocking
@@ -154,6 +161,24 @@ pub trait Table: Send + Sync + 'static {
     /// Forgets `tenant`'s `project`: every record, or with `before_us` the
     /// records placed before that time.
     fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>);
+
+    /// Whether the table keeps snapshots ([`Table::write_snapshot`]);
+    /// without, a restart loads the segments.
+    const SNAPSHOTS: bool = false;
+
+    /// Writes the whole in-memory state for a fast restart; `false` when the
+    /// table keeps no snapshots.
+    fn write_snapshot(&self, _out: &mut SnapshotWriter) -> bool {
+        false
+    }
+
+    /// The state [`Table::write_snapshot`] wrote.
+    fn read_snapshot(_from: &mut SnapshotReader<'_>) -> Result<Self, String>
+    where
+        Self: Sized,
+    {
+        Err("this table keeps no snapshots".into())
+    }
 
     /// Applies one log frame; a table may decode it straight into its state.
     fn replay(&mut self, payload: &[u8]) -> Result<(), String> {

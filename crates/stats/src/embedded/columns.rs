@@ -16,6 +16,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
+mod snapshot;
+
 pub use polymeter_store::interner::{Interner, NONE};
 use polymeter_store::Column;
 /// `started_us`/`ended_us` of a half not yet known.

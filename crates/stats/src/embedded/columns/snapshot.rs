@@ -1,0 +1,259 @@
+//! The columns as a snapshot: every column array written as it is, so a
+//! restart reads them back with a few large copies. The call-id index is
+//! not written; it is rebuilt from the ids. Only strings some row still uses
+//! are written (codes renumbered), so the strings of a deleted or expired
+//! project, which stay interned in memory, leave the disk.
+
+use super::*;
+use polymeter_store::{SnapshotReader, SnapshotWriter};
+
+type Read<T> = Result<T, String>;
+
+fn put_ids(out: &mut SnapshotWriter, c: &IdColumn) {
+    out.array(&c.bytes);
+    out.array(&c.spans);
+}
+
+fn get_ids(r: &mut SnapshotReader<'_>) -> Read<IdColumn> {
+    Ok(IdColumn {
+        bytes: r.array()?.into(),
+        spans: r.array()?.into(),
+    })
+}
+
+fn put_opt<T: polymeter_store::snapshot::Le>(out: &mut SnapshotWriter, c: Option<&Column<T>>) {
+    out.option(c, |out, c| out.array(c));
+}
+
+fn get_opt<T: polymeter_store::snapshot::Le>(
+    r: &mut SnapshotReader<'_>,
+) -> Read<Option<Column<T>>> {
+    r.option(|r| r.array().map(Column::from))
+}
+
+/// Old string code → the code written (`NONE` where no row uses it).
+struct Renumber(Vec<u32>);
+
+impl Renumber {
+    fn codes(&self, out: &mut SnapshotWriter, codes: &[u32]) {
+        out.array_of(
+            codes.len(),
+            codes
+                .iter()
+                .map(|&c| if c == NONE { NONE } else { self.0[c as usize] }),
+        );
+    }
+
+    fn opt_codes(&self, out: &mut SnapshotWriter, codes: Option<&Column<u32>>) {
+        out.option(codes, |out, c| self.codes(out, c));
+    }
+}
+
+fn put_refs(out: &mut SnapshotWriter, refs: &RefLists, renumber: &Renumber) {
+    put_opt(out, refs.spans.as_ref());
+    renumber.codes(out, &refs.pool);
+}
+
+fn get_refs(r: &mut SnapshotReader<'_>) -> Read<RefLists> {
+    Ok(RefLists {
+        spans: get_opt(r)?,
+        pool: r.array()?.into(),
+    })
+}
+
+impl Partition {
+    /// Every string code a row of this partition uses.
+    fn codes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.op_name
+            .iter()
+            .chain(self.model.iter())
+            .chain(self.usage_model.iter())
+            .chain(
+                self.attrs
+                    .iter()
+                    .flat_map(|a| a.0.iter().flat_map(|c| c.iter())),
+            )
+            .chain(self.input_refs.pool.iter())
+            .chain(self.output_refs.pool.iter())
+            .copied()
+            .filter(|&c| c != NONE)
+    }
+
+    fn write(&self, out: &mut SnapshotWriter, renumber: &Renumber) {
+        out.str(self.tenant.as_str());
+        out.str(self.project.as_str());
+        out.u64(self.rows as u64);
+        put_ids(out, &self.call_id);
+        out.array(&self.started_us);
+        out.array(&self.ended_us);
+        out.array(&self.flags);
+        renumber.codes(out, &self.op_name);
+        renumber.codes(out, &self.model);
+        put_ids(out, &self.trace_id);
+        put_ids(out, &self.parent_id);
+        for a in &self.attrs {
+            renumber.opt_codes(out, a.0.as_ref());
+        }
+        put_refs(out, &self.input_refs, renumber);
+        put_refs(out, &self.output_refs, renumber);
+        out.array(&self.usage_first);
+        out.array(&self.usage_len);
+        renumber.codes(out, &self.usage_model);
+        for t in &self.usage_tokens {
+            put_opt(out, t.0.as_ref());
+        }
+        out.u64(self.usage_rows as u64);
+        out.array(&self.blocks);
+    }
+
+    fn read(r: &mut SnapshotReader<'_>) -> Read<Partition> {
+        let tenant = TenantId::new(r.string()?).map_err(|e| e.to_string())?;
+        let project = ProjectId::parse(&r.string()?).map_err(|e| e.to_string())?;
+        let mut p = Partition::new(tenant, project);
+        p.rows = r.count()?;
+        p.call_id = get_ids(r)?;
+        p.started_us = r.array()?.into();
+        p.ended_us = r.array()?.into();
+        p.flags = r.array()?.into();
+        p.op_name = r.array()?.into();
+        p.model = r.array()?.into();
+        p.trace_id = get_ids(r)?;
+        p.parent_id = get_ids(r)?;
+        for a in &mut p.attrs {
+            a.0 = get_opt(r)?;
+        }
+        p.input_refs = get_refs(r)?;
+        p.output_refs = get_refs(r)?;
+        p.usage_first = r.array()?.into();
+        p.usage_len = r.array()?.into();
+        p.usage_model = r.array()?.into();
+        for t in &mut p.usage_tokens {
+            t.0 = get_opt(r)?;
+        }
+        p.usage_rows = r.count()?;
+        p.blocks = r.array()?.into();
+        p.check()?;
+        p.index.reserve(p.rows);
+        for row in 0..p.rows {
+            let key = p.call_id.key(row).ok_or("a row without a call id")?;
+            p.insert_key(key, row as u32);
+        }
+        Ok(p)
+    }
+
+    /// Every column as long as the rows, and every span inside its arena:
+    /// a snapshot that passed its checksum but disagrees with itself is
+    /// refused rather than served.
+    fn check(&self) -> Read<()> {
+        let rows = self.rows;
+        let sparse_ok = |c: &Option<Column<u32>>| c.as_ref().is_none_or(|c| c.len() == rows);
+        let ids_ok = |c: &IdColumn| {
+            c.spans.len() == rows
+                && c.spans.iter().all(|&s| {
+                    s == SPAN_NONE || {
+                        let offset = ((s & !SPAN_UUID) >> 24) as usize;
+                        let len = (s & 0xFF_FFFF) as usize;
+                        offset + len <= c.bytes.len()
+                    }
+                })
+        };
+        let refs_ok = |l: &RefLists| {
+            l.spans.as_ref().is_none_or(|s| {
+                s.len() == rows
+                    && s.iter()
+                        .all(|&(start, len)| (start as usize + len as usize) <= l.pool.len())
+            })
+        };
+        let usage = self.usage_rows;
+        let ok = [
+            self.started_us.len(),
+            self.ended_us.len(),
+            self.flags.len(),
+            self.op_name.len(),
+            self.model.len(),
+            self.usage_first.len(),
+            self.usage_len.len(),
+        ]
+        .iter()
+        .all(|&n| n == rows)
+            && self.usage_model.len() == usage
+            && self
+                .usage_tokens
+                .iter()
+                .all(|t| t.0.as_ref().is_none_or(|c| c.len() == usage))
+            && (0..rows).all(|row| self.usage_range(row).end <= usage)
+            && self.attrs.iter().all(|a| sparse_ok(&a.0))
+            && ids_ok(&self.call_id)
+            && ids_ok(&self.trace_id)
+            && ids_ok(&self.parent_id)
+            && refs_ok(&self.input_refs)
+            && refs_ok(&self.output_refs)
+            && self.blocks.len() == rows.div_ceil(BLOCK);
+        ok.then_some(()).ok_or_else(|| {
+            format!(
+                "partition {}/{}: columns disagree with its {rows} rows",
+                self.tenant.as_str(),
+                self.project.as_str()
+            )
+        })
+    }
+}
+
+impl CallColumns {
+    pub(crate) fn write_snapshot(&self, out: &mut SnapshotWriter) {
+        let mut used = vec![false; self.strings.len()];
+        for p in &self.partitions {
+            for code in p.codes() {
+                used[code as usize] = true;
+            }
+        }
+        let mut renumber = Renumber(vec![NONE; used.len()]);
+        let mut kept = 0u32;
+        for (code, _) in used.iter().enumerate().filter(|(_, u)| **u) {
+            renumber.0[code] = kept;
+            kept += 1;
+        }
+        out.u64(kept as u64);
+        for (code, value) in self.strings.iter() {
+            if used[code as usize] {
+                out.str(value);
+            }
+        }
+        out.u64(self.partitions.len() as u64);
+        for p in &self.partitions {
+            p.write(out, &renumber);
+        }
+    }
+
+    pub(crate) fn read_snapshot(r: &mut SnapshotReader<'_>) -> Read<CallColumns> {
+        let mut columns = CallColumns::new();
+        for code in 0..r.count()? {
+            let value = r.string()?;
+            if columns.strings.intern(&value) as usize != code {
+                return Err(format!("string {value:?} appears twice"));
+            }
+        }
+        let strings = columns.strings.len();
+        for _ in 0..r.count()? {
+            let p = Partition::read(r)?;
+            let codes_ok = |c: &[u32]| c.iter().all(|&x| x == NONE || (x as usize) < strings);
+            if !(codes_ok(&p.op_name)
+                && codes_ok(&p.model)
+                && codes_ok(&p.usage_model)
+                && p.attrs.iter().all(|a| a.0.as_deref().is_none_or(codes_ok))
+                && codes_ok(&p.input_refs.pool)
+                && codes_ok(&p.output_refs.pool))
+            {
+                return Err("a string code past the strings".into());
+            }
+            let pi = columns.partitions.len();
+            columns
+                .by_scope
+                .entry(p.tenant.as_str().into())
+                .or_default()
+                .insert(p.project.as_str().into(), pi);
+            columns.partitions.push(p);
+        }
+        Ok(columns)
+    }
+}
