@@ -192,13 +192,17 @@ async fn compaction_settled(data: &Path) {
     while Instant::now() < deadline {
         let logs = files("wal");
         let snapshots = files("snapshots");
-        let generation = |name: &str, suffix: &str| -> Option<u64> {
-            name.strip_suffix(suffix)?.parse().ok()
-        };
+        let generation =
+            |name: &str, suffix: &str| -> Option<u64> { name.strip_suffix(suffix)?.parse().ok() };
         // The current log is empty (its 8-byte header) and the snapshot
         // covers every generation before it.
-        let current = logs.iter().find_map(|(n, len)| Some((generation(n, ".wal")?, *len)));
-        let snapshotted = snapshots.iter().filter_map(|(n, _)| generation(n, ".snap")).max();
+        let current = logs
+            .iter()
+            .find_map(|(n, len)| Some((generation(n, ".wal")?, *len)));
+        let snapshotted = snapshots
+            .iter()
+            .filter_map(|(n, _)| generation(n, ".snap"))
+            .max();
         let writing = snapshots.iter().any(|(n, _)| n.ends_with(".tmp"));
         if let (1, Some((g, 8)), Some(s), false) = (logs.len(), current, snapshotted, writing) {
             if s + 1 == g {

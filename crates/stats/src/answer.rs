@@ -8,7 +8,6 @@ use crate::store::{AggregateResult, ResultRow};
 use polymeter_model::{Aggregation, BucketGrid, Metric};
 use polymeter_pricing::PICO;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
 /// One metric folded over one cell, in the metric's fixed unit (latency in
 /// microseconds, cost in picodollars, everything else as counted).
@@ -141,19 +140,37 @@ pub fn fill(rows: &mut Vec<ResultRow>, query: &CallQuery, grid: Option<&BucketGr
     };
     match grid {
         Some(grid) if query.fill_empty_buckets => {
-            let mut groups: BTreeSet<Vec<Option<String>>> =
+            // Groups by number, and which (bucket, group) pairs have a row,
+            // as a bitmap: no allocation per pair.
+            let mut groups: Vec<Vec<Option<String>>> =
                 rows.iter().map(|r| r.group.clone()).collect();
             if query.group_by.is_empty() {
-                groups.insert(Vec::new());
+                groups.push(Vec::new());
             }
-            let present: BTreeSet<(i64, Vec<Option<String>>)> = rows
+            groups.sort();
+            groups.dedup();
+            let starts = grid.starts_us();
+            if rows.len() == starts.len() * groups.len() {
+                return; // every pair has its row already
+            }
+            let number: std::collections::HashMap<&[Option<String>], usize> = groups
                 .iter()
-                .map(|r| (r.bucket_start_us.unwrap_or(i64::MIN), r.group.clone()))
+                .enumerate()
+                .map(|(i, g)| (g.as_slice(), i))
                 .collect();
-            for (b, start) in grid.starts_us().iter().enumerate() {
-                for g in &groups {
-                    if !present.contains(&(*start, g.clone())) {
-                        rows.push(empty(Some(b), g.clone()));
+            let mut present = vec![false; starts.len() * groups.len()];
+            for r in rows.iter() {
+                if let Some(b) = r
+                    .bucket_start_us
+                    .and_then(|s| starts.binary_search(&s).ok())
+                {
+                    present[b * groups.len() + number[r.group.as_slice()]] = true;
+                }
+            }
+            for (b, _) in starts.iter().enumerate() {
+                for (g, group) in groups.iter().enumerate() {
+                    if !present[b * groups.len() + g] {
+                        rows.push(empty(Some(b), group.clone()));
                     }
                 }
             }

@@ -114,7 +114,15 @@ impl Plan<'_> {
             if started < first {
                 return None;
             }
-            let i = (started - first) / width;
+            // A multiply instead of a 64-bit division (the slowest step of a
+            // row), corrected by one where rounding put it off by one.
+            let offset = started - first;
+            let mut i = (offset as f64 * (1.0 / width as f64)) as i64;
+            if i * width > offset {
+                i -= 1;
+            } else if (i + 1) * width <= offset {
+                i += 1;
+            }
             return ((i as usize) < grid.len()).then_some(i as u32);
         }
         grid.index_of(started).map(|i| i as u32)
@@ -141,6 +149,10 @@ impl Plan<'_> {
 
     #[inline(always)]
     pub(super) fn passes(&self, p: &Partition, row: usize, usage_row: Option<usize>) -> bool {
+        self.preds.is_empty() || self.passes_all(p, row, usage_row)
+    }
+
+    fn passes_all(&self, p: &Partition, row: usize, usage_row: Option<usize>) -> bool {
         self.preds.iter().all(|pred| match pred {
             Pred::Codes {
                 source: Source::Refs(input),
@@ -234,17 +246,16 @@ impl Plan<'_> {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The cell of a row (or usage row) in `bucket`, made if new.
     #[inline(always)]
-    pub(super) fn fold(
+    fn cell_of(
         &self,
         acc: &mut Acc,
         p: &Partition,
-        sources: &[ValueSource<'_>],
         row: usize,
         usage_row: Option<usize>,
         bucket: u32,
-    ) {
+    ) -> usize {
         let mut key = [NONE; MAX_GROUP_BY];
         for (k, source) in key.iter_mut().zip(&self.group) {
             *k = match source {
@@ -257,7 +268,7 @@ impl Plan<'_> {
             };
         }
         let nslots = self.slots.len();
-        let cell = match &mut acc.dense {
+        match &mut acc.dense {
             Some((groups, index)) => {
                 let b = if bucket == NO_BUCKET {
                     0
@@ -275,24 +286,67 @@ impl Plan<'_> {
                 }
             }
             None => acc.cell((bucket, key), nslots, &self.keep_values),
-        };
-        acc.rows[cell] += 1;
-        for (slot, source) in sources.iter().enumerate() {
-            if let Some(v) = source.get(p, row, usage_row) {
-                let m = &mut acc.metrics[cell * nslots + slot];
-                m.sum += v as i128;
-                m.count += 1;
-                if self.min_max[slot] {
-                    m.min = m.min.min(v);
-                    m.max = m.max.max(v);
-                }
-                if self.keep_values[slot] {
-                    acc.values[cell * nslots + slot].push(v);
-                }
+        }
+    }
+
+    /// Folds one slot's values of a block's selected rows: the metric is
+    /// matched once per block, not once per row, so each arm is a tight loop.
+    fn fold_slot(
+        &self,
+        acc: &mut Acc,
+        p: &Partition,
+        source: ValueSource<'_>,
+        slot: usize,
+        batch: &Batch,
+    ) {
+        let usage = |u: u32| (u != NO_USAGE).then_some(u as usize);
+        match source {
+            ValueSource::Counter(Some(c)) => {
+                self.fold_values(acc, slot, batch, |_, u| Some(c[u as usize]))
+            }
+            ValueSource::Counter(None) | ValueSource::CounterSum(None) => {
+                self.fold_values(acc, slot, batch, |_, _| Some(0))
+            }
+            ValueSource::Constant(v) => self.fold_values(acc, slot, batch, |_, _| Some(v)),
+            ValueSource::Latency => self.fold_values(acc, slot, batch, |row, _| {
+                let (s, e) = (p.started_us[row as usize], p.ended_us[row as usize]);
+                (s != NO_TIME && e != NO_TIME).then(|| e - s)
+            }),
+            other => self.fold_values(acc, slot, batch, |row, u| {
+                other.get(p, row as usize, usage(u))
+            }),
+        }
+    }
+
+    #[inline(always)]
+    fn fold_values(
+        &self,
+        acc: &mut Acc,
+        slot: usize,
+        batch: &Batch,
+        value: impl Fn(u32, u32) -> Option<i64>,
+    ) {
+        let nslots = self.slots.len();
+        let (min_max, keep) = (self.min_max[slot], self.keep_values[slot]);
+        for ((&row, &u), &cell) in batch.rows.iter().zip(&batch.usage).zip(&batch.cells) {
+            let Some(v) = value(row, u) else { continue };
+            let i = cell as usize * nslots + slot;
+            let m = &mut acc.metrics[i];
+            m.sum += v as i128;
+            m.count += 1;
+            if min_max {
+                m.min = m.min.min(v);
+                m.max = m.max.max(v);
+            }
+            if keep {
+                acc.values[i].push(v);
             }
         }
     }
 
+    /// Rows are folded a block at a time: first the block's rows that count
+    /// are selected with their buckets, then each is given its cell, then
+    /// each metric is folded over all of them.
     pub(super) fn scan(&self, work: &[(&Partition, usize)], strings: usize) -> Acc {
         let mut acc = Acc::default();
         let interned = self
@@ -310,6 +364,7 @@ impl Plan<'_> {
         }
         let end = self.query.end.timestamp_micros();
         let mut current: Option<(*const Partition, Vec<ValueSource<'_>>, i64)> = None;
+        let mut batch = Batch::default();
         for &(p, block) in work {
             if current
                 .as_ref()
@@ -320,32 +375,77 @@ impl Plan<'_> {
             }
             let (_, sources, start) = current.as_ref().expect("set above");
             let start = *start;
-            let rows = block * BLOCK..((block + 1) * BLOCK).min(p.rows);
-            for row in rows {
+            batch.clear();
+            for row in block * BLOCK..((block + 1) * BLOCK).min(p.rows) {
                 let started = p.started_us[row];
                 if started < start || started >= end {
                     continue;
                 }
-                // Filters first: they are cheaper than placing a row in a bucket.
                 if self.usage_grain {
-                    let mut bucket = None;
-                    for u in p.usage_range(row) {
-                        if !self.passes(p, row, Some(u)) {
-                            continue;
-                        }
-                        let b = *bucket.get_or_insert_with(|| self.bucket(started));
-                        if let Some(b) = b {
-                            self.fold(&mut acc, p, sources, row, Some(u), b);
+                    let range = p.usage_range(row);
+                    if range.is_empty() {
+                        continue;
+                    }
+                    let Some(bucket) = self.bucket(started) else {
+                        continue;
+                    };
+                    for u in range {
+                        if self.passes(p, row, Some(u)) {
+                            batch.push(row, u as u32, bucket);
                         }
                     }
                 } else if self.passes(p, row, None) {
                     if let Some(bucket) = self.bucket(started) {
-                        self.fold(&mut acc, p, sources, row, None, bucket);
+                        batch.push(row, NO_USAGE, bucket);
                     }
                 }
             }
+            for i in 0..batch.rows.len() {
+                let u = batch.usage[i];
+                let usage_row = (u != NO_USAGE).then_some(u as usize);
+                let cell = self.cell_of(
+                    &mut acc,
+                    p,
+                    batch.rows[i] as usize,
+                    usage_row,
+                    batch.buckets[i],
+                );
+                acc.rows[cell] += 1;
+                batch.cells.push(cell as u32);
+            }
+            for (slot, source) in sources.iter().enumerate() {
+                self.fold_slot(&mut acc, p, *source, slot, &batch);
+            }
         }
         acc
+    }
+}
+
+/// No usage row (call grain).
+const NO_USAGE: u32 = u32::MAX;
+
+/// A block's rows that count, with their usage rows, buckets and cells.
+#[derive(Default)]
+pub(super) struct Batch {
+    rows: Vec<u32>,
+    usage: Vec<u32>,
+    buckets: Vec<u32>,
+    cells: Vec<u32>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.usage.clear();
+        self.buckets.clear();
+        self.cells.clear();
+    }
+
+    #[inline]
+    fn push(&mut self, row: usize, usage: u32, bucket: u32) {
+        self.rows.push(row as u32);
+        self.usage.push(usage);
+        self.buckets.push(bucket);
     }
 }
 
