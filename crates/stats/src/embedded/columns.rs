@@ -298,34 +298,57 @@ pub const ATTRS: usize = 12;
 /// only once a row has a non-zero value.
 pub const TOKEN_FIELDS: usize = 6;
 
+/// One token counter of every usage row, in 32 bits: counts from 0 to
+/// 4,294,967,294 fit, and any other value is kept exactly beside them (the
+/// row holds [`WIDE`]). Takes no memory while every row is 0.
 #[derive(Default)]
-pub struct TokenColumn(Option<Column<i64>>);
+pub struct TokenColumn {
+    pub(super) narrow: Option<Column<u32>>,
+    pub(super) wide: FxHashMap<u64, i64>,
+}
+
+/// A row whose value is in [`TokenColumn::wide`].
+pub const WIDE: u32 = u32::MAX;
 
 impl TokenColumn {
     #[inline]
     pub fn get(&self, row: usize) -> i64 {
-        self.0.as_ref().map_or(0, |c| c[row])
+        match &self.narrow {
+            None => 0,
+            Some(c) => match c[row] {
+                WIDE => self.wide[&(row as u64)],
+                v => v as i64,
+            },
+        }
     }
 
-    /// The values, or `None` while every row is 0.
-    pub fn as_slice(&self) -> Option<&[i64]> {
-        self.0.as_deref()
+    /// The values when every one fits in 32 bits (`None` while all are 0),
+    /// for loops that read them directly.
+    pub fn narrow(&self) -> Option<Option<&[u32]>> {
+        self.wide.is_empty().then(|| self.narrow.as_deref())
     }
 
     fn push(&mut self, value: i64, rows_before: usize) {
-        match &mut self.0 {
-            Some(c) => c.push(value),
+        let narrow = match u32::try_from(value) {
+            Ok(v) if v != WIDE => v,
+            _ => {
+                self.wide.insert(rows_before as u64, value);
+                WIDE
+            }
+        };
+        match &mut self.narrow {
+            Some(c) => c.push(narrow),
             None if value == 0 => {}
             None => {
                 let mut c = Column::from(vec![0; rows_before]);
-                c.push(value);
-                self.0 = Some(c);
+                c.push(narrow);
+                self.narrow = Some(c);
             }
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |c| c.capacity() * 8)
+        self.narrow.as_ref().map_or(0, |c| c.capacity() * 4) + self.wide.capacity() * 17
     }
 }
 
@@ -760,5 +783,23 @@ mod tests {
         // Upper case is not canonical: kept as text, so it reads back as sent.
         assert_eq!(c.value(3).unwrap(), "01A20727-2113-729C-8531-0ECC1008358B");
         assert_eq!(c.bytes.len(), 16 + 10 + 36);
+    }
+
+    #[test]
+    fn token_counts_past_32_bits_are_kept_exactly() {
+        let mut c = TokenColumn::default();
+        let values = [0, 0, 5, u32::MAX as i64 - 1, u32::MAX as i64, 5_000_000_000, -1, 7];
+        for (row, &v) in values.iter().enumerate() {
+            c.push(v, row);
+        }
+        for (row, &v) in values.iter().enumerate() {
+            assert_eq!(c.get(row), v, "row {row}");
+        }
+        assert!(c.narrow().is_none(), "wide values: no direct slice");
+        let mut small = TokenColumn::default();
+        small.push(0, 0);
+        assert_eq!(small.narrow(), Some(None));
+        small.push(3, 1);
+        assert_eq!(small.narrow(), Some(Some(&[0u32, 3][..])));
     }
 }

@@ -9,7 +9,7 @@ use super::*;
 pub(super) struct CostSource<'p> {
     pub(super) kind: CostKind,
     pub(super) models: &'p [u32],
-    pub(super) tokens: [Option<&'p [i64]>; 4],
+    pub(super) tokens: [&'p TokenColumn; 4],
     pub(super) prices: Option<&'p FxHashMap<u32, FixedPrice>>,
 }
 
@@ -27,7 +27,7 @@ impl CostSource<'_> {
         let Some(price) = self.prices.and_then(|p| p.get(&self.models[u])) else {
             return 0;
         };
-        let t = |i: usize| self.tokens[i].map_or(0, |c| c[u]);
+        let t = |i: usize| self.tokens[i].get(u);
         let (input, output, total) = price.cost(Tokens {
             input: t(0),
             output: t(1),

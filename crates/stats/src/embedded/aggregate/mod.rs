@@ -22,8 +22,8 @@ mod scan;
 
 use crate::answer::{fill, finish_measure, finish_percentile, order_and_page, Fold};
 use crate::embedded::columns::{
-    Attr, CallColumns, IdColumn, IdKey, Interner, Partition, RefLists, BLOCK, FLAG_ERROR, NONE,
-    NO_TIME,
+    Attr, CallColumns, IdColumn, IdKey, Interner, Partition, RefLists, TokenColumn, BLOCK,
+    FLAG_ERROR, NONE, NO_TIME,
 };
 use crate::error::StatsError;
 use crate::prices::Pricing;

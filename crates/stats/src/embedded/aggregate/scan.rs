@@ -6,10 +6,10 @@ use super::*;
 /// Where one metric's value comes from, for one partition.
 #[derive(Clone, Copy)]
 pub(super) enum ValueSource<'p> {
-    /// Usage grain: the usage row's counter (`None`: all zero so far).
-    Counter(Option<&'p [i64]>),
+    /// Usage grain: the usage row's counter.
+    Counter(&'p TokenColumn),
     /// Call grain: the sum of the counter over the call's usage rows.
-    CounterSum(Option<&'p [i64]>),
+    CounterSum(&'p TokenColumn),
     Constant(i64),
     /// Usage grain: the usage row's cost.
     Cost(CostSource<'p>),
@@ -26,12 +26,9 @@ impl ValueSource<'_> {
     #[inline]
     pub(super) fn get(self, p: &Partition, row: usize, usage_row: Option<usize>) -> Option<i64> {
         match self {
-            ValueSource::Counter(column) => Some(match (column, usage_row) {
-                (Some(c), Some(u)) => c[u],
-                _ => 0,
-            }),
+            ValueSource::Counter(column) => Some(usage_row.map_or(0, |u| column.get(u))),
             ValueSource::CounterSum(column) => {
-                Some(column.map_or(0, |c| c[p.usage_range(row)].iter().sum()))
+                Some(p.usage_range(row).map(|u| column.get(u)).sum())
             }
             ValueSource::Constant(v) => Some(v),
             ValueSource::Cost(c) => Some(usage_row.map_or(0, |u| c.of(u))),
@@ -205,7 +202,7 @@ impl Plan<'_> {
     /// per-row loop reads slices instead of matching on the metric.
     pub(super) fn sources<'p>(&'p self, p: &'p Partition) -> Vec<ValueSource<'p>> {
         let counter = |field: usize| {
-            let column = p.usage_tokens[field].as_slice();
+            let column = &p.usage_tokens[field];
             if self.usage_grain {
                 ValueSource::Counter(column)
             } else {
@@ -229,7 +226,7 @@ impl Plan<'_> {
                             _ => CostKind::Total,
                         },
                         models: &p.usage_model,
-                        tokens: [0, 1, 3, 4].map(|f| p.usage_tokens[f].as_slice()),
+                        tokens: [0, 1, 3, 4].map(|f| &p.usage_tokens[f]),
                         prices: self.prices.get(&(p as *const Partition as usize)),
                     };
                     if self.usage_grain {
@@ -301,12 +298,13 @@ impl Plan<'_> {
     ) {
         let usage = |u: u32| (u != NO_USAGE).then_some(u as usize);
         match source {
-            ValueSource::Counter(Some(c)) => {
-                self.fold_values(acc, slot, batch, |_, u| Some(c[u as usize]))
-            }
-            ValueSource::Counter(None) | ValueSource::CounterSum(None) => {
-                self.fold_values(acc, slot, batch, |_, _| Some(0))
-            }
+            ValueSource::Counter(c) => match c.narrow() {
+                Some(Some(n)) => {
+                    self.fold_values(acc, slot, batch, |_, u| Some(n[u as usize] as i64))
+                }
+                Some(None) => self.fold_values(acc, slot, batch, |_, _| Some(0)),
+                None => self.fold_values(acc, slot, batch, |_, u| Some(c.get(u as usize))),
+            },
             ValueSource::Constant(v) => self.fold_values(acc, slot, batch, |_, _| Some(v)),
             ValueSource::Latency => self.fold_values(acc, slot, batch, |row, _| {
                 let (s, e) = (p.started_us[row as usize], p.ended_us[row as usize]);

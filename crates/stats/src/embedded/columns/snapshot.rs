@@ -100,7 +100,9 @@ impl Partition {
         out.array(&self.usage_len);
         renumber.codes(out, &self.usage_model);
         for t in &self.usage_tokens {
-            put_opt(out, t.0.as_ref());
+            put_opt(out, t.narrow.as_ref());
+            let wide: Vec<(u64, i64)> = t.wide.iter().map(|(&r, &v)| (r, v)).collect();
+            out.array(&wide);
         }
         out.u64(self.usage_rows as u64);
         out.array(&self.blocks);
@@ -128,7 +130,8 @@ impl Partition {
         p.usage_len = r.array()?.into();
         p.usage_model = r.array()?.into();
         for t in &mut p.usage_tokens {
-            t.0 = get_opt(r)?;
+            t.narrow = get_opt(r)?;
+            t.wide = r.array::<(u64, i64)>()?.into_iter().collect();
         }
         p.usage_rows = r.count()?;
         p.blocks = r.array()?.into();
@@ -177,10 +180,14 @@ impl Partition {
         .iter()
         .all(|&n| n == rows)
             && self.usage_model.len() == usage
-            && self
-                .usage_tokens
-                .iter()
-                .all(|t| t.0.as_ref().is_none_or(|c| c.len() == usage))
+            && self.usage_tokens.iter().all(|t| {
+                t.narrow.as_ref().is_none_or(|c| {
+                    c.len() == usage
+                        && c.iter()
+                            .enumerate()
+                            .all(|(row, &v)| v != WIDE || t.wide.contains_key(&(row as u64)))
+                })
+            })
             && (0..rows).all(|row| self.usage_range(row).end <= usage)
             && self.attrs.iter().all(|a| sparse_ok(&a.0))
             && ids_ok(&self.call_id)
