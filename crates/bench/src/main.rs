@@ -534,6 +534,9 @@ async fn main() -> Result<()> {
         args.writers
     );
     compaction_settled(&data_dir).await;
+    // The process hands freed memory (gRPC buffers of the burst, the
+    // snapshot's buffer) back to the system every 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let rss = stats.rss()?;
     println!(
         "memory: stats RSS {:.0} MiB (empty: {:.0} MiB) = {:.1} bytes per call",
@@ -572,6 +575,7 @@ async fn main() -> Result<()> {
         restart.as_secs_f64()
     );
     compaction_settled(&data_dir).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let reloaded = stats.rss()?;
     println!(
         "memory after restart: stats RSS {:.0} MiB = {:.1} bytes per call",

@@ -15,7 +15,7 @@
 use crate::StoreError;
 use std::path::{Path, PathBuf};
 
-pub(crate) const MAGIC: &[u8; 8] = b"PMSNAP01";
+pub(crate) const MAGIC: &[u8; 8] = b"PMSNAP02";
 
 /// Fixed-size values a snapshot stores, little-endian.
 pub trait Le: Copy + Default {

@@ -11,12 +11,13 @@
 //! Nothing on the scan path allocates per row.
 
 use polymeter_model::{ProjectId, TenantId};
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 
+mod index;
 mod snapshot;
+
+use index::CallIndex;
 
 pub use polymeter_store::interner::{Interner, NONE};
 use polymeter_store::Column;
@@ -325,7 +326,7 @@ impl TokenColumn {
     /// The values when every one fits in 32 bits (`None` while all are 0),
     /// for loops that read them directly.
     pub fn narrow(&self) -> Option<Option<&[u32]>> {
-        self.wide.is_empty().then(|| self.narrow.as_deref())
+        self.wide.is_empty().then_some(self.narrow.as_deref())
     }
 
     fn push(&mut self, value: i64, rows_before: usize) {
@@ -357,9 +358,7 @@ pub struct Partition {
     pub tenant: TenantId,
     pub project: ProjectId,
     pub rows: usize,
-    index: HashMap<u64, u32, BuildNoHash>,
-    /// Call ids whose 64-bit hash collided with another's.
-    collisions: HashMap<IdKey, u32, FxBuildHasher>,
+    index: CallIndex,
     pub call_id: IdColumn,
     pub started_us: Column<i64>,
     pub ended_us: Column<i64>,
@@ -382,43 +381,13 @@ pub struct Partition {
     pub blocks: Column<(i64, i64)>,
 }
 
-/// The call id hash is already uniform; don't hash it again.
-#[derive(Default, Clone, Copy)]
-pub struct BuildNoHash;
-
-pub struct NoHash(u64);
-
-impl std::hash::Hasher for NoHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-impl BuildHasher for BuildNoHash {
-    type Hasher = NoHash;
-    fn build_hasher(&self) -> NoHash {
-        NoHash(0)
-    }
-}
-
-fn id_hash(key: &IdKey) -> u64 {
-    FxBuildHasher.hash_one(key)
-}
-
 impl Partition {
     fn new(tenant: TenantId, project: ProjectId) -> Self {
         Self {
             tenant,
             project,
             rows: 0,
-            index: HashMap::default(),
-            collisions: HashMap::default(),
+            index: CallIndex::default(),
             call_id: IdColumn::default(),
             started_us: Column::new(),
             ended_us: Column::new(),
@@ -440,31 +409,15 @@ impl Partition {
     }
 
     fn find(&self, key: &IdKey) -> Option<usize> {
-        if let Some(&row) = self.collisions.get(key) {
-            return Some(row as usize);
-        }
-        let &row = self.index.get(&id_hash(key))?;
-        self.call_id
-            .matches(row as usize, key)
-            .then_some(row as usize)
-    }
-
-    fn insert_key(&mut self, key: IdKey, row: u32) {
-        match self.index.entry(id_hash(&key)) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(row);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.insert(key, row);
-            }
-        }
+        let (uuid, bytes) = key.parts();
+        self.index.find(&self.call_id, uuid, bytes)
     }
 
     /// Appends an empty row for the call id `key` and returns it.
     fn new_row(&mut self, key: IdKey) -> usize {
         let row = self.rows;
         self.call_id.push_key(Some(&key));
-        self.insert_key(key, row as u32);
+        self.index.insert(&self.call_id, row);
         self.started_us.push(NO_TIME);
         self.ended_us.push(NO_TIME);
         self.flags.push(0);
@@ -551,7 +504,7 @@ impl Partition {
 
     fn heap_bytes(&self) -> usize {
         let v = |cap: usize, size: usize| cap * size;
-        self.index.capacity() * 13
+        self.index.heap_bytes()
             + self.call_id.heap_bytes()
             + self.trace_id.heap_bytes()
             + self.parent_id.heap_bytes()
@@ -788,7 +741,16 @@ mod tests {
     #[test]
     fn token_counts_past_32_bits_are_kept_exactly() {
         let mut c = TokenColumn::default();
-        let values = [0, 0, 5, u32::MAX as i64 - 1, u32::MAX as i64, 5_000_000_000, -1, 7];
+        let values = [
+            0,
+            0,
+            5,
+            u32::MAX as i64 - 1,
+            u32::MAX as i64,
+            5_000_000_000,
+            -1,
+            7,
+        ];
         for (row, &v) in values.iter().enumerate() {
             c.push(v, row);
         }

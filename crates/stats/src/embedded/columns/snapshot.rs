@@ -1,6 +1,6 @@
 //! The columns as a snapshot: every column array written as it is, so a
-//! restart reads them back with a few large copies. The call-id index is
-//! not written; it is rebuilt from the ids. Only strings some row still uses
+//! restart reads them back with a few large copies, the call-id index
+//! included (checked against the ids as it is read). Only strings some row still uses
 //! are written (codes renumbered), so the strings of a deleted or expired
 //! project, which stay interned in memory, leave the disk.
 
@@ -106,6 +106,7 @@ impl Partition {
         }
         out.u64(self.usage_rows as u64);
         out.array(&self.blocks);
+        out.array(&self.index.slots);
     }
 
     fn read(r: &mut SnapshotReader<'_>) -> Read<Partition> {
@@ -135,12 +136,9 @@ impl Partition {
         }
         p.usage_rows = r.count()?;
         p.blocks = r.array()?.into();
+        let slots = r.array()?;
         p.check()?;
-        p.index.reserve(p.rows);
-        for row in 0..p.rows {
-            let key = p.call_id.key(row).ok_or("a row without a call id")?;
-            p.insert_key(key, row as u32);
-        }
+        p.index = CallIndex::restored(slots, &p.call_id, p.rows)?;
         Ok(p)
     }
 
