@@ -517,8 +517,8 @@ fn restore<T: Table>(dir: &Path) -> Result<Option<(u64, T)>, StoreError> {
             std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
             continue;
         }
-        let restored = snapshot::read(&path).and_then(|(generation, payload)| {
-            let mut reader = SnapshotReader::new(&payload);
+        let restored = snapshot::read(&path).and_then(|(generation, mapped)| {
+            let mut reader = SnapshotReader::new(mapped.payload());
             let table = T::read_snapshot(&mut reader)
                 .and_then(|t| match reader.is_at_end() {
                     true => Ok(t),
