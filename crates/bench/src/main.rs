@@ -16,6 +16,7 @@
 
 mod clickhouse;
 mod feedback;
+mod gateway;
 mod load;
 mod otlp;
 mod queries;
@@ -553,6 +554,15 @@ async fn main() -> Result<()> {
         report("polymeter", q.name, &times);
         ours.push((times, answer));
     }
+
+    // The first query as a Weave client asks it, through the gateway's HTTP.
+    let http_times =
+        gateway::thirty_days(&polymeter, &args.dir, &stats.url, &w, args.iterations).await?;
+    report(
+        "gateway",
+        "30 d hourly via HTTP /calls/stats, one project (40 %)",
+        &http_times,
+    );
 
     // Restart to first answer, after kill -9 (at rest, as after a burst).
     compaction_settled(&data_dir).await;
