@@ -241,7 +241,11 @@ impl Table for CallColumns {
 
     /// A write is kept on the UTC day its call started (the write's own
     /// start, else the stored one); a lone end whose start is not known,
-    /// on the day it ended.
+    /// on the day it ended. A start re-sent to an earlier day leaves the
+    /// earlier write in its later day's segment: should the earlier day
+    /// expire first, a restart would show that stale start until its own
+    /// day expires too (rare: it takes a re-sent start that moved back by a
+    /// day or more).
     fn place<'a>(&self, w: &'a pb::CallWrite) -> Place<'a> {
         let started = w
             .start
