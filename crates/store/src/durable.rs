@@ -413,10 +413,13 @@ impl<T: Table> Durable<T> {
         cutoff_us: i64,
         flush_log: bool,
     ) -> Result<(), StoreError> {
-        self.table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(tenant, project, Some(cutoff_us));
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if flush_log {
+            table.remove(tenant, project, Some(cutoff_us));
+        } else {
+            table.expire_lazily(tenant, project, cutoff_us);
+        }
+        drop(table);
         let (ack, done) = mpsc::sync_channel(1);
         let sent = match self.compact.lock().unwrap().as_ref() {
             Some(compact) => compact

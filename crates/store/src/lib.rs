@@ -162,6 +162,14 @@ pub trait Table: Send + Sync + 'static {
     /// records placed before that time.
     fn remove(&mut self, tenant: &str, project: &str, before_us: Option<i64>);
 
+    /// The routine expiry of `tenant`'s `project` before `before_us`: like
+    /// [`Table::remove`], but a table may leave the records in place until
+    /// enough have expired to be worth the work (queries leave them out by
+    /// the same cutoff meanwhile).
+    fn expire_lazily(&mut self, tenant: &str, project: &str, before_us: i64) {
+        self.remove(tenant, project, Some(before_us));
+    }
+
     /// Whether the table keeps snapshots ([`Table::write_snapshot`]);
     /// without, a restart loads the segments.
     const SNAPSHOTS: bool = false;

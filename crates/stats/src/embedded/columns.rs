@@ -662,6 +662,33 @@ impl CallColumns {
         self.partitions.iter().map(|p| p.rows).sum()
     }
 
+    /// The share of a project's calls placed before `before_us` (1.0 once
+    /// 64k calls or more are), read from the block time ranges first.
+    pub fn expired(&self, tenant: &str, project: &str, before_us: i64) -> f64 {
+        let Some(&pi) = self.by_scope.get(tenant).and_then(|m| m.get(project)) else {
+            return 0.0;
+        };
+        let p = &self.partitions[pi];
+        let placed = |row: usize| match p.started_us[row] {
+            NO_TIME => p.ended_us[row],
+            started => started,
+        };
+        let mut expired = 0usize;
+        for (b, &(lo, _)) in p.blocks.iter().enumerate() {
+            // A block whose earliest start is past the cutoff has nothing
+            // expired (save lone ends, which the rebuild takes along).
+            if lo >= before_us {
+                continue;
+            }
+            let rows = b * BLOCK..((b + 1) * BLOCK).min(p.rows);
+            expired += rows.filter(|&r| placed(r) < before_us).count();
+        }
+        if expired >= 1 << 16 {
+            return 1.0;
+        }
+        expired as f64 / p.rows.max(1) as f64
+    }
+
     /// Forgets a project's calls: all of them, or those placed before
     /// `before_us` (started before it; a call whose start is not known yet,
     /// ended before it). Its strings stay interned until the next restart.
