@@ -6,14 +6,17 @@
 //!   once ClickHouse has written them;
 //! * [`migrate`]: versioned, idempotent schema migrations recorded in a
 //!   `polymeter_migrations` table, safe when replicas start together;
+//! * [`Shared`]: a replica's copy of state all replicas keep in ClickHouse;
 //! * [`Failure`]: a ClickHouse error or outage as one of the project's error
 //!   kinds (an outage is "unavailable, retry"; a rejected statement is a bug).
 
 mod migrate;
+mod shared;
 mod statement;
 mod url;
 
 pub use migrate::{migrate, Migration, Schema};
+pub use shared::{Change, Shared};
 pub use statement::{Param, Statement};
 pub use url::{StoreUrl, UrlError};
 

@@ -214,7 +214,7 @@ impl ClickHouseFeedbackStore {
             self.limits.0,
         )
         .await
-        .map_err(polymeter_retention::store_error)
+        .map_err(polymeter_error::Error::from)
     }
 }
 

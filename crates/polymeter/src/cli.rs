@@ -66,22 +66,29 @@ struct OpenapiArgs {
     out: Option<std::path::PathBuf>,
 }
 
+/// Where the services that own records listen.
 #[derive(Args)]
-struct RetentionArgs {
-    /// URL of the stats service, which keeps the project's calls.
+struct OwnerUrls {
+    /// URL of the stats service, which owns call records.
     #[arg(
         long,
         env = "POLYMETER_STATS_URL",
         default_value = "http://127.0.0.1:50052"
     )]
     stats_url: String,
-    /// URL of the feedback service, which keeps the project's feedback.
+    /// URL of the feedback service, which owns feedback records.
     #[arg(
         long,
         env = "POLYMETER_FEEDBACK_URL",
         default_value = "http://127.0.0.1:50053"
     )]
     feedback_url: String,
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    #[command(flatten)]
+    owners: OwnerUrls,
     /// The tenant that owns the project (default: the project's entity).
     #[arg(long, global = true)]
     tenant: Option<String>,
@@ -120,8 +127,8 @@ async fn run_retention(args: RetentionArgs) -> Result<()> {
     };
     let channel = |url: &str| polymeter_gateway::grpc::channel(url).context("bad service URL");
     let projects = polymeter_gateway::grpc::projects(
-        channel(&args.stats_url)?,
-        channel(&args.feedback_url)?,
+        channel(&args.owners.stats_url)?,
+        channel(&args.owners.feedback_url)?,
         polymeter_gateway::grpc::Deadlines::default(),
     );
     let failed = |e: polymeter_gateway::error::Error| anyhow::anyhow!("{}", e.message().to_owned());
@@ -602,20 +609,8 @@ struct GatewayArgs {
         default_value = "http://127.0.0.1:4317"
     )]
     ingest_url: String,
-    /// URL of the stats service.
-    #[arg(
-        long,
-        env = "POLYMETER_STATS_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    stats_url: String,
-    /// URL of the feedback service.
-    #[arg(
-        long,
-        env = "POLYMETER_FEEDBACK_URL",
-        default_value = "http://127.0.0.1:50053"
-    )]
-    feedback_url: String,
+    #[command(flatten)]
+    owners: OwnerUrls,
 }
 
 #[derive(Args)]
@@ -630,20 +625,8 @@ struct IngestArgs {
         default_value = "127.0.0.1:4317"
     )]
     listen: SocketAddr,
-    /// URL of the stats service, which owns call records.
-    #[arg(
-        long,
-        env = "POLYMETER_STATS_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    stats_url: String,
-    /// URL of the feedback service, which owns feedback records.
-    #[arg(
-        long,
-        env = "POLYMETER_FEEDBACK_URL",
-        default_value = "http://127.0.0.1:50053"
-    )]
-    feedback_url: String,
+    #[command(flatten)]
+    owners: OwnerUrls,
     /// The credentials file OTLP/gRPC exporters' keys are checked against
     /// (re-read when it changes; while missing, every key is refused).
     #[arg(
@@ -848,8 +831,8 @@ async fn run(cli: Cli) -> Result<()> {
             until_interrupted("gateway", a.listen, None, |l, s| async move {
                 let peers = GatewayPeers {
                     ingest: &a.ingest_url,
-                    stats: &a.stats_url,
-                    feedback: &a.feedback_url,
+                    stats: &a.owners.stats_url,
+                    feedback: &a.owners.feedback_url,
                 };
                 let limits = (&a.limits).into();
                 run_gateway(l, peers, keyring, limits, s).await
@@ -859,7 +842,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(a) => {
             let keyring = polymeter_auth::Keyring::open_or_empty(&a.credentials)?;
             until_interrupted("ingest", a.listen, a.metrics_listen, |l, s| async move {
-                run_ingest(l, &a.stats_url, &a.feedback_url, keyring, s).await
+                run_ingest(l, &a.owners.stats_url, &a.owners.feedback_url, keyring, s).await
             })
             .await
         }

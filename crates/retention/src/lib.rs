@@ -72,7 +72,7 @@ pub async fn on_durable<T: polymeter_store::Table>(
             Some((cutoff, why)) => durable.expire(&tenant, &project, cutoff, why == Expiry::Asked),
             None => durable.delete_scope(&tenant, &project),
         }
-        .map_err(store_error)
+        .map_err(Error::from)
     };
     polymeter_store::blocking(work, Error::internal).await
 }
@@ -205,9 +205,4 @@ impl project_data_service_server::ProjectDataService for ProjectDataServer {
         tracing::info!(tenant = %r.tenant, project = %r.project_id, "deleted a project's data");
         Ok(Response::new(pb::DeleteProjectDataResponse {}))
     }
-}
-
-/// A store's error in the one vocabulary, keeping its kind.
-pub fn store_error(e: impl polymeter_error::HasKind + std::fmt::Display) -> Error {
-    Error::new(e.kind(), e.to_string())
 }

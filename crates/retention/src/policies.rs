@@ -3,12 +3,12 @@
 //! every replica reads, re-read every few seconds so a change made through
 //! another replica is seen here too.
 
+use polymeter_clickhouse::Shared;
 use polymeter_error::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// (tenant, project) → retention in seconds.
 type All = BTreeMap<(String, String), u64>;
@@ -34,11 +34,9 @@ enum Backend {
 /// Every project's retention period.
 pub struct Policies {
     backend: Backend,
-    state: RwLock<Arc<All>>,
+    state: Shared<All>,
     /// Serialises writers, so two changes never race to the backend.
     writer: tokio::sync::Mutex<()>,
-    /// Changes made here; a refresh that began before one is dropped.
-    changes: AtomicU64,
 }
 
 pub const FILE: &str = "retention.json";
@@ -74,42 +72,29 @@ impl Policies {
         let all = table.load().await?;
         let table = Arc::new(table);
         let this = Arc::new(Self::with(Backend::ClickHouse(table.clone()), all));
-        let weak = Arc::downgrade(&this);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(refresh).await;
-                let Some(this) = weak.upgrade() else { return };
-                let before = this.changes.load(Ordering::SeqCst);
-                match table.load().await {
-                    Ok(all) => {
-                        // Never wait for a writer (it waits on ClickHouse,
-                        // which this runtime drives); a change in progress
-                        // makes this refresh stale anyway.
-                        let Ok(_one_writer) = this.writer.try_lock() else {
-                            continue;
-                        };
-                        if this.changes.load(Ordering::SeqCst) == before {
-                            *this.state.write().expect("retention lock") = Arc::new(all);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot refresh retention periods"),
-                }
-            }
-        });
+        Shared::keep_fresh(
+            &this,
+            |p| &p.state,
+            refresh,
+            "retention periods",
+            move || {
+                let table = table.clone();
+                async move { table.load().await }
+            },
+        );
         Ok(this)
     }
 
     fn with(backend: Backend, all: All) -> Self {
         Self {
             backend,
-            state: RwLock::new(Arc::new(all)),
+            state: Shared::new(all),
             writer: tokio::sync::Mutex::new(()),
-            changes: AtomicU64::new(0),
         }
     }
 
     fn snapshot(&self) -> Arc<All> {
-        self.state.read().expect("retention lock").clone()
+        self.state.get()
     }
 
     /// A project's retention in seconds; `None`: kept forever.
@@ -152,7 +137,7 @@ impl Policies {
         retention: Option<std::time::Duration>,
     ) -> Result<(), Error> {
         let _one_writer = self.writer.lock().await;
-        self.changes.fetch_add(1, Ordering::SeqCst);
+        let changing = self.state.change();
         let key = (tenant.to_owned(), project.to_owned());
         let mut all = (*self.snapshot()).clone();
         match retention {
@@ -191,7 +176,7 @@ impl Policies {
                     .await?
             }
         }
-        *self.state.write().expect("retention lock") = Arc::new(all);
+        changing.publish(all);
         Ok(())
     }
 }
@@ -246,7 +231,7 @@ impl RetentionTable {
             query.fetch_all::<Row>(),
         )
         .await
-        .map_err(crate::store_error)?;
+        .map_err(Error::from)?;
         Ok(rows
             .into_iter()
             .map(|r| ((r.tenant, r.project_id), r.retention_seconds))
@@ -281,7 +266,7 @@ impl RetentionTable {
             },
         )
         .await
-        .map_err(crate::store_error)
+        .map_err(Error::from)
     }
 }
 

@@ -6,11 +6,12 @@
 //! [`crate::clickhouse::prices`]).
 
 use crate::error::StatsError;
+use polymeter_clickhouse::Shared;
 use polymeter_pricing::{override_key, Overrides, Price, PriceTable};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 pub const FILE: &str = "price_overrides.json";
 
@@ -24,12 +25,9 @@ struct OnDisk {
 
 pub struct PriceOverrides {
     backend: Backend,
-    state: RwLock<Arc<AllOverrides>>,
+    state: Shared<AllOverrides>,
     /// Serialises writers, so two changes never race to the backend.
     writer: Mutex<()>,
-    /// Changes made here; a refresh that began before one is dropped, so it
-    /// cannot hide the change until the next refresh.
-    changes: std::sync::atomic::AtomicU64,
 }
 
 /// Where overrides are kept durably.
@@ -109,44 +107,30 @@ impl PriceOverrides {
         let state = table.load().await?;
         let table = Arc::new(table);
         let this = Arc::new(Self::with(Backend::ClickHouse(table.clone()), state));
-        let weak = Arc::downgrade(&this);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(refresh).await;
-                let Some(this) = weak.upgrade() else { return };
-                let before = this.changes.load(std::sync::atomic::Ordering::SeqCst);
-                match table.load().await {
-                    Ok(state) => {
-                        // Never wait for a writer here: a writer blocks on a
-                        // ClickHouse insert that this runtime must drive, so
-                        // waiting could deadlock it. A change in progress
-                        // means this refresh is stale anyway; the next one runs.
-                        let Ok(_one_writer) = this.writer.try_lock() else {
-                            continue;
-                        };
-                        if this.changes.load(std::sync::atomic::Ordering::SeqCst) == before {
-                            *this.state.write().expect("overrides lock") = Arc::new(state);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot refresh price overrides"),
-                }
-            }
-        });
+        Shared::keep_fresh(
+            &this,
+            |o| &o.state,
+            refresh,
+            "price overrides",
+            move || {
+                let table = table.clone();
+                async move { table.load().await }
+            },
+        );
         Ok(this)
     }
 
     fn with(backend: Backend, state: AllOverrides) -> Self {
         Self {
             backend,
-            state: RwLock::new(Arc::new(state)),
+            state: Shared::new(state),
             writer: Mutex::new(()),
-            changes: Default::default(),
         }
     }
 
     /// Everything, as of now (cheap: a shared snapshot).
     pub fn snapshot(&self) -> Arc<AllOverrides> {
-        self.state.read().expect("overrides lock").clone()
+        self.state.get()
     }
 
     pub fn for_project(&self, tenant: &str, project: &str) -> Option<Overrides> {
@@ -160,6 +144,7 @@ impl PriceOverrides {
     /// or a ClickHouse insert): call it on the blocking pool.
     fn change(&self, change: Change<'_>) -> Result<bool, StatsError> {
         let _one_writer = self.writer.lock().expect("overrides writer");
+        let changing = self.state.change();
         let mut next = (*self.snapshot()).clone();
         if !change.apply(&mut next) {
             return Ok(false);
@@ -176,9 +161,7 @@ impl PriceOverrides {
                 tokio::runtime::Handle::current().block_on(table.write(&change))?
             }
         }
-        *self.state.write().expect("overrides lock") = Arc::new(next);
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        changing.publish(next);
         Ok(true)
     }
 

@@ -345,16 +345,7 @@ impl<T: Table> Durable<T> {
     }
 
     fn submit(&self, job: impl FnOnce(Ack) -> Job<T::Write>) -> Result<(), StoreError> {
-        let (ack, done) = mpsc::sync_channel(1);
-        let sent = match self.jobs.lock().unwrap().as_ref() {
-            Some(jobs) => jobs.send(job(ack)).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(StoreError::Closed("the store is shut down".into()));
-        }
-        done.recv()
-            .unwrap_or_else(|_| Err(StoreError::Closed("the store's writer stopped".into())))
+        ask(&self.jobs, job, "writer")
     }
 
     /// Makes `batch` durable, then applies it; returns once both are done.
@@ -420,23 +411,13 @@ impl<T: Table> Durable<T> {
             table.expire_lazily(tenant, project, cutoff_us);
         }
         drop(table);
-        let (ack, done) = mpsc::sync_channel(1);
-        let sent = match self.compact.lock().unwrap().as_ref() {
-            Some(compact) => compact
-                .send(CompactJob::Drop {
-                    scope: scope_hash(tenant, project),
-                    below: u64::MAX,
-                    cutoff_us: Some(cutoff_us),
-                    ack: Some(ack),
-                })
-                .is_ok(),
-            None => false,
+        let drop = |ack| CompactJob::Drop {
+            scope: scope_hash(tenant, project),
+            below: u64::MAX,
+            cutoff_us: Some(cutoff_us),
+            ack: Some(ack),
         };
-        if !sent {
-            return Err(StoreError::Closed("the store is shut down".into()));
-        }
-        done.recv()
-            .unwrap_or_else(|_| Err(StoreError::Closed("the store's compactor stopped".into())))?;
+        ask(&self.compact, drop, "compactor")?;
         // The compactor knows the cutoff now, so compacting the current log
         // leaves the expired days out; the snapshot replaces any that held
         // expired records.
@@ -458,6 +439,25 @@ impl<T: Table> Durable<T> {
             let _ = thread.join();
         }
     }
+}
+
+/// Sends the job `job` makes to one of the store's threads (`thread`) and
+/// waits for its acknowledgement.
+fn ask<J>(
+    to: &Mutex<Option<Sender<J>>>,
+    job: impl FnOnce(Ack) -> J,
+    thread: &str,
+) -> Result<(), StoreError> {
+    let (ack, done) = mpsc::sync_channel(1);
+    let sent = match to.lock().unwrap().as_ref() {
+        Some(jobs) => jobs.send(job(ack)).is_ok(),
+        None => false,
+    };
+    if !sent {
+        return Err(StoreError::Closed("the store is shut down".into()));
+    }
+    done.recv()
+        .unwrap_or_else(|_| Err(StoreError::Closed(format!("the store's {thread} stopped"))))
 }
 
 impl<T: Table> Drop for Durable<T> {
@@ -681,13 +681,14 @@ fn write_loop<T: Table>(
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if T::SNAPSHOTS && failed.is_none() && snapshots.due_when_idle() {
-                    if let Some(closed) = rotate(&mut log, &mut generation, &wal_dir) {
-                        snapshots.take(&table, closed, &compact);
-                        let _ = compact.send(CompactJob::Generation {
-                            generation: closed,
-                            ack: None,
-                        });
-                    }
+                    snapshot_now(
+                        &mut log,
+                        &mut generation,
+                        &wal_dir,
+                        &table,
+                        &compact,
+                        &mut snapshots,
+                    );
                 }
                 continue;
             }
@@ -805,13 +806,37 @@ fn write_loop<T: Table>(
     // Shutting down: what was written since the last snapshot gets one, so
     // the next start loads one file.
     if T::SNAPSHOTS && failed.is_none() && snapshots.since > 0 {
-        if let Some(closed) = rotate(&mut log, &mut generation, &wal_dir) {
-            snapshots.take(&table, closed, &compact);
+        snapshot_now(
+            &mut log,
+            &mut generation,
+            &wal_dir,
+            &table,
+            &compact,
+            &mut snapshots,
+        );
+    }
+}
+
+/// Closes the current generation, snapshots the table at that boundary and
+/// queues the generation's compaction (outside a group of writes: while
+/// writes pause, and at shutdown).
+fn snapshot_now<T: Table>(
+    log: &mut FrameLog,
+    generation: &mut u64,
+    wal_dir: &Path,
+    table: &RwLock<T>,
+    compact: &Sender<CompactJob>,
+    snapshots: &mut Snapshots,
+) {
+    match rotate_log(log, generation, wal_dir) {
+        Ok(closed) => {
+            snapshots.take(table, closed, compact);
             let _ = compact.send(CompactJob::Generation {
                 generation: closed,
                 ack: None,
             });
         }
+        Err(e) => tracing::error!("cannot rotate the log: {e}"),
     }
 }
 
@@ -822,13 +847,6 @@ fn rotate_log(log: &mut FrameLog, generation: &mut u64, wal_dir: &Path) -> Resul
     let closed = *generation;
     *generation += 1;
     Ok(closed)
-}
-
-/// [`rotate_log`], logging a failure (the current log stays in use).
-fn rotate(log: &mut FrameLog, generation: &mut u64, wal_dir: &Path) -> Option<u64> {
-    rotate_log(log, generation, wal_dir)
-        .map_err(|e| tracing::error!("cannot rotate the log: {e}"))
-        .ok()
 }
 
 fn compact_loop<T: Table>(

@@ -144,17 +144,7 @@ impl SegmentWriter {
 
 /// A segment's bytes, after checking them against the checksum in its name.
 fn checked_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let crc = SegmentName::parse(name)
-        .ok_or_else(|| corrupt("not a segment file name".into()))?
-        .crc;
+    let crc = named_crc(path)?;
     let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
     check_crc(path, crc, crc32fast::hash(&bytes))?;
     Ok(bytes)
@@ -165,16 +155,7 @@ fn checked_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
 /// not read, but a damaged one is still found at start).
 pub fn verify_segment(path: &Path) -> Result<(), StoreError> {
     use std::io::Read;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let crc = SegmentName::parse(name)
-        .ok_or_else(|| StoreError::Corrupt {
-            path: path.to_owned(),
-            reason: "not a segment file name".into(),
-        })?
-        .crc;
+    let crc = named_crc(path)?;
     let mut file = std::fs::File::open(path).map_err(StoreError::io(path))?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -186,6 +167,20 @@ pub fn verify_segment(path: &Path) -> Result<(), StoreError> {
         hasher.update(&buf[..n]);
     }
     check_crc(path, crc, hasher.finalize())
+}
+
+/// The CRC-32 a segment's file name says its bytes have.
+fn named_crc(path: &Path) -> Result<u32, StoreError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    SegmentName::parse(name)
+        .map(|n| n.crc)
+        .ok_or_else(|| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: "not a segment file name".into(),
+        })
 }
 
 fn check_crc(path: &Path, named: u32, actual: u32) -> Result<(), StoreError> {

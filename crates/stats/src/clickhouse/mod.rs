@@ -148,7 +148,7 @@ impl polymeter_retention::ProjectData for ClickHouseStore {
             self.limits.0,
         )
         .await
-        .map_err(polymeter_retention::store_error)
+        .map_err(polymeter_error::Error::from)
     }
 
     async fn delete(&self, tenant: &str, project: &str) -> Result<(), polymeter_error::Error> {
@@ -162,7 +162,7 @@ impl polymeter_retention::ProjectData for ClickHouseStore {
                 self.limits.0,
             )
             .await
-            .map_err(polymeter_retention::store_error)?;
+            .map_err(polymeter_error::Error::from)?;
         }
         Ok(())
     }

@@ -446,6 +446,15 @@ impl Partition {
         block.1 = block.1.max(started_us);
     }
 
+    /// The time a row is placed at for retention: its start, or for a lone
+    /// end, its end.
+    fn placed_us(&self, row: usize) -> i64 {
+        match self.started_us[row] {
+            NO_TIME => self.ended_us[row],
+            started => started,
+        }
+    }
+
     /// A partition of the rows of this one that `keep` keeps, in order.
     fn retained(&self, keep: impl Fn(usize) -> bool) -> Partition {
         let mut out = Partition::new(self.tenant.clone(), self.project.clone());
@@ -669,10 +678,6 @@ impl CallColumns {
             return 0.0;
         };
         let p = &self.partitions[pi];
-        let placed = |row: usize| match p.started_us[row] {
-            NO_TIME => p.ended_us[row],
-            started => started,
-        };
         let mut expired = 0usize;
         for (b, &(lo, _)) in p.blocks.iter().enumerate() {
             // A block whose earliest start is past the cutoff has nothing
@@ -681,7 +686,7 @@ impl CallColumns {
                 continue;
             }
             let rows = b * BLOCK..((b + 1) * BLOCK).min(p.rows);
-            expired += rows.filter(|&r| placed(r) < before_us).count();
+            expired += rows.filter(|&r| p.placed_us(r) < before_us).count();
         }
         if expired >= 1 << 16 {
             return 1.0;
@@ -709,12 +714,8 @@ impl CallColumns {
             }
             Some(cutoff) => {
                 let p = &self.partitions[pi];
-                let placed = |row: usize| match p.started_us[row] {
-                    NO_TIME => p.ended_us[row],
-                    started => started,
-                };
-                if (0..p.rows).any(|r| placed(r) < cutoff) {
-                    self.partitions[pi] = p.retained(|r| placed(r) >= cutoff);
+                if (0..p.rows).any(|r| p.placed_us(r) < cutoff) {
+                    self.partitions[pi] = p.retained(|r| p.placed_us(r) >= cutoff);
                 }
             }
         }
