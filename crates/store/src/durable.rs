@@ -1,7 +1,8 @@
 //! [`Durable`]: a [`Table`] behind a write-ahead log and Parquet segments.
 
 use crate::place::{day_before, scope_hash, Place};
-use crate::segment::{read_segment, verify_segment, SegmentName, SegmentWriter};
+use crate::segment::{read_segment, read_segment_columns, verify_segment, SegmentName, SegmentWriter};
+use arrow::array::RecordBatch;
 use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
 use crate::wal::{frame, read_frames, sync_dir, truncate, FrameLog};
 use crate::{StoreError, Table};
@@ -429,6 +430,71 @@ impl<T: Table> Durable<T> {
 
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads back from disk what is stored of `tenant`'s `project`: the
+    /// `columns` of its segments (`on_batch`, rows of other scopes that share
+    /// a first-format segment or a scope hash included, for the caller to
+    /// leave out) and the write batches of logs not yet compacted
+    /// (`on_writes`, every scope's). For the rare question the in-memory
+    /// table cannot answer on its own; it takes no lock, so writes go on.
+    /// Logs are listed before segments, so a generation compacted meanwhile
+    /// is found in its segments; a file removed meanwhile (compacted, or
+    /// expired) is skipped.
+    pub fn read_scope(
+        &self,
+        tenant: &str,
+        project: &str,
+        columns: &[&str],
+        on_batch: &mut dyn FnMut(&RecordBatch) -> Result<(), String>,
+        on_writes: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let gone = |e: &StoreError| {
+            matches!(e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        };
+        let logs: Vec<PathBuf> = list(&self.dir.join("wal"))?
+            .into_iter()
+            .filter(|p| generation_of(p, ".wal").is_some())
+            .collect();
+        let scope = scope_hash(tenant, project);
+        let segments: Vec<PathBuf> = list(&self.dir.join("segments"))?
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(SegmentName::parse)
+                    .is_some_and(|n| n.place.is_none_or(|(s, _)| s == scope))
+            })
+            .collect();
+        for path in &segments {
+            let batches = match read_segment_columns(path, Some(columns)) {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            };
+            for batch in batches {
+                on_batch(&batch?).map_err(|reason| StoreError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                })?;
+            }
+        }
+        for path in &logs {
+            let frames = match read_frames(path) {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            };
+            // A torn tail here is a frame still being written: left alone.
+            for payload in &frames.payloads {
+                let corrupt = |reason: String| StoreError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                };
+                if let Record::Writes(writes) = Record::parse(payload, frames.v1).map_err(corrupt)? {
+                    on_writes(writes).map_err(corrupt)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops the writer and compactor after the work they already hold.

@@ -18,7 +18,7 @@ use crate::StoreError;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -200,12 +200,35 @@ fn check_crc(path: &Path, named: u32, actual: u32) -> Result<(), StoreError> {
 pub fn read_segment(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>>, StoreError> {
+    read_segment_columns(path, None)
+}
+
+/// [`read_segment`], decoding only the named top-level `columns` when given.
+pub fn read_segment_columns(
+    path: &Path,
+    columns: Option<&[&str]>,
+) -> Result<impl Iterator<Item = Result<RecordBatch, StoreError>>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.to_owned(),
         reason,
     };
     let bytes = checked_bytes(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .map(|b| match columns {
+            None => b,
+            Some(names) => {
+                let roots: Vec<usize> = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| names.contains(&f.name().as_str()))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+                b.with_projection(mask)
+            }
+        })
         .and_then(|b| b.with_batch_size(1 << 16).build())
         .map_err(|e| corrupt(e.to_string()))?;
     let path = path.to_owned();

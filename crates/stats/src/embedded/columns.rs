@@ -4,15 +4,14 @@
 //! whole partitions. Within a partition every attribute is a column indexed by
 //! row: times as `i64` microseconds, low-cardinality strings (op names,
 //! models, thread/user/run ids, vendor dimensions, refs) as `u32` codes of one
-//! [`Interner`], and high-cardinality ids (call, trace, parent) in an
-//! [`IdColumn`] arena that packs canonical UUIDs into 16 bytes. Columns that
+//! [`Interner`], and high-cardinality ids (call, trace, parent) as 64-bit
+//! hashes ([`id_hash`]; their text stays on disk). Columns that
 //! are absent for every row so far take no memory. Rows are grouped in
 //! blocks with their min/max start time, so a time range skips whole blocks.
 //! Nothing on the scan path allocates per row.
 
 use polymeter_model::{ProjectId, TenantId};
 use rustc_hash::FxHashMap;
-use std::borrow::Cow;
 
 mod index;
 mod snapshot;
@@ -28,170 +27,34 @@ pub const BLOCK: usize = 4096;
 
 pub const FLAG_ERROR: u8 = 1;
 
-const fn hex_table() -> [u8; 256] {
-    let mut t = [0xFF; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-}
-
-static HEX: [u8; 256] = hex_table();
-/// Where the 32 hex digits of a hyphenated UUID sit.
-const UUID_DIGITS: [u8; 32] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
-    30, 31, 32, 33, 34, 35,
-];
-
-/// A canonical lowercase UUID (`8-4-4-4-12` hex) as 16 bytes.
-fn pack_uuid(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    let mut bad = 0u8;
-    for (k, byte) in out.iter_mut().enumerate() {
-        let hi = HEX[b[UUID_DIGITS[2 * k] as usize] as usize];
-        let lo = HEX[b[UUID_DIGITS[2 * k + 1] as usize] as usize];
-        bad |= hi | lo;
-        *byte = hi << 4 | (lo & 0x0F);
-    }
-    (bad & 0xF0 == 0).then_some(out)
-}
-
-fn unpack_uuid(b: &[u8]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
-}
-
-/// An id in the form an [`IdColumn`] stores it, for comparisons.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum IdKey {
-    Uuid([u8; 16]),
-    Text(Box<[u8]>),
-}
-
-impl IdKey {
-    pub fn new(s: &str) -> Self {
-        match pack_uuid(s) {
-            Some(u) => IdKey::Uuid(u),
-            None => IdKey::Text(s.as_bytes().into()),
-        }
-    }
-
-    fn parts(&self) -> (bool, &[u8]) {
-        match self {
-            IdKey::Uuid(u) => (true, u),
-            IdKey::Text(t) => (false, t),
-        }
+/// An id as the columns hold it: a 64-bit hash (never [`NO_ID`]). Call, trace
+/// and parent ids are unique per call or nearly so, and as text they would
+/// take most of a call's memory; the text stays in the segments and the log,
+/// read back for the rare query that needs it (a prefix filter on an id, a
+/// group by one: see `aggregate::IdTexts`). Two distinct ids share a hash
+/// with odds of about 1 in 10^5 even among 10M calls of one project — taken,
+/// as every store that de-duplicates by a 64-bit key takes it.
+pub fn id_hash(id: &str) -> u64 {
+    match twox_hash::XxHash64::oneshot(ID_SEED, id.as_bytes()) {
+        NO_ID => 1,
+        h => h,
     }
 }
 
-const SPAN_NONE: u64 = u64::MAX;
-const SPAN_UUID: u64 = 1 << 63;
+const ID_SEED: u64 = 0x706f_6c79_6d65_7465;
+/// The hash of no id (a call without a parent, a half not yet known).
+pub const NO_ID: u64 = 0;
 
-/// High-cardinality ids in one byte arena. A span packs `offset << 24 | len`,
-/// with the top bit marking a packed UUID. Overwriting appends and repoints.
-#[derive(Default)]
-pub struct IdColumn {
-    bytes: Column<u8>,
-    spans: Column<u64>,
+/// [`id_hash`] of an optional id.
+pub fn id_hash_opt(id: Option<&str>) -> u64 {
+    id.map_or(NO_ID, id_hash)
 }
 
-impl IdColumn {
-    fn span_for(&mut self, key: Option<&IdKey>) -> u64 {
-        let Some(key) = key else { return SPAN_NONE };
-        let offset = self.bytes.len() as u64;
-        let (uuid, bytes) = key.parts();
-        let len = bytes.len().min((1 << 24) - 1);
-        self.bytes.extend_from_slice(&bytes[..len]);
-        if uuid {
-            SPAN_UUID | offset << 24 | len as u64
-        } else {
-            offset << 24 | len as u64
-        }
-    }
-
-    pub fn push_key(&mut self, key: Option<&IdKey>) {
-        let span = self.span_for(key);
-        self.spans.push(span);
-    }
-
-    pub fn push(&mut self, value: Option<&str>) {
-        self.push_key(value.map(IdKey::new).as_ref());
-    }
-
-    /// Replaces row `row`'s id; appends to the arena only when it changed.
-    pub fn set(&mut self, row: usize, value: Option<&str>) {
-        let key = value.map(IdKey::new);
-        if self.raw(row) != key.as_ref().map(IdKey::parts) {
-            self.spans[row] = self.span_for(key.as_ref());
-        }
-    }
-
-    fn raw(&self, row: usize) -> Option<(bool, &[u8])> {
-        let span = self.spans[row];
-        if span == SPAN_NONE {
-            return None;
-        }
-        let uuid = span & SPAN_UUID != 0;
-        let offset = ((span & !SPAN_UUID) >> 24) as usize;
-        let len = (span & 0xFF_FFFF) as usize;
-        Some((uuid, &self.bytes[offset..offset + len]))
-    }
-
-    pub fn is_some(&self, row: usize) -> bool {
-        self.spans[row] != SPAN_NONE
-    }
-
-    /// Row `row`'s id as a key, for copying it elsewhere.
-    fn key(&self, row: usize) -> Option<IdKey> {
-        self.raw(row).map(|(uuid, b)| match uuid {
-            true => IdKey::Uuid(b.try_into().expect("a packed UUID is 16 bytes")),
-            false => IdKey::Text(b.into()),
-        })
-    }
-
-    pub fn matches(&self, row: usize, key: &IdKey) -> bool {
-        self.raw(row) == Some(key.parts())
-    }
-
-    pub fn starts_with(&self, row: usize, prefix: &str) -> bool {
-        match self.raw(row) {
-            None => false,
-            Some((false, b)) => b.starts_with(prefix.as_bytes()),
-            Some((true, b)) => unpack_uuid(b).starts_with(prefix),
-        }
-    }
-
-    pub fn value(&self, row: usize) -> Option<Cow<'_, str>> {
-        self.raw(row).map(|(uuid, b)| {
-            if uuid {
-                Cow::Owned(unpack_uuid(b))
-            } else {
-                String::from_utf8_lossy(b)
-            }
-        })
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.spans.capacity() * 8
-    }
+/// An id hash as group values carry it through the scan (16 lowercase hex
+/// digits, made without allocating), named once the scan is done.
+pub fn hex16(hash: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    std::array::from_fn(|i| DIGITS[(hash >> (60 - 4 * i)) as usize & 0xF])
 }
 
 /// A column of interned codes that takes no memory until a row has a value.
@@ -359,15 +222,17 @@ pub struct Partition {
     pub project: ProjectId,
     pub rows: usize,
     index: CallIndex,
-    pub call_id: IdColumn,
+    /// [`id_hash`] of each row's call id; [`CallIndex`] finds rows by it.
+    pub call_id: Column<u64>,
     pub started_us: Column<i64>,
     pub ended_us: Column<i64>,
     pub flags: Column<u8>,
     pub op_name: Column<u32>,
     /// The dominant model (most tokens), for per-call dialects.
     pub model: Column<u32>,
-    pub trace_id: IdColumn,
-    pub parent_id: IdColumn,
+    /// [`id_hash`] of the trace and parent ids ([`NO_ID`]: none).
+    pub trace_id: Column<u64>,
+    pub parent_id: Column<u64>,
     pub attrs: [SparseCodes; ATTRS],
     pub input_refs: RefLists,
     pub output_refs: RefLists,
@@ -388,14 +253,14 @@ impl Partition {
             project,
             rows: 0,
             index: CallIndex::default(),
-            call_id: IdColumn::default(),
+            call_id: Column::new(),
             started_us: Column::new(),
             ended_us: Column::new(),
             flags: Column::new(),
             op_name: Column::new(),
             model: Column::new(),
-            trace_id: IdColumn::default(),
-            parent_id: IdColumn::default(),
+            trace_id: Column::new(),
+            parent_id: Column::new(),
             attrs: Default::default(),
             input_refs: RefLists::default(),
             output_refs: RefLists::default(),
@@ -408,23 +273,22 @@ impl Partition {
         }
     }
 
-    fn find(&self, key: &IdKey) -> Option<usize> {
-        let (uuid, bytes) = key.parts();
-        self.index.find(&self.call_id, uuid, bytes)
+    fn find(&self, call: u64) -> Option<usize> {
+        self.index.find(&self.call_id, call)
     }
 
-    /// Appends an empty row for the call id `key` and returns it.
-    fn new_row(&mut self, key: IdKey) -> usize {
+    /// Appends an empty row for the call whose id hashes to `call`.
+    fn new_row(&mut self, call: u64) -> usize {
         let row = self.rows;
-        self.call_id.push_key(Some(&key));
+        self.call_id.push(call);
         self.index.insert(&self.call_id, row);
         self.started_us.push(NO_TIME);
         self.ended_us.push(NO_TIME);
         self.flags.push(0);
         self.op_name.push(NONE);
         self.model.push(NONE);
-        self.trace_id.push(None);
-        self.parent_id.push(None);
+        self.trace_id.push(NO_ID);
+        self.parent_id.push(NO_ID);
         for a in &mut self.attrs {
             a.push(NONE, row);
         }
@@ -459,8 +323,7 @@ impl Partition {
     fn retained(&self, keep: impl Fn(usize) -> bool) -> Partition {
         let mut out = Partition::new(self.tenant.clone(), self.project.clone());
         for row in (0..self.rows).filter(|&r| keep(r)) {
-            let key = self.call_id.key(row).expect("every row has a call id");
-            let to = out.new_row(key);
+            let to = out.new_row(self.call_id[row]);
             let rows = out.rows;
             if self.started_us[row] != NO_TIME {
                 out.set_started(to, self.started_us[row]);
@@ -469,8 +332,8 @@ impl Partition {
             out.flags[to] = self.flags[row];
             out.op_name[to] = self.op_name[row];
             out.model[to] = self.model[row];
-            out.trace_id.spans[to] = out.trace_id.span_for(self.trace_id.key(row).as_ref());
-            out.parent_id.spans[to] = out.parent_id.span_for(self.parent_id.key(row).as_ref());
+            out.trace_id[to] = self.trace_id[row];
+            out.parent_id[to] = self.parent_id[row];
             for (column, from) in out.attrs.iter_mut().zip(&self.attrs) {
                 column.set(to, rows, from.get(row));
             }
@@ -514,9 +377,9 @@ impl Partition {
     fn heap_bytes(&self) -> usize {
         let v = |cap: usize, size: usize| cap * size;
         self.index.heap_bytes()
-            + self.call_id.heap_bytes()
-            + self.trace_id.heap_bytes()
-            + self.parent_id.heap_bytes()
+            + v(self.call_id.capacity(), 8)
+            + v(self.trace_id.capacity(), 8)
+            + v(self.parent_id.capacity(), 8)
             + v(self.started_us.capacity(), 8)
             + v(self.ended_us.capacity(), 8)
             + self.flags.capacity()
@@ -639,17 +502,17 @@ impl CallColumns {
         let pi = self.partition(w.tenant, w.project);
         let strings = &mut self.strings;
         let p = &mut self.partitions[pi];
-        let key = IdKey::new(w.call_id);
-        let row = match p.find(&key) {
+        let call = id_hash(w.call_id);
+        let row = match p.find(call) {
             Some(row) => row,
-            None => p.new_row(key),
+            None => p.new_row(call),
         };
         let rows = p.rows;
         if let Some(s) = &w.start {
             p.set_started(row, s.started_us);
             p.op_name[row] = strings.intern(s.op_name);
-            p.trace_id.set(row, Some(s.trace_id));
-            p.parent_id.set(row, s.parent_id);
+            p.trace_id[row] = id_hash(s.trace_id);
+            p.parent_id[row] = id_hash_opt(s.parent_id);
             for (column, value) in p.attrs.iter_mut().zip(s.attrs) {
                 let code = strings.intern_opt(value);
                 column.set(row, rows, code);
@@ -727,7 +590,7 @@ impl CallColumns {
             return (None, None);
         };
         let p = &self.partitions[pi];
-        let Some(row) = p.find(&IdKey::new(call_id)) else {
+        let Some(row) = p.find(id_hash(call_id)) else {
             return (None, None);
         };
         let known = |t: i64| (t != NO_TIME).then_some(t);
@@ -749,21 +612,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uuids_pack_into_16_bytes_and_back() {
-        let id = "01a20727-2113-729c-8531-0ecc1008358b";
-        let mut c = IdColumn::default();
-        c.push(Some(id));
-        c.push(Some("not-a-uuid"));
-        c.push(None);
-        c.push(Some("01A20727-2113-729C-8531-0ECC1008358B"));
-        assert_eq!(c.value(0).unwrap(), id);
-        assert!(c.matches(0, &IdKey::new(id)));
-        assert!(c.starts_with(0, "01a2"));
-        assert_eq!(c.value(1).unwrap(), "not-a-uuid");
-        assert!(c.value(2).is_none());
-        // Upper case is not canonical: kept as text, so it reads back as sent.
-        assert_eq!(c.value(3).unwrap(), "01A20727-2113-729C-8531-0ECC1008358B");
-        assert_eq!(c.bytes.len(), 16 + 10 + 36);
+    fn ids_hash_to_distinct_non_zero_keys_as_sent() {
+        let ids = [
+            "01a20727-2113-729c-8531-0ecc1008358b",
+            "01A20727-2113-729C-8531-0ECC1008358B",
+            "not-a-uuid",
+            "",
+        ];
+        let hashes: Vec<u64> = ids.iter().map(|i| id_hash(i)).collect();
+        assert!(hashes.iter().all(|&h| h != NO_ID));
+        let mut distinct = hashes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len(), "case is kept: upper case is another id");
+        assert_eq!(id_hash_opt(None), NO_ID);
+        assert_eq!(id_hash(ids[0]), hashes[0], "stable");
     }
 
     #[test]

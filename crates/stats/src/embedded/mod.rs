@@ -62,6 +62,18 @@ impl polymeter_retention::ProjectData for EmbeddedStore {
     }
 }
 
+impl aggregate::IdTexts for EmbeddedStore {
+    fn each_id(
+        &self,
+        tenant: &polymeter_model::TenantId,
+        project: &polymeter_model::ProjectId,
+        f: &mut dyn FnMut(&str),
+    ) -> Result<(), StatsError> {
+        Ok(table::each_stored_id(&self.inner, tenant.as_str(), project.as_str(), f)
+            .map_err(StoreError::from)?)
+    }
+}
+
 #[tonic::async_trait]
 impl CallStore for EmbeddedStore {
     async fn upsert(&self, batch: Vec<CallRecord>) -> Result<(), StatsError> {
@@ -86,9 +98,17 @@ impl CallStore for EmbeddedStore {
         query: CallQuery,
         pricing: Pricing,
     ) -> Result<AggregateResult, StatsError> {
-        let inner = self.inner.clone();
-        let scan = move || aggregate::aggregate(&query, &inner.read(), &pricing);
-        polymeter_store::blocking(scan, StatsError::Internal).await
+        let store = self.clone();
+        // Only the scan holds the table: ids read back from disk (a prefix
+        // filter on an id, a group by one) are read without it.
+        let answer = move || {
+            let projects = aggregate::projects_in_scope(&query, &store.inner.read());
+            let prefixed = aggregate::prefixed_ids(&query, &projects, &store)?;
+            let scanned =
+                aggregate::scan_rows(&query, &store.inner.read(), &pricing, &prefixed)?;
+            scanned.finish(&query, &projects, &store)
+        };
+        polymeter_store::blocking(answer, StatsError::Internal).await
     }
 
     fn size(&self) -> StoreSize {

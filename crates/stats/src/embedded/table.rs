@@ -124,6 +124,51 @@ fn decode_writes(payload: &[u8]) -> Result<Vec<pb::CallWrite>, String> {
     Ok(request.calls)
 }
 
+/// Every call, trace and parent id stored for `tenant`'s `project` — in its
+/// segments and in the logs not yet compacted — passed to `f` (an id may
+/// come more than once). The columns hold ids only as hashes; this is where
+/// their text is read back.
+pub(crate) fn each_stored_id(
+    store: &polymeter_store::Durable<crate::embedded::columns::CallColumns>,
+    tenant: &str,
+    project: &str,
+    f: &mut dyn FnMut(&str),
+) -> Result<(), polymeter_store::StoreError> {
+    const IDS: [&str; 5] = ["tenant", "project_id", "call_id", "trace_id", "parent_id"];
+    // Both readers below hand ids to `f`, one after the other.
+    let f = std::cell::RefCell::new(f);
+    store.read_scope(
+        tenant,
+        project,
+        &IDS,
+        &mut |batch| {
+            let [t, p, call, trace, parent] = IDS.map(|n| column::<StringArray>(batch, n));
+            let (t, p, call, trace, parent) = (t?, p?, call?, trace?, parent?);
+            let mut f = f.borrow_mut();
+            for i in 0..batch.num_rows() {
+                if t.value(i) == tenant && p.value(i) == project {
+                    f(call.value(i));
+                    opt_str(trace, i).into_iter().chain(opt_str(parent, i)).for_each(&mut **f);
+                }
+            }
+            Ok(())
+        },
+        &mut |payload| {
+            let mut f = f.borrow_mut();
+            for w in decode_writes(payload)? {
+                if w.tenant == tenant && w.project_id == project {
+                    f(&w.call_id);
+                    if let Some(s) = &w.start {
+                        f(&s.trace_id);
+                        s.parent_id.as_deref().into_iter().for_each(&mut **f);
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
 /// The segment's columns, downcast once.
 struct SegmentColumns<'a> {
     keys: [&'a StringArray; 3],
@@ -565,6 +610,36 @@ mod tests {
             })
             .collect();
         assert_eq!(back, normalised);
+    }
+
+    /// Ids live in memory only as hashes; their text is read back from the
+    /// segments and from the log not yet compacted, of the project asked only.
+    #[test]
+    fn stored_ids_are_read_back_from_segments_and_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = polymeter_store::Durable::open(
+            dir.path(),
+            CallColumns::new(),
+            polymeter_store::Options::default(),
+        )
+        .unwrap();
+        let mut other: pb::CallWrite = record(7).into();
+        other.project_id = "e/q".into();
+        other.call_id = "elsewhere".into();
+        store
+            .append((0..6).map(|i| record(i).into()).chain([other]).collect())
+            .unwrap();
+        store.checkpoint().unwrap();
+        store.append(vec![record(6).into()]).unwrap();
+        let mut seen = Vec::new();
+        each_stored_id(&store, "t", "e/p", &mut |id| seen.push(id.to_owned())).unwrap();
+        seen.sort();
+        seen.dedup();
+        // c2 and c5 are ends alone: no trace or parent.
+        let want = [
+            "c0", "c1", "c2", "c3", "c4", "c5", "c6", "p", "tr0", "tr1", "tr3", "tr4", "tr6",
+        ];
+        assert_eq!(seen, want);
     }
 
     #[test]

@@ -22,8 +22,8 @@ mod scan;
 
 use crate::answer::{fill, finish_measure, finish_percentile, order_and_page, Fold};
 use crate::embedded::columns::{
-    Attr, CallColumns, IdColumn, IdKey, Interner, Partition, RefLists, TokenColumn, BLOCK,
-    FLAG_ERROR, NONE, NO_TIME,
+    hex16, id_hash, Attr, CallColumns, Interner, Partition, RefLists, TokenColumn, BLOCK,
+    FLAG_ERROR, NONE, NO_ID, NO_TIME,
 };
 use crate::error::StatsError;
 use crate::prices::Pricing;
@@ -32,7 +32,7 @@ use crate::store::{AggregateResult, ResultRow};
 use cost::*;
 use finish::*;
 use percentile::percentiles;
-use polymeter_model::{Aggregation, BucketGrid, Metric};
+use polymeter_model::{Aggregation, BucketGrid, Metric, ProjectId, TenantId};
 use polymeter_pricing::{FixedPrice, Tokens};
 use polymeter_proto::v1::{Dimension, Grain};
 use resolve::*;
@@ -41,12 +41,163 @@ use scan::*;
 
 pub use crate::query::MAX_GROUP_BY;
 
-/// Answers one query from the columns.
+/// Where the text of ids is read back from: the columns hold call, trace and
+/// parent ids only as hashes, so a prefix filter on one of them, or a group
+/// by one, reads the stored ids (segments and log) of the projects asked.
+pub trait IdTexts {
+    /// Calls `f` with every id stored for `tenant`'s `project`.
+    fn each_id(
+        &self,
+        tenant: &TenantId,
+        project: &ProjectId,
+        f: &mut dyn FnMut(&str),
+    ) -> Result<(), StatsError>;
+}
+
+/// For columns that are not stored anywhere (unit tests): no ids to read.
+pub struct NoIdTexts;
+
+impl IdTexts for NoIdTexts {
+    fn each_id(&self, _: &TenantId, _: &ProjectId, _: &mut dyn FnMut(&str)) -> Result<(), StatsError> {
+        Ok(())
+    }
+}
+
+/// Answers one query from the columns, reading id texts from `texts` where
+/// it needs them.
 pub fn aggregate(
     query: &CallQuery,
     columns: &CallColumns,
     pricing: &Pricing,
+    texts: &dyn IdTexts,
 ) -> Result<AggregateResult, StatsError> {
+    let projects = projects_in_scope(query, columns);
+    let prefixed = prefixed_ids(query, &projects, texts)?;
+    scan_rows(query, columns, pricing, &prefixed)?.finish(query, &projects, texts)
+}
+
+/// The projects a query reads: those it names, or all of its tenant's.
+pub fn projects_in_scope(query: &CallQuery, columns: &CallColumns) -> Vec<ProjectId> {
+    columns
+        .partitions_of(&query.tenant, &query.projects)
+        .map(|p| p.project.clone())
+        .collect()
+}
+
+fn is_id(d: Dimension) -> bool {
+    matches!(source(d), Source::Id(_))
+}
+
+/// Per filter, the hashes of stored ids that start with one of its prefixes
+/// (empty unless it filters an id dimension by prefix). Read before the scan,
+/// without the table's lock.
+pub fn prefixed_ids(
+    query: &CallQuery,
+    projects: &[ProjectId],
+    texts: &dyn IdTexts,
+) -> Result<Vec<Vec<u64>>, StatsError> {
+    let mut out = vec![Vec::new(); query.filters.len()];
+    let wanted: Vec<usize> = (0..query.filters.len())
+        .filter(|&i| is_id(query.filters[i].dimension) && !query.filters[i].prefixes.is_empty())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    for project in projects {
+        texts.each_id(&query.tenant, project, &mut |id| {
+            for &i in &wanted {
+                if query.filters[i].prefixes.iter().any(|p| id.starts_with(p.as_str())) {
+                    out[i].push(id_hash(id));
+                }
+            }
+        })?;
+    }
+    for hashes in &mut out {
+        hashes.sort_unstable();
+        hashes.dedup();
+    }
+    Ok(out)
+}
+
+/// A query's rows before ids are named, empty buckets filled and the rows
+/// ordered and paged: what needs the columns, so what runs under the lock.
+pub struct Scanned {
+    rows: Vec<ResultRow>,
+    grid: Option<BucketGrid>,
+}
+
+impl Scanned {
+    /// Names grouped ids (reading their text from `texts` when a group is
+    /// an id dimension), then fills, orders and pages the rows.
+    pub fn finish(
+        mut self,
+        query: &CallQuery,
+        projects: &[ProjectId],
+        texts: &dyn IdTexts,
+    ) -> Result<AggregateResult, StatsError> {
+        let id_groups: Vec<usize> = (0..query.group_by.len())
+            .filter(|&g| is_id(query.group_by[g]))
+            .collect();
+        if !id_groups.is_empty() {
+            name_ids(&mut self.rows, &id_groups, query, projects, texts)?;
+        }
+        fill(&mut self.rows, query, self.grid.as_ref());
+        Ok(order_and_page(self.rows, query, self.grid.as_ref()))
+    }
+}
+
+/// Replaces the hash tokens of grouped ids with the ids.
+fn name_ids(
+    rows: &mut [ResultRow],
+    id_groups: &[usize],
+    query: &CallQuery,
+    projects: &[ProjectId],
+    texts: &dyn IdTexts,
+) -> Result<(), StatsError> {
+    let mut names: FxHashMap<[u8; 16], Option<String>> = FxHashMap::default();
+    for row in rows.iter() {
+        for &g in id_groups {
+            if let Some(token) = &row.group[g] {
+                let key: [u8; 16] = token.as_bytes().try_into().expect("a hash token");
+                names.insert(key, None);
+            }
+        }
+    }
+    let mut missing = names.len();
+    for project in projects {
+        if missing == 0 {
+            break;
+        }
+        texts.each_id(&query.tenant, project, &mut |id| {
+            if let Some(name @ None) = names.get_mut(&hex16(id_hash(id))) {
+                *name = Some(id.to_owned());
+                missing -= 1;
+            }
+        })?;
+    }
+    for row in rows {
+        for &g in id_groups {
+            if let Some(token) = &mut row.group[g] {
+                let key: [u8; 16] = token.as_bytes().try_into().expect("a hash token");
+                // Not on disk: deleted since the scan. Its token stays.
+                if let Some(Some(name)) = names.get(&key) {
+                    *token = name.clone();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The part of [`aggregate`] that reads the columns: rows filtered, bucketed,
+/// grouped and folded; ids named by their hash tokens. `prefixed` is
+/// [`prefixed_ids`].
+pub fn scan_rows(
+    query: &CallQuery,
+    columns: &CallColumns,
+    pricing: &Pricing,
+    prefixed: &[Vec<u64>],
+) -> Result<Scanned, StatsError> {
     let grid = query
         .bucketing
         .as_ref()
@@ -108,7 +259,8 @@ pub fn aggregate(
         preds: query
             .filters
             .iter()
-            .map(|f| resolve(&columns.strings, f))
+            .zip(prefixed)
+            .map(|(f, prefixed)| resolve(&columns.strings, f, prefixed))
             .collect(),
         group: query.group_by.iter().map(|d| source(*d)).collect(),
         slots,
@@ -149,9 +301,8 @@ pub fn aggregate(
         merge(&mut acc, other, &plan);
     }
 
-    let mut rows = finish(&plan, columns, acc, grid.as_ref());
-    fill(&mut rows, query, grid.as_ref());
-    Ok(order_and_page(rows, query, grid.as_ref()))
+    let rows = finish(&plan, columns, acc, grid.as_ref());
+    Ok(Scanned { rows, grid })
 }
 
 #[cfg(test)]
@@ -271,6 +422,7 @@ mod query_tests {
             &CallQuery::try_from(req).unwrap(),
             &columns(),
             &Pricing::table_only(),
+            &NoIdTexts,
         )
         .unwrap()
     }
@@ -303,6 +455,7 @@ mod query_tests {
             &CallQuery::try_from(request(vec![], vec![], 0, 0)).unwrap(),
             &columns,
             &Pricing::table_only(),
+            &NoIdTexts,
         )
         .unwrap();
         assert_eq!(r.rows.len(), 1);

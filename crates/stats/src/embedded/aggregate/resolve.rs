@@ -47,7 +47,8 @@ pub(super) fn source(d: Dimension) -> Source {
     }
 }
 
-pub(super) fn ids(p: &Partition, sel: IdSel) -> &IdColumn {
+/// The id hashes of one id dimension.
+pub(super) fn ids(p: &Partition, sel: IdSel) -> &[u64] {
     match sel {
         IdSel::Call => &p.call_id,
         IdSel::Trace => &p.trace_id,
@@ -71,10 +72,11 @@ pub(super) enum Pred {
         allowed: Vec<bool>,
         absent: bool,
     },
+    /// Id hashes, sorted: the values asked for and the stored ids that
+    /// start with a prefix asked for ([`IdMatches`]).
     Ids {
         sel: IdSel,
-        keys: Vec<IdKey>,
-        prefixes: Vec<String>,
+        hashes: Vec<u64>,
         absent: bool,
     },
     Project {
@@ -101,18 +103,23 @@ pub(super) fn allowed_codes(strings: &Interner, f: &RowFilter) -> Vec<bool> {
     allowed
 }
 
-pub(super) fn resolve(strings: &Interner, f: &RowFilter) -> Pred {
+pub(super) fn resolve(strings: &Interner, f: &RowFilter, prefixed: &[u64]) -> Pred {
     match source(f.dimension) {
         Source::Project => Pred::Project {
             allowed: f.any_of.clone(),
             prefixes: f.prefixes.clone(),
         },
-        Source::Id(sel) => Pred::Ids {
-            sel,
-            keys: f.any_of.iter().map(|v| IdKey::new(v)).collect(),
-            prefixes: f.prefixes.clone(),
-            absent: f.absent,
-        },
+        Source::Id(sel) => {
+            let mut hashes: Vec<u64> = f.any_of.iter().map(|v| id_hash(v)).collect();
+            hashes.extend_from_slice(prefixed);
+            hashes.sort_unstable();
+            hashes.dedup();
+            Pred::Ids {
+                sel,
+                hashes,
+                absent: f.absent,
+            }
+        }
         s => Pred::Codes {
             source: s,
             allowed: allowed_codes(strings, f),

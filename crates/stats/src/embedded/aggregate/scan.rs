@@ -178,18 +178,12 @@ impl Plan<'_> {
             }
             Pred::Ids {
                 sel,
-                keys,
-                prefixes,
+                hashes,
                 absent,
-            } => {
-                let col = ids(p, *sel);
-                if !col.is_some(row) {
-                    *absent
-                } else {
-                    keys.iter().any(|k| col.matches(row, k))
-                        || prefixes.iter().any(|x| col.starts_with(row, x))
-                }
-            }
+            } => match ids(p, *sel)[row] {
+                NO_ID => *absent,
+                h => hashes.binary_search(&h).is_ok(),
+            },
             Pred::Project { allowed, prefixes } => {
                 let name = p.project.as_str();
                 allowed.iter().any(|a| a == name)
@@ -257,10 +251,11 @@ impl Plan<'_> {
         for (k, source) in key.iter_mut().zip(&self.group) {
             *k = match source {
                 Source::Project => acc.local.intern(p.project.as_str()),
-                Source::Id(sel) => {
-                    let v = ids(p, *sel).value(row);
-                    acc.local.intern_opt(v.as_deref())
-                }
+                // Named after the scan (`IdTexts`), from the hash's token.
+                Source::Id(sel) => match ids(p, *sel)[row] {
+                    NO_ID => NONE,
+                    h => acc.local.intern(std::str::from_utf8(&hex16(h)).expect("hex digits")),
+                },
                 s => self.code(p, *s, row, usage_row),
             };
         }

@@ -1,4 +1,4 @@
-//! The columns as a snapshot: every column array written as it is, so a
+//! The columns as a snapshot: a format tag, then every column array written as it is, so a
 //! restart reads them back with a few large copies, the call-id index
 //! included (checked against the ids as it is read). Only strings some row still uses
 //! are written (codes renumbered), so the strings of a deleted or expired
@@ -9,17 +9,9 @@ use polymeter_store::{SnapshotReader, SnapshotWriter};
 
 type Read<T> = Result<T, String>;
 
-fn put_ids(out: &mut SnapshotWriter, c: &IdColumn) {
-    out.array(&c.bytes);
-    out.array(&c.spans);
-}
-
-fn get_ids(r: &mut SnapshotReader<'_>) -> Read<IdColumn> {
-    Ok(IdColumn {
-        bytes: r.array()?.into(),
-        spans: r.array()?.into(),
-    })
-}
+/// The layout written; another (an older release's) is not read, and the
+/// store loads its segments instead. 2: ids as hashes.
+const FORMAT: u64 = 0x504d_434f_4c53_0002;
 
 fn put_opt<T: polymeter_store::snapshot::Le>(out: &mut SnapshotWriter, c: Option<&Column<T>>) {
     out.option(c, |out, c| out.array(c));
@@ -83,14 +75,14 @@ impl Partition {
         out.str(self.tenant.as_str());
         out.str(self.project.as_str());
         out.u64(self.rows as u64);
-        put_ids(out, &self.call_id);
+        out.array(&self.call_id);
         out.array(&self.started_us);
         out.array(&self.ended_us);
         out.array(&self.flags);
         renumber.codes(out, &self.op_name);
         renumber.codes(out, &self.model);
-        put_ids(out, &self.trace_id);
-        put_ids(out, &self.parent_id);
+        out.array(&self.trace_id);
+        out.array(&self.parent_id);
         for a in &self.attrs {
             renumber.opt_codes(out, a.0.as_ref());
         }
@@ -114,14 +106,14 @@ impl Partition {
         let project = ProjectId::parse(&r.string()?).map_err(|e| e.to_string())?;
         let mut p = Partition::new(tenant, project);
         p.rows = r.count()?;
-        p.call_id = get_ids(r)?;
+        p.call_id = r.array()?.into();
         p.started_us = r.array()?.into();
         p.ended_us = r.array()?.into();
         p.flags = r.array()?.into();
         p.op_name = r.array()?.into();
         p.model = r.array()?.into();
-        p.trace_id = get_ids(r)?;
-        p.parent_id = get_ids(r)?;
+        p.trace_id = r.array()?.into();
+        p.parent_id = r.array()?.into();
         for a in &mut p.attrs {
             a.0 = get_opt(r)?;
         }
@@ -148,16 +140,6 @@ impl Partition {
     fn check(&self) -> Read<()> {
         let rows = self.rows;
         let sparse_ok = |c: &Option<Column<u32>>| c.as_ref().is_none_or(|c| c.len() == rows);
-        let ids_ok = |c: &IdColumn| {
-            c.spans.len() == rows
-                && c.spans.iter().all(|&s| {
-                    s == SPAN_NONE || {
-                        let offset = ((s & !SPAN_UUID) >> 24) as usize;
-                        let len = (s & 0xFF_FFFF) as usize;
-                        offset + len <= c.bytes.len()
-                    }
-                })
-        };
         let refs_ok = |l: &RefLists| {
             l.spans.as_ref().is_none_or(|s| {
                 s.len() == rows
@@ -188,9 +170,9 @@ impl Partition {
             })
             && (0..rows).all(|row| self.usage_range(row).end <= usage)
             && self.attrs.iter().all(|a| sparse_ok(&a.0))
-            && ids_ok(&self.call_id)
-            && ids_ok(&self.trace_id)
-            && ids_ok(&self.parent_id)
+            && self.call_id.len() == rows
+            && self.trace_id.len() == rows
+            && self.parent_id.len() == rows
             && refs_ok(&self.input_refs)
             && refs_ok(&self.output_refs)
             && self.blocks.len() == rows.div_ceil(BLOCK);
@@ -218,6 +200,7 @@ impl CallColumns {
             renumber.0[code] = kept;
             kept += 1;
         }
+        out.u64(FORMAT);
         out.u64(kept as u64);
         for (code, value) in self.strings.iter() {
             if used[code as usize] {
@@ -231,6 +214,10 @@ impl CallColumns {
     }
 
     pub(crate) fn read_snapshot(r: &mut SnapshotReader<'_>) -> Read<CallColumns> {
+        let format = r.u64()?;
+        if format != FORMAT {
+            return Err(format!("snapshot format {format:#x}, not {FORMAT:#x}: loading segments instead"));
+        }
         let mut columns = CallColumns::new();
         for code in 0..r.count()? {
             let value = r.string()?;
