@@ -12,8 +12,8 @@
 
 use crate::support::*;
 use chrono::Duration;
-use polymeter_tests::{fixture, json, Client, Store, TestStack};
 use polymeter_proto::v1::{self as pb, stats_service_client::StatsServiceClient};
+use polymeter_tests::{fixture, json, Client, Store, TestStack};
 use serde_json::Value;
 
 const OTHER: &str = "acme/other";
@@ -32,8 +32,9 @@ enum Ask {
 async fn ask(stack: &TestStack, q: &Ask) -> Value {
     let c = &stack.client;
     if let Ask::Stats(request) = q {
-        let mut stats =
-            StatsServiceClient::connect(format!("http://{}", stack.stack.stats)).await.unwrap();
+        let mut stats = StatsServiceClient::connect(format!("http://{}", stack.stack.stats))
+            .await
+            .unwrap();
         let body = match stats.aggregate_calls(request.clone()).await {
             Ok(r) => {
                 let r = r.into_inner();
@@ -439,8 +440,7 @@ async fn both_stores_give_the_same_answers() {
     let mut differ = Vec::new();
     let mut nonzero = 0;
     for (name, case) in cases() {
-        let (want, got) =
-            tokio::join!(ask(&embedded, &case), ask(&clickhouse, &case));
+        let (want, got) = tokio::join!(ask(&embedded, &case), ask(&clickhouse, &case));
         if want["status"] == 200 {
             nonzero += 1;
         }
@@ -448,7 +448,10 @@ async fn both_stores_give_the_same_answers() {
             // Groups of ids come back as the ids sent, not as their hashes.
             let rows = want["body"]["rows"].as_array().cloned().unwrap_or_default();
             assert!(rows.len() > 2, "{name}: {want}");
-            for id in rows.iter().flat_map(|r| r["group"].as_array().unwrap().clone()) {
+            for id in rows
+                .iter()
+                .flat_map(|r| r["group"].as_array().unwrap().clone())
+            {
                 let id = id.as_str().unwrap_or_default();
                 let token = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
                 assert!(!token, "{name}: {id} looks like a hash");

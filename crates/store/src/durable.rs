@@ -1,11 +1,13 @@
 //! [`Durable`]: a [`Table`] behind a write-ahead log and Parquet segments.
 
 use crate::place::{day_before, scope_hash, Place};
-use crate::segment::{read_segment, read_segment_columns, verify_segment, SegmentName, SegmentWriter};
-use arrow::array::RecordBatch;
+use crate::segment::{
+    read_segment, read_segment_columns, verify_segment, SegmentName, SegmentWriter,
+};
 use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
 use crate::wal::{frame, read_frames, sync_dir, truncate, FrameLog};
 use crate::{StoreError, Table};
+use arrow::array::RecordBatch;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -449,9 +451,29 @@ impl<T: Table> Durable<T> {
         on_batch: &mut dyn FnMut(&RecordBatch) -> Result<(), String>,
         on_writes: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), StoreError> {
-        let gone = |e: &StoreError| {
-            matches!(e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
-        };
+        // A log compacted between the listings and its reading is in
+        // segments the listing missed: then everything is read again (ids
+        // seen twice are allowed).
+        for _ in 0..8 {
+            if self.read_scope_once(tenant, project, columns, on_batch, on_writes)? {
+                return Ok(());
+            }
+        }
+        self.read_scope_once(tenant, project, columns, on_batch, on_writes)
+            .map(|_| ())
+    }
+
+    /// One pass of [`Durable::read_scope`]; `false` when a listed log was
+    /// gone by the time it was read.
+    fn read_scope_once(
+        &self,
+        tenant: &str,
+        project: &str,
+        columns: &[&str],
+        on_batch: &mut dyn FnMut(&RecordBatch) -> Result<(), String>,
+        on_writes: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<bool, StoreError> {
+        let gone = |e: &StoreError| matches!(e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
         let logs: Vec<PathBuf> = list(&self.dir.join("wal"))?
             .into_iter()
             .filter(|p| generation_of(p, ".wal").is_some())
@@ -480,7 +502,7 @@ impl<T: Table> Durable<T> {
         }
         for path in &logs {
             let frames = match read_frames(path) {
-                Err(e) if gone(&e) => continue,
+                Err(e) if gone(&e) => return Ok(false),
                 other => other?,
             };
             // A torn tail here is a frame still being written: left alone.
@@ -489,12 +511,14 @@ impl<T: Table> Durable<T> {
                     path: path.clone(),
                     reason,
                 };
-                if let Record::Writes(writes) = Record::parse(payload, frames.v1).map_err(corrupt)? {
+                if let Record::Writes(writes) =
+                    Record::parse(payload, frames.v1).map_err(corrupt)?
+                {
                     on_writes(writes).map_err(corrupt)?;
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Stops the writer and compactor after the work they already hold.

@@ -38,6 +38,7 @@
 pub mod column;
 mod durable;
 pub mod interner;
+pub mod packed;
 pub mod place;
 mod segment;
 pub mod snapshot;
@@ -46,6 +47,7 @@ mod wal;
 pub use column::Column;
 pub use durable::{Durable, Options};
 pub use interner::Interner;
+pub use packed::Packed;
 pub use place::Place;
 pub use segment::{read_segment, SegmentWriter};
 pub use snapshot::{SnapshotReader, SnapshotWriter};

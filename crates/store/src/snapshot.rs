@@ -43,7 +43,7 @@ macro_rules! le {
         }
     )*};
 }
-le!(u8, u32, u64, i64);
+le!(u8, u16, u32, u64, i64);
 
 impl<A: Le, B: Le> Le for (A, B) {
     const SIZE: usize = A::SIZE + B::SIZE;

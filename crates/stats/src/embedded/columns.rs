@@ -19,7 +19,7 @@ mod snapshot;
 use index::CallIndex;
 
 pub use polymeter_store::interner::{Interner, NONE};
-use polymeter_store::Column;
+use polymeter_store::{Column, Packed};
 /// `started_us`/`ended_us` of a half not yet known.
 pub const NO_TIME: i64 = i64::MIN;
 /// Rows per zone-map block.
@@ -57,42 +57,36 @@ pub fn hex16(hash: u64) -> [u8; 16] {
     std::array::from_fn(|i| DIGITS[(hash >> (60 - 4 * i)) as usize & 0xF])
 }
 
-/// A column of interned codes that takes no memory until a row has a value.
-#[derive(Default)]
-pub struct SparseCodes(Option<Column<u32>>);
+/// A column of interned codes ([`NONE`] for no value), packed per block
+/// ([`Packed`], holding code + 1 so that no value is 0): a column of a few
+/// distinct strings takes a byte a row, one no row has a value in, nothing.
+#[derive(Default, Clone)]
+pub struct Codes(pub(super) Packed);
 
-impl SparseCodes {
-    #[inline]
+impl Codes {
+    #[inline(always)]
     pub fn get(&self, row: usize) -> u32 {
-        self.0.as_ref().map_or(NONE, |c| c[row])
+        self.0.get(row).wrapping_sub(1)
     }
 
-    fn set(&mut self, row: usize, rows: usize, code: u32) {
-        match &mut self.0 {
-            Some(c) => c[row] = code,
-            None if code == NONE => {}
-            None => {
-                let mut c = Column::from(vec![NONE; rows]);
-                c[row] = code;
-                self.0 = Some(c);
-            }
-        }
+    fn set(&mut self, row: usize, code: u32) {
+        self.0.set(row, code.wrapping_add(1));
     }
 
-    fn push(&mut self, code: u32, rows_before: usize) {
-        match &mut self.0 {
-            Some(c) => c.push(code),
-            None if code == NONE => {}
-            None => {
-                let mut c = Column::from(vec![NONE; rows_before]);
-                c.push(code);
-                self.0 = Some(c);
-            }
-        }
+    fn push(&mut self, code: u32) {
+        self.0.push(code.wrapping_add(1));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(|c| c.wrapping_sub(1))
     }
 
     fn heap_bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |c| c.capacity() * 4)
+        self.0.heap_bytes()
     }
 }
 
@@ -162,12 +156,13 @@ pub const ATTRS: usize = 12;
 /// only once a row has a non-zero value.
 pub const TOKEN_FIELDS: usize = 6;
 
-/// One token counter of every usage row, in 32 bits: counts from 0 to
-/// 4,294,967,294 fit, and any other value is kept exactly beside them (the
-/// row holds [`WIDE`]). Takes no memory while every row is 0.
+/// One token counter of every usage row, packed per block ([`Packed`]):
+/// counts from 0 to 4,294,967,294 are held there, and any other value is
+/// kept exactly beside them (the row holds [`WIDE`]). A column of zeros (or
+/// of ones, as request counts mostly are) takes no memory.
 #[derive(Default)]
 pub struct TokenColumn {
-    pub(super) narrow: Option<Column<u32>>,
+    pub(super) narrow: Packed,
     pub(super) wide: FxHashMap<u64, i64>,
 }
 
@@ -175,44 +170,34 @@ pub struct TokenColumn {
 pub const WIDE: u32 = u32::MAX;
 
 impl TokenColumn {
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, row: usize) -> i64 {
-        match &self.narrow {
-            None => 0,
-            Some(c) => match c[row] {
-                WIDE => self.wide[&(row as u64)],
-                v => v as i64,
-            },
+        match self.narrow.get(row) {
+            WIDE => self.wide[&(row as u64)],
+            v => v as i64,
         }
     }
 
-    /// The values when every one fits in 32 bits (`None` while all are 0),
-    /// for loops that read them directly.
-    pub fn narrow(&self) -> Option<Option<&[u32]>> {
-        self.wide.is_empty().then_some(self.narrow.as_deref())
+    /// The packed values when every one fits in 32 bits, for loops that
+    /// read them directly.
+    #[inline]
+    pub fn narrow(&self) -> Option<&Packed> {
+        self.wide.is_empty().then_some(&self.narrow)
     }
 
-    fn push(&mut self, value: i64, rows_before: usize) {
+    fn push(&mut self, value: i64) {
         let narrow = match u32::try_from(value) {
             Ok(v) if v != WIDE => v,
             _ => {
-                self.wide.insert(rows_before as u64, value);
+                self.wide.insert(self.narrow.len() as u64, value);
                 WIDE
             }
         };
-        match &mut self.narrow {
-            Some(c) => c.push(narrow),
-            None if value == 0 => {}
-            None => {
-                let mut c = Column::from(vec![0; rows_before]);
-                c.push(narrow);
-                self.narrow = Some(c);
-            }
-        }
+        self.narrow.push(narrow);
     }
 
     fn heap_bytes(&self) -> usize {
-        self.narrow.as_ref().map_or(0, |c| c.capacity() * 4) + self.wide.capacity() * 17
+        self.narrow.heap_bytes() + self.wide.capacity() * 17
     }
 }
 
@@ -227,19 +212,19 @@ pub struct Partition {
     pub started_us: Column<i64>,
     pub ended_us: Column<i64>,
     pub flags: Column<u8>,
-    pub op_name: Column<u32>,
+    pub op_name: Codes,
     /// The dominant model (most tokens), for per-call dialects.
-    pub model: Column<u32>,
+    pub model: Codes,
     /// [`id_hash`] of the trace and parent ids ([`NO_ID`]: none).
     pub trace_id: Column<u64>,
     pub parent_id: Column<u64>,
-    pub attrs: [SparseCodes; ATTRS],
+    pub attrs: [Codes; ATTRS],
     pub input_refs: RefLists,
     pub output_refs: RefLists,
     /// Row → its usage rows `usage_first[row] .. + usage_len[row]`.
-    pub usage_first: Column<u32>,
+    pub usage_first: Packed,
     pub usage_len: Column<u8>,
-    pub usage_model: Column<u32>,
+    pub usage_model: Codes,
     pub usage_tokens: [TokenColumn; TOKEN_FIELDS],
     usage_rows: usize,
     /// Min/max `started_us` of each block of [`BLOCK`] rows.
@@ -257,16 +242,16 @@ impl Partition {
             started_us: Column::new(),
             ended_us: Column::new(),
             flags: Column::new(),
-            op_name: Column::new(),
-            model: Column::new(),
+            op_name: Codes::default(),
+            model: Codes::default(),
             trace_id: Column::new(),
             parent_id: Column::new(),
             attrs: Default::default(),
             input_refs: RefLists::default(),
             output_refs: RefLists::default(),
-            usage_first: Column::new(),
+            usage_first: Packed::new(),
             usage_len: Column::new(),
-            usage_model: Column::new(),
+            usage_model: Codes::default(),
             usage_tokens: Default::default(),
             usage_rows: 0,
             blocks: Column::new(),
@@ -290,7 +275,7 @@ impl Partition {
         self.trace_id.push(NO_ID);
         self.parent_id.push(NO_ID);
         for a in &mut self.attrs {
-            a.push(NONE, row);
+            a.push(NONE);
         }
         self.input_refs.push();
         self.output_refs.push();
@@ -330,25 +315,24 @@ impl Partition {
             }
             out.ended_us[to] = self.ended_us[row];
             out.flags[to] = self.flags[row];
-            out.op_name[to] = self.op_name[row];
-            out.model[to] = self.model[row];
+            out.op_name.set(to, self.op_name.get(row));
+            out.model.set(to, self.model.get(row));
             out.trace_id[to] = self.trace_id[row];
             out.parent_id[to] = self.parent_id[row];
             for (column, from) in out.attrs.iter_mut().zip(&self.attrs) {
-                column.set(to, rows, from.get(row));
+                column.set(to, from.get(row));
             }
             out.input_refs.set(to, rows, self.input_refs.get(row));
             out.output_refs.set(to, rows, self.output_refs.get(row));
             let first = out.usage_rows;
             for u in self.usage_range(row) {
-                let before = out.usage_rows;
-                out.usage_model.push(self.usage_model[u]);
+                out.usage_model.push(self.usage_model.get(u));
                 for (column, from) in out.usage_tokens.iter_mut().zip(&self.usage_tokens) {
-                    column.push(from.get(u), before);
+                    column.push(from.get(u));
                 }
                 out.usage_rows += 1;
             }
-            out.usage_first[to] = first as u32;
+            out.usage_first.set(to, first as u32);
             out.usage_len[to] = self.usage_len[row];
         }
         out
@@ -358,19 +342,18 @@ impl Partition {
         let len = usage.len().min(u8::MAX as usize);
         let first = self.usage_rows;
         for u in &usage[..len] {
-            let before = self.usage_rows;
             self.usage_model.push(strings.intern(u.model));
             for (column, &value) in self.usage_tokens.iter_mut().zip(&u.tokens) {
-                column.push(value, before);
+                column.push(value);
             }
             self.usage_rows += 1;
         }
-        self.usage_first[row] = first as u32;
+        self.usage_first.set(row, first as u32);
         self.usage_len[row] = len as u8;
     }
 
     pub fn usage_range(&self, row: usize) -> std::ops::Range<usize> {
-        let first = self.usage_first[row] as usize;
+        let first = self.usage_first.get(row) as usize;
         first..first + self.usage_len[row] as usize
     }
 
@@ -383,18 +366,14 @@ impl Partition {
             + v(self.started_us.capacity(), 8)
             + v(self.ended_us.capacity(), 8)
             + self.flags.capacity()
-            + v(self.op_name.capacity(), 4)
-            + v(self.model.capacity(), 4)
-            + self
-                .attrs
-                .iter()
-                .map(SparseCodes::heap_bytes)
-                .sum::<usize>()
+            + self.op_name.heap_bytes()
+            + self.model.heap_bytes()
+            + self.attrs.iter().map(Codes::heap_bytes).sum::<usize>()
             + self.input_refs.heap_bytes()
             + self.output_refs.heap_bytes()
-            + v(self.usage_first.capacity(), 4)
+            + self.usage_first.heap_bytes()
             + self.usage_len.capacity()
-            + v(self.usage_model.capacity(), 4)
+            + self.usage_model.heap_bytes()
             + self
                 .usage_tokens
                 .iter()
@@ -510,12 +489,12 @@ impl CallColumns {
         let rows = p.rows;
         if let Some(s) = &w.start {
             p.set_started(row, s.started_us);
-            p.op_name[row] = strings.intern(s.op_name);
+            p.op_name.set(row, strings.intern(s.op_name));
             p.trace_id[row] = id_hash(s.trace_id);
             p.parent_id[row] = id_hash_opt(s.parent_id);
             for (column, value) in p.attrs.iter_mut().zip(s.attrs) {
                 let code = strings.intern_opt(value);
-                column.set(row, rows, code);
+                column.set(row, code);
             }
             let refs: Vec<u32> = s.input_refs.iter().map(|r| strings.intern(r)).collect();
             p.input_refs.set(row, rows, &refs);
@@ -523,7 +502,8 @@ impl CallColumns {
         if let Some(e) = &w.end {
             p.ended_us[row] = e.ended_us;
             p.flags[row] = if e.error { FLAG_ERROR } else { 0 };
-            p.model[row] = strings.intern_opt(dominant_model(e.usage));
+            p.model
+                .set(row, strings.intern_opt(dominant_model(e.usage)));
             p.set_usage(row, e.usage, strings);
             let refs: Vec<u32> = e.output_refs.iter().map(|r| strings.intern(r)).collect();
             p.output_refs.set(row, rows, &refs);
@@ -624,7 +604,11 @@ mod tests {
         let mut distinct = hashes.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert_eq!(distinct.len(), ids.len(), "case is kept: upper case is another id");
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "case is kept: upper case is another id"
+        );
         assert_eq!(id_hash_opt(None), NO_ID);
         assert_eq!(id_hash(ids[0]), hashes[0], "stable");
     }
@@ -642,17 +626,19 @@ mod tests {
             -1,
             7,
         ];
-        for (row, &v) in values.iter().enumerate() {
-            c.push(v, row);
+        for &v in &values {
+            c.push(v);
         }
         for (row, &v) in values.iter().enumerate() {
             assert_eq!(c.get(row), v, "row {row}");
         }
-        assert!(c.narrow().is_none(), "wide values: no direct slice");
+        assert!(c.narrow().is_none(), "wide values: no direct reads");
         let mut small = TokenColumn::default();
-        small.push(0, 0);
-        assert_eq!(small.narrow(), Some(None));
-        small.push(3, 1);
-        assert_eq!(small.narrow(), Some(Some(&[0u32, 3][..])));
+        small.push(0);
+        // Zeros take no bytes of their own.
+        let block = small.narrow().unwrap().block(0);
+        assert!(matches!(block, polymeter_store::packed::Block::Same(0)));
+        small.push(3);
+        assert_eq!(small.narrow().unwrap().iter().collect::<Vec<_>>(), [0, 3]);
     }
 }

@@ -69,8 +69,10 @@ impl aggregate::IdTexts for EmbeddedStore {
         project: &polymeter_model::ProjectId,
         f: &mut dyn FnMut(&str),
     ) -> Result<(), StatsError> {
-        Ok(table::each_stored_id(&self.inner, tenant.as_str(), project.as_str(), f)
-            .map_err(StoreError::from)?)
+        Ok(
+            table::each_stored_id(&self.inner, tenant.as_str(), project.as_str(), f)
+                .map_err(StoreError::from)?,
+        )
     }
 }
 
@@ -104,8 +106,7 @@ impl CallStore for EmbeddedStore {
         let answer = move || {
             let projects = aggregate::projects_in_scope(&query, &store.inner.read());
             let prefixed = aggregate::prefixed_ids(&query, &projects, &store)?;
-            let scanned =
-                aggregate::scan_rows(&query, &store.inner.read(), &pricing, &prefixed)?;
+            let scanned = aggregate::scan_rows(&query, &store.inner.read(), &pricing, &prefixed)?;
             scanned.finish(&query, &projects, &store)
         };
         polymeter_store::blocking(answer, StatsError::Internal).await

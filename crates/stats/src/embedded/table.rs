@@ -148,7 +148,10 @@ pub(crate) fn each_stored_id(
             for i in 0..batch.num_rows() {
                 if t.value(i) == tenant && p.value(i) == project {
                     f(call.value(i));
-                    opt_str(trace, i).into_iter().chain(opt_str(parent, i)).for_each(&mut **f);
+                    opt_str(trace, i)
+                        .into_iter()
+                        .chain(opt_str(parent, i))
+                        .for_each(&mut **f);
                 }
             }
             Ok(())

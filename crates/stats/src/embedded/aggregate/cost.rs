@@ -2,13 +2,14 @@
 //! (exact picodollars), per partition, so sums are exact and scan-order free.
 
 use super::*;
+use crate::embedded::columns::Codes;
 
 /// A cost metric's inputs for one partition: each usage row's model and token
 /// counters, and the partition's price per model code.
 #[derive(Clone, Copy)]
 pub(super) struct CostSource<'p> {
     pub(super) kind: CostKind,
-    pub(super) models: &'p [u32],
+    pub(super) models: &'p Codes,
     pub(super) tokens: [&'p TokenColumn; 4],
     pub(super) prices: Option<&'p FxHashMap<u32, FixedPrice>>,
 }
@@ -24,7 +25,7 @@ impl CostSource<'_> {
     /// One usage row's cost in picodollars; 0 when its model has no price.
     #[inline]
     pub(super) fn of(&self, u: usize) -> i64 {
-        let Some(price) = self.prices.and_then(|p| p.get(&self.models[u])) else {
+        let Some(price) = self.prices.and_then(|p| p.get(&self.models.get(u))) else {
             return 0;
         };
         let t = |i: usize| self.tokens[i].get(u);
@@ -50,7 +51,7 @@ pub(super) fn partition_prices(
 ) -> FxHashMap<u32, FixedPrice> {
     let mut prices = FxHashMap::default();
     let mut seen = rustc_hash::FxHashSet::default();
-    for &code in p.usage_model.iter() {
+    for code in p.usage_model.iter() {
         if !seen.insert(code) {
             continue;
         }

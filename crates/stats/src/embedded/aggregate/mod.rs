@@ -58,7 +58,12 @@ pub trait IdTexts {
 pub struct NoIdTexts;
 
 impl IdTexts for NoIdTexts {
-    fn each_id(&self, _: &TenantId, _: &ProjectId, _: &mut dyn FnMut(&str)) -> Result<(), StatsError> {
+    fn each_id(
+        &self,
+        _: &TenantId,
+        _: &ProjectId,
+        _: &mut dyn FnMut(&str),
+    ) -> Result<(), StatsError> {
         Ok(())
     }
 }
@@ -106,7 +111,11 @@ pub fn prefixed_ids(
     for project in projects {
         texts.each_id(&query.tenant, project, &mut |id| {
             for &i in &wanted {
-                if query.filters[i].prefixes.iter().any(|p| id.starts_with(p.as_str())) {
+                if query.filters[i]
+                    .prefixes
+                    .iter()
+                    .any(|p| id.starts_with(p.as_str()))
+                {
                     out[i].push(id_hash(id));
                 }
             }

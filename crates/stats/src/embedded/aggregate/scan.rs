@@ -134,10 +134,10 @@ impl Plan<'_> {
         usage_row: Option<usize>,
     ) -> u32 {
         match source {
-            Source::Op => p.op_name[row],
+            Source::Op => p.op_name.get(row),
             Source::Model => match usage_row {
-                Some(u) => p.usage_model[u],
-                None => p.model[row],
+                Some(u) => p.usage_model.get(u),
+                None => p.model.get(row),
             },
             Source::Attr(a) => p.attrs[a].get(row),
             Source::Project | Source::Id(_) | Source::Refs(_) => NONE,
@@ -254,7 +254,9 @@ impl Plan<'_> {
                 // Named after the scan (`IdTexts`), from the hash's token.
                 Source::Id(sel) => match ids(p, *sel)[row] {
                     NO_ID => NONE,
-                    h => acc.local.intern(std::str::from_utf8(&hex16(h)).expect("hex digits")),
+                    h => acc
+                        .local
+                        .intern(std::str::from_utf8(&hex16(h)).expect("hex digits")),
                 },
                 s => self.code(p, *s, row, usage_row),
             };
@@ -294,10 +296,9 @@ impl Plan<'_> {
         let usage = |u: u32| (u != NO_USAGE).then_some(u as usize);
         match source {
             ValueSource::Counter(c) => match c.narrow() {
-                Some(Some(n)) => {
-                    self.fold_values(acc, slot, batch, |_, u| Some(n[u as usize] as i64))
+                Some(n) => {
+                    self.fold_values(acc, slot, batch, |_, u| Some(n.get(u as usize) as i64))
                 }
-                Some(None) => self.fold_values(acc, slot, batch, |_, _| Some(0)),
                 None => self.fold_values(acc, slot, batch, |_, u| Some(c.get(u as usize))),
             },
             ValueSource::Constant(v) => self.fold_values(acc, slot, batch, |_, _| Some(v)),

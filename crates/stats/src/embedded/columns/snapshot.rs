@@ -23,10 +23,22 @@ fn get_opt<T: polymeter_store::snapshot::Le>(
     r.option(|r| r.array().map(Column::from))
 }
 
-/// Old string code → the code written (`NONE` where no row uses it).
-struct Renumber(Vec<u32>);
+/// Old string code → the code written (`NONE` where no row uses it), and
+/// whether that changes any code in use.
+struct Renumber(Vec<u32>, bool);
 
 impl Renumber {
+    fn packed(&self, out: &mut SnapshotWriter, codes: &Codes) {
+        if !self.1 {
+            return codes.0.write(out);
+        }
+        let renumbered: Packed = codes
+            .iter()
+            .map(|c| if c == NONE { NONE } else { self.0[c as usize] }.wrapping_add(1))
+            .collect();
+        renumbered.write(out);
+    }
+
     fn codes(&self, out: &mut SnapshotWriter, codes: &[u32]) {
         out.array_of(
             codes.len(),
@@ -34,10 +46,6 @@ impl Renumber {
                 .iter()
                 .map(|&c| if c == NONE { NONE } else { self.0[c as usize] }),
         );
-    }
-
-    fn opt_codes(&self, out: &mut SnapshotWriter, codes: Option<&Column<u32>>) {
-        out.option(codes, |out, c| self.codes(out, c));
     }
 }
 
@@ -60,14 +68,9 @@ impl Partition {
             .iter()
             .chain(self.model.iter())
             .chain(self.usage_model.iter())
-            .chain(
-                self.attrs
-                    .iter()
-                    .flat_map(|a| a.0.iter().flat_map(|c| c.iter())),
-            )
-            .chain(self.input_refs.pool.iter())
-            .chain(self.output_refs.pool.iter())
-            .copied()
+            .chain(self.attrs.iter().flat_map(Codes::iter))
+            .chain(self.input_refs.pool.iter().copied())
+            .chain(self.output_refs.pool.iter().copied())
             .filter(|&c| c != NONE)
     }
 
@@ -79,20 +82,20 @@ impl Partition {
         out.array(&self.started_us);
         out.array(&self.ended_us);
         out.array(&self.flags);
-        renumber.codes(out, &self.op_name);
-        renumber.codes(out, &self.model);
+        renumber.packed(out, &self.op_name);
+        renumber.packed(out, &self.model);
         out.array(&self.trace_id);
         out.array(&self.parent_id);
         for a in &self.attrs {
-            renumber.opt_codes(out, a.0.as_ref());
+            renumber.packed(out, a);
         }
         put_refs(out, &self.input_refs, renumber);
         put_refs(out, &self.output_refs, renumber);
-        out.array(&self.usage_first);
+        self.usage_first.write(out);
         out.array(&self.usage_len);
-        renumber.codes(out, &self.usage_model);
+        renumber.packed(out, &self.usage_model);
         for t in &self.usage_tokens {
-            put_opt(out, t.narrow.as_ref());
+            t.narrow.write(out);
             let wide: Vec<(u64, i64)> = t.wide.iter().map(|(&r, &v)| (r, v)).collect();
             out.array(&wide);
         }
@@ -110,20 +113,20 @@ impl Partition {
         p.started_us = r.array()?.into();
         p.ended_us = r.array()?.into();
         p.flags = r.array()?.into();
-        p.op_name = r.array()?.into();
-        p.model = r.array()?.into();
+        p.op_name = Codes(Packed::read(r)?);
+        p.model = Codes(Packed::read(r)?);
         p.trace_id = r.array()?.into();
         p.parent_id = r.array()?.into();
         for a in &mut p.attrs {
-            a.0 = get_opt(r)?;
+            a.0 = Packed::read(r)?;
         }
         p.input_refs = get_refs(r)?;
         p.output_refs = get_refs(r)?;
-        p.usage_first = r.array()?.into();
+        p.usage_first = Packed::read(r)?;
         p.usage_len = r.array()?.into();
-        p.usage_model = r.array()?.into();
+        p.usage_model = Codes(Packed::read(r)?);
         for t in &mut p.usage_tokens {
-            t.narrow = get_opt(r)?;
+            t.narrow = Packed::read(r)?;
             t.wide = r.array::<(u64, i64)>()?.into_iter().collect();
         }
         p.usage_rows = r.count()?;
@@ -139,7 +142,6 @@ impl Partition {
     /// refused rather than served.
     fn check(&self) -> Read<()> {
         let rows = self.rows;
-        let sparse_ok = |c: &Option<Column<u32>>| c.as_ref().is_none_or(|c| c.len() == rows);
         let refs_ok = |l: &RefLists| {
             l.spans.as_ref().is_none_or(|s| {
                 s.len() == rows
@@ -161,15 +163,14 @@ impl Partition {
         .all(|&n| n == rows)
             && self.usage_model.len() == usage
             && self.usage_tokens.iter().all(|t| {
-                t.narrow.as_ref().is_none_or(|c| {
-                    c.len() == usage
-                        && c.iter()
-                            .enumerate()
-                            .all(|(row, &v)| v != WIDE || t.wide.contains_key(&(row as u64)))
-                })
+                t.narrow.len() == usage
+                    && t.narrow.count(WIDE) == t.wide.len()
+                    && t.wide
+                        .keys()
+                        .all(|&u| (u as usize) < usage && t.narrow.get(u as usize) == WIDE)
             })
             && (0..rows).all(|row| self.usage_range(row).end <= usage)
-            && self.attrs.iter().all(|a| sparse_ok(&a.0))
+            && self.attrs.iter().all(|a| a.len() == rows)
             && self.call_id.len() == rows
             && self.trace_id.len() == rows
             && self.parent_id.len() == rows
@@ -194,7 +195,7 @@ impl CallColumns {
                 used[code as usize] = true;
             }
         }
-        let mut renumber = Renumber(vec![NONE; used.len()]);
+        let mut renumber = Renumber(vec![NONE; used.len()], !used.iter().all(|&u| u));
         let mut kept = 0u32;
         for (code, _) in used.iter().enumerate().filter(|(_, u)| **u) {
             renumber.0[code] = kept;
@@ -216,7 +217,9 @@ impl CallColumns {
     pub(crate) fn read_snapshot(r: &mut SnapshotReader<'_>) -> Read<CallColumns> {
         let format = r.u64()?;
         if format != FORMAT {
-            return Err(format!("snapshot format {format:#x}, not {FORMAT:#x}: loading segments instead"));
+            return Err(format!(
+                "snapshot format {format:#x}, not {FORMAT:#x}: loading segments instead"
+            ));
         }
         let mut columns = CallColumns::new();
         for code in 0..r.count()? {
@@ -229,10 +232,12 @@ impl CallColumns {
         for _ in 0..r.count()? {
             let p = Partition::read(r)?;
             let codes_ok = |c: &[u32]| c.iter().all(|&x| x == NONE || (x as usize) < strings);
-            if !(codes_ok(&p.op_name)
-                && codes_ok(&p.model)
-                && codes_ok(&p.usage_model)
-                && p.attrs.iter().all(|a| a.0.as_deref().is_none_or(codes_ok))
+            // Codes are held plus one: at most `strings`.
+            let packed_ok = |c: &Codes| (c.0.max() as usize) <= strings;
+            if !(packed_ok(&p.op_name)
+                && packed_ok(&p.model)
+                && packed_ok(&p.usage_model)
+                && p.attrs.iter().all(packed_ok)
                 && codes_ok(&p.input_refs.pool)
                 && codes_ok(&p.output_refs.pool))
             {

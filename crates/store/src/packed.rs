@@ -1,0 +1,402 @@
+//! [`Packed`]: a column of `u32` values stored a block at a time in the
+//! fewest bytes the block needs. Each block of [`PACK`] values keeps its
+//! minimum as a base and the differences in 0, 1, 2 or 4 bytes: a block of
+//! one repeated value (a request count of 1, a project's only op name) takes
+//! none, interned codes of a few hundred strings take one, token counts
+//! mostly two. Values stay exact: a value that does not fit its block's
+//! width widens the block.
+//!
+//! Reads are a match on the block's width and an index. Loops that read
+//! many values of one block take the block once ([`Packed::block`]).
+
+use crate::snapshot::{SnapshotReader, SnapshotWriter};
+
+/// Values per block.
+pub const PACK: usize = 4096;
+const SHIFT: u32 = PACK.trailing_zeros();
+
+/// One block's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Block {
+    /// Every value is this one.
+    Same(u32),
+    /// `base + v[i]`.
+    U8(u32, Vec<u8>),
+    U16(u32, Vec<u16>),
+    U32(Vec<u32>),
+}
+
+impl Block {
+    /// Value `i` of the block.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> u32 {
+        match self {
+            Block::Same(v) => *v,
+            Block::U8(base, v) => base + v[i] as u32,
+            Block::U16(base, v) => base + v[i] as u32,
+            Block::U32(v) => v[i],
+        }
+    }
+
+    /// The smallest block holding `values` exactly.
+    fn encode(values: &[u32]) -> Block {
+        let (Some(&min), Some(&max)) = (values.iter().min(), values.iter().max()) else {
+            return Block::Same(0);
+        };
+        let with_room = |bytes: usize| {
+            // Room for a full block up front: blocks are small and most fill.
+            let room = PACK.min(values.len().max(64).next_power_of_two());
+            room * bytes
+        };
+        match max - min {
+            0 => Block::Same(min),
+            d if d <= u8::MAX as u32 => {
+                let mut v = Vec::with_capacity(with_room(1));
+                v.extend(values.iter().map(|&x| (x - min) as u8));
+                Block::U8(min, v)
+            }
+            d if d <= u16::MAX as u32 => {
+                let mut v = Vec::with_capacity(with_room(2) / 2);
+                v.extend(values.iter().map(|&x| (x - min) as u16));
+                Block::U16(min, v)
+            }
+            _ => {
+                let mut v = Vec::with_capacity(with_room(4) / 4);
+                v.extend_from_slice(values);
+                Block::U32(v)
+            }
+        }
+    }
+
+    fn decode(&self, len: usize) -> Vec<u32> {
+        (0..len).map(|i| self.get(i)).collect()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Block::Same(_) => 0,
+            Block::U8(_, v) => v.capacity(),
+            Block::U16(_, v) => v.capacity() * 2,
+            Block::U32(v) => v.capacity() * 4,
+        }
+    }
+}
+
+/// A column of `u32` values in per-block widths; see the module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Packed {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+impl Packed {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `len` copies of `value`.
+    pub fn filled(value: u32, len: usize) -> Self {
+        Self {
+            blocks: vec![Block::Same(value); len.div_ceil(PACK)],
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> u32 {
+        debug_assert!(i < self.len);
+        self.blocks[i >> SHIFT].get(i & (PACK - 1))
+    }
+
+    /// The block holding value `i`, for reading many of its values.
+    #[inline(always)]
+    pub fn block(&self, i: usize) -> &Block {
+        &self.blocks[i >> SHIFT]
+    }
+
+    /// Index of value `i` within its block.
+    #[inline(always)]
+    pub fn offset(i: usize) -> usize {
+        i & (PACK - 1)
+    }
+
+    /// Length of the block holding value `i`.
+    fn block_len(&self, i: usize) -> usize {
+        let start = i & !(PACK - 1);
+        (self.len - start).min(PACK)
+    }
+
+    pub fn push(&mut self, value: u32) {
+        let i = self.len;
+        self.len += 1;
+        if i.is_multiple_of(PACK) {
+            self.blocks.push(Block::Same(value));
+            return;
+        }
+        let at = i & (PACK - 1);
+        let block = self.blocks.last_mut().expect("a block per PACK values");
+        let fits = match block {
+            Block::Same(v) => *v == value,
+            Block::U8(base, v) if value >= *base && value - *base <= u8::MAX as u32 => {
+                v.push((value - *base) as u8);
+                true
+            }
+            Block::U16(base, v) if value >= *base && value - *base <= u16::MAX as u32 => {
+                v.push((value - *base) as u16);
+                true
+            }
+            Block::U32(v) => {
+                v.push(value);
+                true
+            }
+            _ => false,
+        };
+        if !fits {
+            let mut values = block.decode(at);
+            values.push(value);
+            *block = Block::encode(&values);
+        }
+    }
+
+    pub fn set(&mut self, i: usize, value: u32) {
+        let at = i & (PACK - 1);
+        let len = self.block_len(i);
+        let block = &mut self.blocks[i >> SHIFT];
+        let fits = match block {
+            Block::Same(v) => *v == value,
+            Block::U8(base, v) if value >= *base && value - *base <= u8::MAX as u32 => {
+                v[at] = (value - *base) as u8;
+                true
+            }
+            Block::U16(base, v) if value >= *base && value - *base <= u16::MAX as u32 => {
+                v[at] = (value - *base) as u16;
+                true
+            }
+            Block::U32(v) => {
+                v[at] = value;
+                true
+            }
+            _ => false,
+        };
+        if !fits {
+            let mut values = block.decode(len);
+            values[at] = value;
+            *block = Block::encode(&values);
+        }
+    }
+
+    /// The largest value (0 when empty), a block at a time.
+    pub fn max(&self) -> u32 {
+        self.blocks
+            .iter()
+            .map(|b| match b {
+                Block::Same(v) => *v,
+                Block::U8(base, v) => base + v.iter().copied().max().unwrap_or(0) as u32,
+                Block::U16(base, v) => base + v.iter().copied().max().unwrap_or(0) as u32,
+                Block::U32(v) => v.iter().copied().max().unwrap_or(0),
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How many values equal `value`, a block at a time.
+    pub fn count(&self, value: u32) -> usize {
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(b, block)| match block {
+                Block::Same(v) => {
+                    if *v == value {
+                        (self.len - b * PACK).min(PACK)
+                    } else {
+                        0
+                    }
+                }
+                Block::U8(base, v) => match value.checked_sub(*base).map(u8::try_from) {
+                    Some(Ok(d)) => v.iter().filter(|&&x| x == d).count(),
+                    _ => 0,
+                },
+                Block::U16(base, v) => match value.checked_sub(*base).map(u16::try_from) {
+                    Some(Ok(d)) => v.iter().filter(|&&x| x == d).count(),
+                    _ => 0,
+                },
+                Block::U32(v) => v.iter().filter(|&&x| x == value).count(),
+            })
+            .sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len).map(|i| self.get(i))
+    }
+
+    /// Gives back room reserved past the values.
+    pub fn shrink_to_fit(&mut self) {
+        for b in &mut self.blocks {
+            match b {
+                Block::Same(_) => {}
+                Block::U8(_, v) => v.shrink_to_fit(),
+                Block::U16(_, v) => v.shrink_to_fit(),
+                Block::U32(v) => v.shrink_to_fit(),
+            }
+        }
+        self.blocks.shrink_to_fit();
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Block>()
+            + self.blocks.iter().map(Block::heap_bytes).sum::<usize>()
+    }
+
+    /// Written block by block as it is held.
+    pub fn write(&self, out: &mut SnapshotWriter) {
+        out.u64(self.len as u64);
+        for b in &self.blocks {
+            match b {
+                Block::Same(v) => {
+                    out.u64(0);
+                    out.u64(*v as u64);
+                }
+                Block::U8(base, v) => {
+                    out.u64(1);
+                    out.u64(*base as u64);
+                    out.array(v);
+                }
+                Block::U16(base, v) => {
+                    out.u64(2);
+                    out.u64(*base as u64);
+                    out.array(v);
+                }
+                Block::U32(v) => {
+                    out.u64(4);
+                    out.array(v);
+                }
+            }
+        }
+    }
+
+    /// What [`Packed::write`] wrote, checked: every block as long as the
+    /// values it holds and every value within `u32`.
+    pub fn read(r: &mut SnapshotReader<'_>) -> Result<Packed, String> {
+        let len = r.count()?;
+        let mut blocks = Vec::with_capacity(len.div_ceil(PACK));
+        for b in 0..len.div_ceil(PACK) {
+            let want = (len - b * PACK).min(PACK);
+            let base = |r: &mut SnapshotReader<'_>| {
+                u32::try_from(r.u64()?).map_err(|_| "a packed base past 32 bits".to_string())
+            };
+            let block = match r.u64()? {
+                0 => Block::Same(base(r)?),
+                1 => {
+                    let base = base(r)?;
+                    let v: Vec<u8> = r.array()?;
+                    if v.iter().any(|&d| base.checked_add(d as u32).is_none()) {
+                        return Err("a packed value past 32 bits".into());
+                    }
+                    Block::U8(base, v)
+                }
+                2 => {
+                    let base = base(r)?;
+                    let v: Vec<u16> = r.array()?;
+                    if v.iter().any(|&d| base.checked_add(d as u32).is_none()) {
+                        return Err("a packed value past 32 bits".into());
+                    }
+                    Block::U16(base, v)
+                }
+                4 => Block::U32(r.array()?),
+                other => return Err(format!("unknown packed block kind {other}")),
+            };
+            let held = match &block {
+                Block::Same(_) => want,
+                Block::U8(_, v) => v.len(),
+                Block::U16(_, v) => v.len(),
+                Block::U32(v) => v.len(),
+            };
+            if held != want {
+                return Err(format!("a packed block holds {held} values, not {want}"));
+            }
+            blocks.push(block);
+        }
+        Ok(Packed { blocks, len })
+    }
+}
+
+impl FromIterator<u32> for Packed {
+    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
+        let mut p = Packed::new();
+        for v in iter {
+            p.push(v);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(p: &Packed) -> Packed {
+        let mut out = SnapshotWriter::default();
+        p.write(&mut out);
+        let bytes = crate::snapshot::tests_support::payload(out);
+        let mut r = SnapshotReader::new(&bytes);
+        let back = Packed::read(&mut r).unwrap();
+        assert!(r.is_at_end());
+        back
+    }
+
+    #[test]
+    fn every_value_reads_back_exactly_in_the_narrowest_width() {
+        let values: Vec<u32> = (0..3 * PACK as u32 + 17)
+            .map(|i| match i as usize / PACK {
+                0 => 1,                             // one value: no bytes
+                1 => 1_000 + i % 200,               // one byte
+                2 => 70_000 + (i * 37) % 60_000,    // two bytes
+                _ => i.wrapping_mul(2_654_435_761), // four
+            })
+            .collect();
+        let p: Packed = values.iter().copied().collect();
+        assert_eq!(p.iter().collect::<Vec<_>>(), values);
+        assert!(matches!(p.block(0), Block::Same(1)));
+        assert!(matches!(p.block(PACK), Block::U8(1000, _)));
+        assert!(matches!(p.block(2 * PACK), Block::U16(..)));
+        assert!(matches!(p.block(3 * PACK), Block::U32(_)));
+        assert_eq!(round_trip(&p), p);
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_widens_its_block_only() {
+        let mut p = Packed::filled(5, 2 * PACK);
+        p.set(3, 4); // below the base
+        p.set(PACK + 1, 5 + 300);
+        p.push(u32::MAX);
+        p.set(7, u32::MAX);
+        let mut want = vec![5u32; 2 * PACK];
+        want[3] = 4;
+        want[PACK + 1] = 305;
+        want.push(u32::MAX);
+        want[7] = u32::MAX;
+        assert_eq!(p.iter().collect::<Vec<_>>(), want);
+        assert!(matches!(p.block(0), Block::U32(_)));
+        assert!(matches!(p.block(PACK), Block::U16(5, _)));
+        assert!(matches!(p.block(2 * PACK), Block::Same(u32::MAX)));
+        assert_eq!(round_trip(&p), p);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused() {
+        let p: Packed = (0..100u32).collect();
+        let mut out = SnapshotWriter::default();
+        p.write(&mut out);
+        let mut bytes = crate::snapshot::tests_support::payload(out);
+        bytes[0] = 101; // says 101 values, holds 100
+        assert!(Packed::read(&mut SnapshotReader::new(&bytes)).is_err());
+    }
+}
