@@ -140,10 +140,18 @@ fn open_embedded_call_store(
         .with_context(|| format!("cannot open the call store in {}", data_dir.display()))?;
     release_freed_memory();
     let size = store.size();
+    let per_call = |bytes: usize| bytes as f64 / size.calls.max(1) as f64;
+    let by_column: Vec<String> = size
+        .by_column
+        .iter()
+        .map(|(name, bytes)| format!("{name} {:.1}", per_call(*bytes)))
+        .collect();
     tracing::info!(
         calls = size.calls,
         dir = %data_dir.display(),
         elapsed_ms = started.elapsed().as_millis() as u64,
+        bytes_per_call = format!("{:.1}", per_call(size.heap_bytes)),
+        by_column = by_column.join(", "),
         "call store open"
     );
     Ok(Arc::new(store))
@@ -211,6 +219,16 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// stayed at 577 MiB until it exited. Trimming costs a few milliseconds
 /// of one thread each time.
 pub fn keep_returning_freed_memory() {
+    // glibc raises its mmap threshold each time a large block is freed, up
+    // to 32 MiB; past that, growing columns of a few MiB are reallocated
+    // inside the heap and leave holes there that trimming cannot return.
+    // A fixed 1 MiB threshold keeps every large column in its own mapping,
+    // which grows in place (`mremap`).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     std::thread::Builder::new()
         .name("memory-trim".into())
         .spawn(|| loop {

@@ -66,10 +66,12 @@ pub struct AggregateResult {
 }
 
 /// Size figures for benchmarks and logs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreSize {
     pub calls: usize,
     pub heap_bytes: usize,
+    /// `heap_bytes` by kind of column, where the store knows.
+    pub by_column: Vec<(&'static str, usize)>,
 }
 
 /// A call store also expires and deletes a project's calls

@@ -279,7 +279,8 @@ impl Partition {
         }
         self.input_refs.push();
         self.output_refs.push();
-        self.usage_first.push(0);
+        // Where its usage would start: keeps the column rising, so packed narrow.
+        self.usage_first.push(self.usage_rows as u32);
         self.usage_len.push(0);
         if row.is_multiple_of(BLOCK) {
             self.blocks.push((i64::MAX, i64::MIN));
@@ -357,29 +358,32 @@ impl Partition {
         first..first + self.usage_len[row] as usize
     }
 
-    fn heap_bytes(&self) -> usize {
+    /// Bytes held by each column (capacity, not just length).
+    fn memory(&self) -> [(&'static str, usize); 15] {
         let v = |cap: usize, size: usize| cap * size;
-        self.index.heap_bytes()
-            + v(self.call_id.capacity(), 8)
-            + v(self.trace_id.capacity(), 8)
-            + v(self.parent_id.capacity(), 8)
-            + v(self.started_us.capacity(), 8)
-            + v(self.ended_us.capacity(), 8)
-            + self.flags.capacity()
-            + self.op_name.heap_bytes()
-            + self.model.heap_bytes()
-            + self.attrs.iter().map(Codes::heap_bytes).sum::<usize>()
-            + self.input_refs.heap_bytes()
-            + self.output_refs.heap_bytes()
-            + self.usage_first.heap_bytes()
-            + self.usage_len.capacity()
-            + self.usage_model.heap_bytes()
-            + self
-                .usage_tokens
-                .iter()
-                .map(TokenColumn::heap_bytes)
-                .sum::<usize>()
-            + v(self.blocks.capacity(), 16)
+        [
+            ("call-id index", self.index.heap_bytes()),
+            ("call ids", v(self.call_id.capacity(), 8)),
+            ("trace ids", v(self.trace_id.capacity(), 8)),
+            ("parent ids", v(self.parent_id.capacity(), 8)),
+            ("started", v(self.started_us.capacity(), 8)),
+            ("ended", v(self.ended_us.capacity(), 8)),
+            ("flags", self.flags.capacity() + self.usage_len.capacity()),
+            ("op names", self.op_name.heap_bytes()),
+            ("models", self.model.heap_bytes()),
+            ("attributes", self.attrs.iter().map(Codes::heap_bytes).sum()),
+            (
+                "refs",
+                self.input_refs.heap_bytes() + self.output_refs.heap_bytes(),
+            ),
+            ("usage starts", self.usage_first.heap_bytes()),
+            ("usage models", self.usage_model.heap_bytes()),
+            (
+                "token counters",
+                self.usage_tokens.iter().map(TokenColumn::heap_bytes).sum(),
+            ),
+            ("blocks", v(self.blocks.capacity(), 16)),
+        ]
     }
 }
 
@@ -579,11 +583,23 @@ impl CallColumns {
 
     /// Bytes of heap the columns hold (capacity, not just length).
     pub fn heap_bytes(&self) -> usize {
-        self.partitions
-            .iter()
-            .map(Partition::heap_bytes)
-            .sum::<usize>()
-            + self.strings.heap_bytes()
+        self.memory().iter().map(|(_, b)| b).sum()
+    }
+
+    /// Bytes held by each kind of column over every partition, the strings
+    /// included: what a call costs in memory, and where.
+    pub fn memory(&self) -> Vec<(&'static str, usize)> {
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        for p in &self.partitions {
+            for (i, (name, bytes)) in p.memory().into_iter().enumerate() {
+                match out.get_mut(i) {
+                    Some(slot) => slot.1 += bytes,
+                    None => out.push((name, bytes)),
+                }
+            }
+        }
+        out.push(("strings", self.strings.heap_bytes()));
+        out
     }
 }
 

@@ -114,9 +114,11 @@ impl CallStore for EmbeddedStore {
 
     fn size(&self) -> StoreSize {
         let columns = self.inner.read();
+        let by_column = columns.memory();
         StoreSize {
             calls: columns.rows(),
-            heap_bytes: columns.heap_bytes(),
+            heap_bytes: by_column.iter().map(|(_, b)| b).sum(),
+            by_column,
         }
     }
 }
