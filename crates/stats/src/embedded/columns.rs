@@ -22,10 +22,74 @@ pub use polymeter_store::interner::{Interner, NONE};
 use polymeter_store::{Column, Packed};
 /// `started_us`/`ended_us` of a half not yet known.
 pub const NO_TIME: i64 = i64::MIN;
+/// [`Partition::took_us`] of a call whose end is not known.
+pub const NO_END: u32 = u32::MAX;
+/// [`Partition::took_us`] of a call whose end is in [`Partition::ends`].
+pub const TOOK_WIDE: u32 = u32::MAX - 1;
 /// Rows per zone-map block.
 pub const BLOCK: usize = 4096;
 
 pub const FLAG_ERROR: u8 = 1;
+/// The call has a parent ([`Partition::parent_id`]).
+pub const FLAG_PARENT: u8 = 2;
+
+/// Ids only some rows have (a parent), per block of [`BLOCK`] rows: the
+/// rows' offsets in the block, sorted, beside their ids. Ten bytes a row
+/// that has one, nothing for a row that has none.
+#[derive(Default)]
+pub struct SparseIds {
+    pub(super) blocks: Vec<(Vec<u16>, Vec<u64>)>,
+}
+
+impl SparseIds {
+    #[inline]
+    pub fn get(&self, row: usize) -> u64 {
+        let Some((offsets, ids)) = self.blocks.get(row / BLOCK) else {
+            return NO_ID;
+        };
+        match offsets.binary_search(&((row % BLOCK) as u16)) {
+            Ok(i) => ids[i],
+            Err(_) => NO_ID,
+        }
+    }
+
+    fn set(&mut self, row: usize, id: u64) {
+        let b = row / BLOCK;
+        if self.blocks.len() <= b {
+            if id == NO_ID {
+                return;
+            }
+            self.blocks.resize_with(b + 1, Default::default);
+        }
+        let (offsets, ids) = &mut self.blocks[b];
+        let offset = (row % BLOCK) as u16;
+        match (offsets.binary_search(&offset), id) {
+            (Ok(i), NO_ID) => {
+                offsets.remove(i);
+                ids.remove(i);
+            }
+            (Ok(i), id) => ids[i] = id,
+            (Err(_), NO_ID) => {}
+            (Err(i), id) => {
+                offsets.insert(i, offset);
+                ids.insert(i, id);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.iter().map(|(o, _)| o.len()).sum()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.blocks.capacity() * 48
+            + self
+                .blocks
+                .iter()
+                .map(|(o, i)| o.capacity() * 2 + i.capacity() * 8)
+                .sum::<usize>()
+    }
+}
 
 /// An id as the columns hold it: a 64-bit hash (never [`NO_ID`]). Call, trace
 /// and parent ids are unique per call or nearly so, and as text they would
@@ -210,14 +274,19 @@ pub struct Partition {
     /// [`id_hash`] of each row's call id; [`CallIndex`] finds rows by it.
     pub call_id: Column<u64>,
     pub started_us: Column<i64>,
-    pub ended_us: Column<i64>,
+    /// How long the call took, `ended − started` in µs, when both are known
+    /// and that fits ([`NO_END`]: no end yet; [`TOOK_WIDE`]: the end is in
+    /// `ends`). A lone end, a negative duration or one past 71 minutes is
+    /// kept exactly in `ends`.
+    pub took_us: Column<u32>,
+    pub ends: FxHashMap<u32, i64>,
     pub flags: Column<u8>,
     pub op_name: Codes,
     /// The dominant model (most tokens), for per-call dialects.
     pub model: Codes,
     /// [`id_hash`] of the trace and parent ids ([`NO_ID`]: none).
     pub trace_id: Column<u64>,
-    pub parent_id: Column<u64>,
+    pub parent_id: SparseIds,
     pub attrs: [Codes; ATTRS],
     pub input_refs: RefLists,
     pub output_refs: RefLists,
@@ -240,12 +309,13 @@ impl Partition {
             index: CallIndex::default(),
             call_id: Column::new(),
             started_us: Column::new(),
-            ended_us: Column::new(),
+            took_us: Column::new(),
+            ends: FxHashMap::default(),
             flags: Column::new(),
             op_name: Codes::default(),
             model: Codes::default(),
             trace_id: Column::new(),
-            parent_id: Column::new(),
+            parent_id: SparseIds::default(),
             attrs: Default::default(),
             input_refs: RefLists::default(),
             output_refs: RefLists::default(),
@@ -268,12 +338,11 @@ impl Partition {
         self.call_id.push(call);
         self.index.insert(&self.call_id, row);
         self.started_us.push(NO_TIME);
-        self.ended_us.push(NO_TIME);
+        self.took_us.push(NO_END);
         self.flags.push(0);
         self.op_name.push(NONE);
         self.model.push(NONE);
         self.trace_id.push(NO_ID);
-        self.parent_id.push(NO_ID);
         for a in &mut self.attrs {
             a.push(NONE);
         }
@@ -290,17 +359,67 @@ impl Partition {
     }
 
     fn set_started(&mut self, row: usize, started_us: i64) {
+        let ended = self.ended_us(row);
         self.started_us[row] = started_us;
         let block = &mut self.blocks[row / BLOCK];
         block.0 = block.0.min(started_us);
         block.1 = block.1.max(started_us);
+        // The end stays where it was; how long that is from the new start
+        // may differ.
+        if ended != NO_TIME {
+            self.set_ended(row, ended);
+        }
+    }
+
+    fn set_ended(&mut self, row: usize, ended_us: i64) {
+        let started = self.started_us[row];
+        let took = ended_us
+            .checked_sub(started)
+            .filter(|_| started != NO_TIME)
+            .and_then(|d| u32::try_from(d).ok())
+            .filter(|&d| d < TOOK_WIDE);
+        match took {
+            Some(d) => {
+                if self.took_us[row] == TOOK_WIDE {
+                    self.ends.remove(&(row as u32));
+                }
+                self.took_us[row] = d;
+            }
+            None => {
+                self.took_us[row] = TOOK_WIDE;
+                self.ends.insert(row as u32, ended_us);
+            }
+        }
+    }
+
+    /// When the call ended ([`NO_TIME`]: not yet known).
+    #[inline]
+    pub fn ended_us(&self, row: usize) -> i64 {
+        match self.took_us[row] {
+            NO_END => NO_TIME,
+            TOOK_WIDE => self.ends[&(row as u32)],
+            d => self.started_us[row] + d as i64,
+        }
+    }
+
+    /// `ended − started` in µs, once both are known.
+    #[inline(always)]
+    pub fn latency_us(&self, row: usize) -> Option<i64> {
+        match self.took_us[row] {
+            NO_END => None,
+            TOOK_WIDE => {
+                let started = self.started_us[row];
+                (started != NO_TIME).then(|| self.ends[&(row as u32)] - started)
+            }
+            d => Some(d as i64),
+        }
     }
 
     /// The time a row is placed at for retention: its start, or for a lone
     /// end, its end.
     fn placed_us(&self, row: usize) -> i64 {
         match self.started_us[row] {
-            NO_TIME => self.ended_us[row],
+            NO_TIME => self.ended_us(row),
             started => started,
         }
     }
@@ -314,12 +433,15 @@ impl Partition {
             if self.started_us[row] != NO_TIME {
                 out.set_started(to, self.started_us[row]);
             }
-            out.ended_us[to] = self.ended_us[row];
+            match self.ended_us(row) {
+                NO_TIME => {}
+                ended => out.set_ended(to, ended),
+            }
             out.flags[to] = self.flags[row];
             out.op_name.set(to, self.op_name.get(row));
             out.model.set(to, self.model.get(row));
             out.trace_id[to] = self.trace_id[row];
-            out.parent_id[to] = self.parent_id[row];
+            out.parent_id.set(to, self.parent_id.get(row));
             for (column, from) in out.attrs.iter_mut().zip(&self.attrs) {
                 column.set(to, from.get(row));
             }
@@ -365,9 +487,12 @@ impl Partition {
             ("call-id index", self.index.heap_bytes()),
             ("call ids", v(self.call_id.capacity(), 8)),
             ("trace ids", v(self.trace_id.capacity(), 8)),
-            ("parent ids", v(self.parent_id.capacity(), 8)),
+            ("parent ids", self.parent_id.heap_bytes()),
             ("started", v(self.started_us.capacity(), 8)),
-            ("ended", v(self.ended_us.capacity(), 8)),
+            (
+                "took",
+                v(self.took_us.capacity(), 4) + self.ends.capacity() * 13,
+            ),
             ("flags", self.flags.capacity() + self.usage_len.capacity()),
             ("op names", self.op_name.heap_bytes()),
             ("models", self.model.heap_bytes()),
@@ -495,7 +620,10 @@ impl CallColumns {
             p.set_started(row, s.started_us);
             p.op_name.set(row, strings.intern(s.op_name));
             p.trace_id[row] = id_hash(s.trace_id);
-            p.parent_id[row] = id_hash_opt(s.parent_id);
+            let parent = id_hash_opt(s.parent_id);
+            p.parent_id.set(row, parent);
+            p.flags[row] =
+                (p.flags[row] & !FLAG_PARENT) | if parent == NO_ID { 0 } else { FLAG_PARENT };
             for (column, value) in p.attrs.iter_mut().zip(s.attrs) {
                 let code = strings.intern_opt(value);
                 column.set(row, code);
@@ -504,8 +632,8 @@ impl CallColumns {
             p.input_refs.set(row, rows, &refs);
         }
         if let Some(e) = &w.end {
-            p.ended_us[row] = e.ended_us;
-            p.flags[row] = if e.error { FLAG_ERROR } else { 0 };
+            p.set_ended(row, e.ended_us);
+            p.flags[row] = (p.flags[row] & !FLAG_ERROR) | if e.error { FLAG_ERROR } else { 0 };
             p.model
                 .set(row, strings.intern_opt(dominant_model(e.usage)));
             p.set_usage(row, e.usage, strings);
@@ -578,7 +706,7 @@ impl CallColumns {
             return (None, None);
         };
         let known = |t: i64| (t != NO_TIME).then_some(t);
-        (known(p.started_us[row]), known(p.ended_us[row]))
+        (known(p.started_us[row]), known(p.ended_us(row)))
     }
 
     /// Bytes of heap the columns hold (capacity, not just length).

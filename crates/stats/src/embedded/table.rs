@@ -645,6 +645,62 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    /// Ends are held as 32-bit durations where they fit; every other end
+    /// (alone, before its start, hours later, or left by a moved start) is
+    /// still exactly where it was sent, and survives a snapshot.
+    #[test]
+    fn ends_are_kept_exactly_whatever_their_order_and_length() {
+        const T: i64 = 1_714_521_600_000_000;
+        let half = |id: &str, start: Option<i64>, end: Option<i64>| -> pb::CallWrite {
+            let mut w: pb::CallWrite = record(0).into();
+            w.call_id = id.into();
+            match start {
+                Some(at) => w.start.as_mut().unwrap().started_at_us = at,
+                None => w.start = None,
+            }
+            match end {
+                Some(at) => w.end.as_mut().unwrap().ended_at_us = at,
+                None => w.end = None,
+            }
+            w
+        };
+        let hour = 3_600_000_000;
+        let mut columns = CallColumns::new();
+        columns.apply(vec![
+            half("lone-end-first", None, Some(T + 5_000_000)),
+            half("lone-end-first", Some(T), None),
+            half("hours", Some(T), Some(T + 2 * hour)),
+            half("negative", Some(T), Some(T - 1)),
+            half("moved", Some(T), Some(T + 1_000_000)),
+            half("moved", Some(T - 2 * hour), None),
+            half("moved-back", Some(T - 2 * hour), Some(T + 1)),
+            half("moved-back", Some(T), None),
+            half("only-end", None, Some(T + 7)),
+        ]);
+        let want = [
+            ("lone-end-first", (Some(T), Some(T + 5_000_000))),
+            ("hours", (Some(T), Some(T + 2 * hour))),
+            ("negative", (Some(T), Some(T - 1))),
+            ("moved", (Some(T - 2 * hour), Some(T + 1_000_000))),
+            ("moved-back", (Some(T), Some(T + 1))),
+            ("only-end", (None, Some(T + 7))),
+        ];
+        let mut out = polymeter_store::SnapshotWriter::default();
+        assert!(<CallColumns as Table>::write_snapshot(&columns, &mut out));
+        let bytes = polymeter_store::snapshot::tests_support::payload(out);
+        let restored =
+            <CallColumns as Table>::read_snapshot(&mut polymeter_store::SnapshotReader::new(&bytes))
+                .unwrap();
+        for c in [&columns, &restored] {
+            for (id, halves) in want {
+                assert_eq!(c.halves("t", "e/p", id), halves, "{id}");
+            }
+        }
+        // Only the ends a duration cannot hold are kept aside.
+        let p = &columns.partitions[0];
+        assert_eq!(p.ends.len(), 4, "hours, negative, moved (2 h on), only-end");
+    }
+
     #[test]
     fn columns_round_trip_through_a_snapshot() {
         let mut columns = CallColumns::new();

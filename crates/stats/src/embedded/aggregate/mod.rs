@@ -23,7 +23,7 @@ mod scan;
 use crate::answer::{fill, finish_measure, finish_percentile, order_and_page, Fold};
 use crate::embedded::columns::{
     hex16, id_hash, Attr, CallColumns, Interner, Partition, RefLists, TokenColumn, BLOCK,
-    FLAG_ERROR, NONE, NO_ID, NO_TIME,
+    FLAG_ERROR, FLAG_PARENT, NONE, NO_END, NO_ID,
 };
 use crate::error::StatsError;
 use crate::prices::Pricing;

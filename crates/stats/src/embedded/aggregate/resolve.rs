@@ -47,12 +47,16 @@ pub(super) fn source(d: Dimension) -> Source {
     }
 }
 
-/// The id hashes of one id dimension.
-pub(super) fn ids(p: &Partition, sel: IdSel) -> &[u64] {
+/// The hash of row `row`'s id of one id dimension ([`NO_ID`]: none).
+#[inline]
+pub(super) fn id_of(p: &Partition, sel: IdSel, row: usize) -> u64 {
     match sel {
-        IdSel::Call => &p.call_id,
-        IdSel::Trace => &p.trace_id,
-        IdSel::Parent => &p.parent_id,
+        IdSel::Call => p.call_id[row],
+        IdSel::Trace => p.trace_id[row],
+        // The flag first: most calls have no parent, and "roots only" asks
+        // for no more than that.
+        IdSel::Parent if p.flags[row] & FLAG_PARENT == 0 => NO_ID,
+        IdSel::Parent => p.parent_id.get(row),
     }
 }
 

@@ -33,13 +33,10 @@ impl ValueSource<'_> {
             ValueSource::Constant(v) => Some(v),
             ValueSource::Cost(c) => Some(usage_row.map_or(0, |u| c.of(u))),
             ValueSource::CostSum(c) => Some(p.usage_range(row).map(|u| c.of(u)).sum()),
-            ValueSource::Latency => {
-                let (s, e) = (p.started_us[row], p.ended_us[row]);
-                (s != NO_TIME && e != NO_TIME).then(|| e - s)
-            }
+            ValueSource::Latency => p.latency_us(row),
             ValueSource::Error => Some((p.flags[row] & FLAG_ERROR != 0) as i64),
             ValueSource::Success => {
-                Some((p.ended_us[row] != NO_TIME && p.flags[row] & FLAG_ERROR == 0) as i64)
+                Some((p.took_us[row] != NO_END && p.flags[row] & FLAG_ERROR == 0) as i64)
             }
         }
     }
@@ -180,7 +177,7 @@ impl Plan<'_> {
                 sel,
                 hashes,
                 absent,
-            } => match ids(p, *sel)[row] {
+            } => match id_of(p, *sel, row) {
                 NO_ID => *absent,
                 h => hashes.binary_search(&h).is_ok(),
             },
@@ -252,7 +249,7 @@ impl Plan<'_> {
             *k = match source {
                 Source::Project => acc.local.intern(p.project.as_str()),
                 // Named after the scan (`IdTexts`), from the hash's token.
-                Source::Id(sel) => match ids(p, *sel)[row] {
+                Source::Id(sel) => match id_of(p, *sel, row) {
                     NO_ID => NONE,
                     h => acc
                         .local
@@ -302,10 +299,9 @@ impl Plan<'_> {
                 None => self.fold_values(acc, slot, batch, |_, u| Some(c.get(u as usize))),
             },
             ValueSource::Constant(v) => self.fold_values(acc, slot, batch, |_, _| Some(v)),
-            ValueSource::Latency => self.fold_values(acc, slot, batch, |row, _| {
-                let (s, e) = (p.started_us[row as usize], p.ended_us[row as usize]);
-                (s != NO_TIME && e != NO_TIME).then(|| e - s)
-            }),
+            ValueSource::Latency => {
+                self.fold_values(acc, slot, batch, |row, _| p.latency_us(row as usize))
+            }
             other => self.fold_values(acc, slot, batch, |row, u| {
                 other.get(p, row as usize, usage(u))
             }),

@@ -10,8 +10,9 @@ use polymeter_store::{SnapshotReader, SnapshotWriter};
 type Read<T> = Result<T, String>;
 
 /// The layout written; another (an older release's) is not read, and the
-/// store loads its segments instead. 2: ids as hashes.
-const FORMAT: u64 = 0x504d_434f_4c53_0002;
+/// store loads its segments instead. 2: ids as hashes; 3: packed codes
+/// and counters, durations in 32 bits.
+const FORMAT: u64 = 0x504d_434f_4c53_0003;
 
 fn put_opt<T: polymeter_store::snapshot::Le>(out: &mut SnapshotWriter, c: Option<&Column<T>>) {
     out.option(c, |out, c| out.array(c));
@@ -80,12 +81,18 @@ impl Partition {
         out.u64(self.rows as u64);
         out.array(&self.call_id);
         out.array(&self.started_us);
-        out.array(&self.ended_us);
+        out.array(&self.took_us);
+        let ends: Vec<(u32, i64)> = self.ends.iter().map(|(&r, &e)| (r, e)).collect();
+        out.array(&ends);
         out.array(&self.flags);
         renumber.packed(out, &self.op_name);
         renumber.packed(out, &self.model);
         out.array(&self.trace_id);
-        out.array(&self.parent_id);
+        out.u64(self.parent_id.blocks.len() as u64);
+        for (offsets, ids) in &self.parent_id.blocks {
+            out.array(offsets);
+            out.array(ids);
+        }
         for a in &self.attrs {
             renumber.packed(out, a);
         }
@@ -111,12 +118,15 @@ impl Partition {
         p.rows = r.count()?;
         p.call_id = r.array()?.into();
         p.started_us = r.array()?.into();
-        p.ended_us = r.array()?.into();
+        p.took_us = r.array()?.into();
+        p.ends = r.array::<(u32, i64)>()?.into_iter().collect();
         p.flags = r.array()?.into();
         p.op_name = Codes(Packed::read(r)?);
         p.model = Codes(Packed::read(r)?);
         p.trace_id = r.array()?.into();
-        p.parent_id = r.array()?.into();
+        for _ in 0..r.count()? {
+            p.parent_id.blocks.push((r.array()?, r.array()?));
+        }
         for a in &mut p.attrs {
             a.0 = Packed::read(r)?;
         }
@@ -152,7 +162,7 @@ impl Partition {
         let usage = self.usage_rows;
         let ok = [
             self.started_us.len(),
-            self.ended_us.len(),
+            self.took_us.len(),
             self.flags.len(),
             self.op_name.len(),
             self.model.len(),
@@ -161,6 +171,14 @@ impl Partition {
         ]
         .iter()
         .all(|&n| n == rows)
+            && self.took_us.iter().filter(|&&d| d == TOOK_WIDE).count() == self.ends.len()
+            && self.ends.keys().all(|&r| (r as usize) < rows && self.took_us[r as usize] == TOOK_WIDE)
+            // A duration is only held against a known start.
+            && self
+                .started_us
+                .iter()
+                .zip(self.took_us.iter())
+                .all(|(&s, &d)| s != NO_TIME || d >= TOOK_WIDE)
             && self.usage_model.len() == usage
             && self.usage_tokens.iter().all(|t| {
                 t.narrow.len() == usage
@@ -173,7 +191,17 @@ impl Partition {
             && self.attrs.iter().all(|a| a.len() == rows)
             && self.call_id.len() == rows
             && self.trace_id.len() == rows
-            && self.parent_id.len() == rows
+            && self.parent_id.blocks.len() <= self.blocks.len()
+            && self.parent_id.blocks.iter().enumerate().all(|(b, (offsets, ids))| {
+                offsets.len() == ids.len()
+                    && offsets.windows(2).all(|w| w[0] < w[1])
+                    && offsets.iter().all(|&o| b * BLOCK + (o as usize) < rows)
+                    && ids.iter().all(|&id| id != NO_ID)
+                    && offsets
+                        .iter()
+                        .all(|&o| self.flags[b * BLOCK + o as usize] & FLAG_PARENT != 0)
+            })
+            && self.flags.iter().filter(|&&f| f & FLAG_PARENT != 0).count() == self.parent_id.len()
             && refs_ok(&self.input_refs)
             && refs_ok(&self.output_refs)
             && self.blocks.len() == rows.div_ceil(BLOCK);
