@@ -1,18 +1,32 @@
 //! Rows by call id: open addressing over row numbers, four bytes a slot and
 //! at most three quarters full, the id hashes compared in the call-id column.
-//! A slot's place depends only on the id's hash, so the table is written into
-//! snapshots as it is.
+//! The table grows by half (not double), so it is between half and three
+//! quarters full: about six bytes a call. A slot's place depends only on the
+//! id's hash and the table's length, so the table is written into snapshots
+//! as it is.
 
 #[derive(Default)]
 pub(crate) struct CallIndex {
-    /// Row + 1; 0 is empty. The length is 0 or a power of two.
+    /// Row + 1; 0 is empty.
     pub(super) slots: Vec<u32>,
     pub(super) len: usize,
 }
 
 impl CallIndex {
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
+    /// Where probing for `call` starts: the hash scaled to the length
+    /// (a multiply, so the length need not be a power of two).
+    #[inline]
+    fn home(&self, call: u64) -> usize {
+        ((call as u128 * self.slots.len() as u128) >> 64) as usize
+    }
+
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     /// The row whose call id hashes to `call`.
@@ -20,7 +34,7 @@ impl CallIndex {
         if self.slots.is_empty() {
             return None;
         }
-        let mut i = call as usize & self.mask();
+        let mut i = self.home(call);
         loop {
             match self.slots[i] {
                 0 => return None,
@@ -31,7 +45,7 @@ impl CallIndex {
                     }
                 }
             }
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
     }
 
@@ -45,15 +59,15 @@ impl CallIndex {
     }
 
     fn place(&mut self, ids: &[u64], row: usize) {
-        let mut i = ids[row] as usize & self.mask();
+        let mut i = self.home(ids[row]);
         while self.slots[i] != 0 {
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
         self.slots[i] = row as u32 + 1;
     }
 
     fn grow(&mut self, ids: &[u64]) {
-        let size = (self.slots.len() * 2).max(1024);
+        let size = (self.slots.len() + self.slots.len() / 2).max(1024);
         let old = std::mem::replace(&mut self.slots, vec![0; size]);
         for slot in old.into_iter().filter(|&s| s != 0) {
             self.place(ids, slot as usize - 1);
@@ -70,7 +84,7 @@ impl CallIndex {
     pub(crate) fn restored(slots: Vec<u32>, ids: &[u64], rows: usize) -> Result<Self, String> {
         let index = CallIndex { len: rows, slots };
         let sized = index.slots.is_empty() && rows == 0
-            || index.slots.len().is_power_of_two() && rows * 4 <= index.slots.len() * 3;
+            || !index.slots.is_empty() && rows * 4 <= index.slots.len() * 3;
         let filled = index.slots.iter().filter(|&&s| s != 0).count() == rows
             && index.slots.iter().all(|&s| (s as usize) <= rows);
         if !(sized && filled) {
