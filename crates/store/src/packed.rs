@@ -193,6 +193,24 @@ impl Packed {
         }
     }
 
+    /// Appends values `range` to `out`, one tight loop per block: for scans
+    /// that read most values of a range, this beats a [`Packed::get`] each.
+    pub fn decode_into(&self, range: std::ops::Range<usize>, out: &mut Vec<u32>) {
+        let mut at = range.start;
+        while at < range.end {
+            let b = at >> SHIFT;
+            let from = at & (PACK - 1);
+            let to = (range.end - (b << SHIFT)).min(PACK);
+            match &self.blocks[b] {
+                Block::Same(v) => out.extend(std::iter::repeat_n(*v, to - from)),
+                Block::U8(base, v) => out.extend(v[from..to].iter().map(|&d| base + d as u32)),
+                Block::U16(base, v) => out.extend(v[from..to].iter().map(|&d| base + d as u32)),
+                Block::U32(v) => out.extend_from_slice(&v[from..to]),
+            }
+            at = (b << SHIFT) + to;
+        }
+    }
+
     /// The largest value (0 when empty), a block at a time.
     pub fn max(&self) -> u32 {
         self.blocks
@@ -369,6 +387,17 @@ mod tests {
         assert!(matches!(p.block(2 * PACK), Block::U16(..)));
         assert!(matches!(p.block(3 * PACK), Block::U32(_)));
         assert_eq!(round_trip(&p), p);
+        for range in [
+            0..0,
+            3..5,
+            100..PACK + 9,
+            PACK - 1..3 * PACK + 17,
+            0..values.len(),
+        ] {
+            let mut out = Vec::new();
+            p.decode_into(range.clone(), &mut out);
+            assert_eq!(out, values[range]);
+        }
     }
 
     #[test]

@@ -688,9 +688,10 @@ mod tests {
         let mut out = polymeter_store::SnapshotWriter::default();
         assert!(<CallColumns as Table>::write_snapshot(&columns, &mut out));
         let bytes = polymeter_store::snapshot::tests_support::payload(out);
-        let restored =
-            <CallColumns as Table>::read_snapshot(&mut polymeter_store::SnapshotReader::new(&bytes))
-                .unwrap();
+        let restored = <CallColumns as Table>::read_snapshot(
+            &mut polymeter_store::SnapshotReader::new(&bytes),
+        )
+        .unwrap();
         for c in [&columns, &restored] {
             for (id, halves) in want {
                 assert_eq!(c.halves("t", "e/p", id), halves, "{id}");

@@ -243,6 +243,7 @@ impl Plan<'_> {
         row: usize,
         usage_row: Option<usize>,
         bucket: u32,
+        (models, models_from): (&[u32], usize),
     ) -> usize {
         let mut key = [NONE; MAX_GROUP_BY];
         for (k, source) in key.iter_mut().zip(&self.group) {
@@ -255,6 +256,10 @@ impl Plan<'_> {
                         .local
                         .intern(std::str::from_utf8(&hex16(h)).expect("hex digits")),
                 },
+                // Usage models decoded for the block, when they were.
+                Source::Model if usage_row.is_some() && !models.is_empty() => {
+                    models[usage_row.unwrap() - models_from].wrapping_sub(1)
+                }
                 s => self.code(p, *s, row, usage_row),
             };
         }
@@ -289,14 +294,24 @@ impl Plan<'_> {
         source: ValueSource<'_>,
         slot: usize,
         batch: &Batch,
+        scratch: &std::cell::RefCell<Vec<u32>>,
     ) {
         let usage = |u: u32| (u != NO_USAGE).then_some(u as usize);
         match source {
-            ValueSource::Counter(c) => match c.narrow() {
-                Some(n) => {
+            ValueSource::Counter(c) => match (c.narrow(), batch.dense_usage()) {
+                (Some(n), Some(span)) => {
+                    let mut values = scratch.borrow_mut();
+                    values.clear();
+                    n.decode_into(span.clone(), &mut values);
+                    let from = span.start as u32;
+                    self.fold_values(acc, slot, batch, |_, u| {
+                        Some(values[(u - from) as usize] as i64)
+                    })
+                }
+                (Some(n), None) => {
                     self.fold_values(acc, slot, batch, |_, u| Some(n.get(u as usize) as i64))
                 }
-                None => self.fold_values(acc, slot, batch, |_, u| Some(c.get(u as usize))),
+                (None, _) => self.fold_values(acc, slot, batch, |_, u| Some(c.get(u as usize))),
             },
             ValueSource::Constant(v) => self.fold_values(acc, slot, batch, |_, _| Some(v)),
             ValueSource::Latency => {
@@ -355,6 +370,7 @@ impl Plan<'_> {
         let end = self.query.end.timestamp_micros();
         let mut current: Option<(*const Partition, Vec<ValueSource<'_>>, i64)> = None;
         let mut batch = Batch::default();
+        let scratch = std::cell::RefCell::new(Vec::new());
         for &(p, block) in work {
             if current
                 .as_ref()
@@ -366,13 +382,20 @@ impl Plan<'_> {
             let (_, sources, start) = current.as_ref().expect("set above");
             let start = *start;
             batch.clear();
-            for row in block * BLOCK..((block + 1) * BLOCK).min(p.rows) {
+            let rows = block * BLOCK..((block + 1) * BLOCK).min(p.rows);
+            // Where each row's usage starts, decoded once for the block.
+            let mut firsts = std::mem::take(&mut batch.firsts);
+            if self.usage_grain {
+                p.usage_first.decode_into(rows.clone(), &mut firsts);
+            }
+            for row in rows.clone() {
                 let started = p.started_us[row];
                 if started < start || started >= end {
                     continue;
                 }
                 if self.usage_grain {
-                    let range = p.usage_range(row);
+                    let first = firsts[row - rows.start] as usize;
+                    let range = first..first + p.usage_len[row] as usize;
                     if range.is_empty() {
                         continue;
                     }
@@ -390,6 +413,16 @@ impl Plan<'_> {
                     }
                 }
             }
+            batch.firsts = firsts;
+            // Usage models, decoded once for the block when grouped by.
+            let mut models = std::mem::take(&mut batch.models);
+            let span = batch.dense_usage();
+            if let (Some(span), true) =
+                (&span, self.group.iter().any(|g| matches!(g, Source::Model)))
+            {
+                p.usage_model.0.decode_into(span.clone(), &mut models);
+            }
+            let models_from = span.map_or(0, |s| s.start);
             for i in 0..batch.rows.len() {
                 let u = batch.usage[i];
                 let usage_row = (u != NO_USAGE).then_some(u as usize);
@@ -399,12 +432,14 @@ impl Plan<'_> {
                     batch.rows[i] as usize,
                     usage_row,
                     batch.buckets[i],
+                    (&models, models_from),
                 );
                 acc.rows[cell] += 1;
                 batch.cells.push(cell as u32);
             }
+            batch.models = models;
             for (slot, source) in sources.iter().enumerate() {
-                self.fold_slot(&mut acc, p, *source, slot, &batch);
+                self.fold_slot(&mut acc, p, *source, slot, &batch, &scratch);
             }
         }
         acc
@@ -421,6 +456,12 @@ pub(super) struct Batch {
     usage: Vec<u32>,
     buckets: Vec<u32>,
     cells: Vec<u32>,
+    /// The lowest and highest usage row selected.
+    usage_lo: u32,
+    usage_hi: u32,
+    /// Scratch for decoded usage starts and usage models.
+    firsts: Vec<u32>,
+    models: Vec<u32>,
 }
 
 impl Batch {
@@ -429,6 +470,9 @@ impl Batch {
         self.usage.clear();
         self.buckets.clear();
         self.cells.clear();
+        self.firsts.clear();
+        self.models.clear();
+        (self.usage_lo, self.usage_hi) = (u32::MAX, 0);
     }
 
     #[inline]
@@ -436,6 +480,22 @@ impl Batch {
         self.rows.push(row as u32);
         self.usage.push(usage);
         self.buckets.push(bucket);
+        if usage != NO_USAGE {
+            self.usage_lo = self.usage_lo.min(usage);
+            self.usage_hi = self.usage_hi.max(usage);
+        }
+    }
+
+    /// The usage rows selected, as one range, when they are dense enough
+    /// in it that decoding the whole range beats reading them one by one
+    /// (usage rows are written in call order, so a block's are mostly
+    /// together).
+    fn dense_usage(&self) -> Option<std::ops::Range<usize>> {
+        if self.usage_lo > self.usage_hi {
+            return None;
+        }
+        let span = (self.usage_lo as usize)..(self.usage_hi as usize + 1);
+        (span.len() <= 2 * self.usage.len() + 64).then_some(span)
     }
 }
 
