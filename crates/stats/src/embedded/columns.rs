@@ -19,9 +19,10 @@ mod snapshot;
 use index::CallIndex;
 
 pub use polymeter_store::interner::{Interner, NONE};
-use polymeter_store::{Column, Packed};
+use polymeter_store::packed::Times;
 /// `started_us`/`ended_us` of a half not yet known.
-pub const NO_TIME: i64 = i64::MIN;
+pub use polymeter_store::packed::NO_TIME;
+use polymeter_store::{Column, Packed};
 /// [`Partition::took_us`] of a call whose end is not known.
 pub const NO_END: u32 = u32::MAX;
 /// [`Partition::took_us`] of a call whose end is in [`Partition::ends`].
@@ -273,7 +274,9 @@ pub struct Partition {
     index: CallIndex,
     /// [`id_hash`] of each row's call id; [`CallIndex`] finds rows by it.
     pub call_id: Column<u64>,
-    pub started_us: Column<i64>,
+    /// When each call started ([`NO_TIME`]: not known yet), 32-bit
+    /// offsets in blocks of nearby times.
+    pub started_us: Times,
     /// How long the call took, `ended − started` in µs, when both are known
     /// and that fits ([`NO_END`]: no end yet; [`TOOK_WIDE`]: the end is in
     /// `ends`). A lone end, a negative duration or one past 71 minutes is
@@ -308,7 +311,7 @@ impl Partition {
             rows: 0,
             index: CallIndex::default(),
             call_id: Column::new(),
-            started_us: Column::new(),
+            started_us: Times::new(),
             took_us: Column::new(),
             ends: FxHashMap::default(),
             flags: Column::new(),
@@ -360,7 +363,7 @@ impl Partition {
 
     fn set_started(&mut self, row: usize, started_us: i64) {
         let ended = self.ended_us(row);
-        self.started_us[row] = started_us;
+        self.started_us.set(row, started_us);
         let block = &mut self.blocks[row / BLOCK];
         block.0 = block.0.min(started_us);
         block.1 = block.1.max(started_us);
@@ -372,7 +375,7 @@ impl Partition {
     }
 
     fn set_ended(&mut self, row: usize, ended_us: i64) {
-        let started = self.started_us[row];
+        let started = self.started_us.get(row);
         let took = ended_us
             .checked_sub(started)
             .filter(|_| started != NO_TIME)
@@ -398,7 +401,7 @@ impl Partition {
         match self.took_us[row] {
             NO_END => NO_TIME,
             TOOK_WIDE => self.ends[&(row as u32)],
-            d => self.started_us[row] + d as i64,
+            d => self.started_us.get(row) + d as i64,
         }
     }
 
@@ -408,7 +411,7 @@ impl Partition {
         match self.took_us[row] {
             NO_END => None,
             TOOK_WIDE => {
-                let started = self.started_us[row];
+                let started = self.started_us.get(row);
                 (started != NO_TIME).then(|| self.ends[&(row as u32)] - started)
             }
             d => Some(d as i64),
@@ -418,7 +421,7 @@ impl Partition {
     /// The time a row is placed at for retention: its start, or for a lone
     /// end, its end.
     fn placed_us(&self, row: usize) -> i64 {
-        match self.started_us[row] {
+        match self.started_us.get(row) {
             NO_TIME => self.ended_us(row),
             started => started,
         }
@@ -430,8 +433,8 @@ impl Partition {
         for row in (0..self.rows).filter(|&r| keep(r)) {
             let to = out.new_row(self.call_id[row]);
             let rows = out.rows;
-            if self.started_us[row] != NO_TIME {
-                out.set_started(to, self.started_us[row]);
+            if self.started_us.get(row) != NO_TIME {
+                out.set_started(to, self.started_us.get(row));
             }
             match self.ended_us(row) {
                 NO_TIME => {}
@@ -488,7 +491,7 @@ impl Partition {
             ("call ids", v(self.call_id.capacity(), 8)),
             ("trace ids", v(self.trace_id.capacity(), 8)),
             ("parent ids", self.parent_id.heap_bytes()),
-            ("started", v(self.started_us.capacity(), 8)),
+            ("started", self.started_us.heap_bytes()),
             (
                 "took",
                 v(self.took_us.capacity(), 4) + self.ends.capacity() * 13,
@@ -706,7 +709,7 @@ impl CallColumns {
             return (None, None);
         };
         let known = |t: i64| (t != NO_TIME).then_some(t);
-        (known(p.started_us[row]), known(p.ended_us(row)))
+        (known(p.started_us.get(row)), known(p.ended_us(row)))
     }
 
     /// Bytes of heap the columns hold (capacity, not just length).

@@ -388,8 +388,10 @@ impl Plan<'_> {
             if self.usage_grain {
                 p.usage_first.decode_into(rows.clone(), &mut firsts);
             }
+            let mut starts = std::mem::take(&mut batch.starts);
+            p.started_us.decode_into(rows.clone(), &mut starts);
             for row in rows.clone() {
-                let started = p.started_us[row];
+                let started = starts[row - rows.start];
                 if started < start || started >= end {
                     continue;
                 }
@@ -414,6 +416,7 @@ impl Plan<'_> {
                 }
             }
             batch.firsts = firsts;
+            batch.starts = starts;
             // Usage models, decoded once for the block when grouped by.
             let mut models = std::mem::take(&mut batch.models);
             let span = batch.dense_usage();
@@ -462,6 +465,7 @@ pub(super) struct Batch {
     /// Scratch for decoded usage starts and usage models.
     firsts: Vec<u32>,
     models: Vec<u32>,
+    starts: Vec<i64>,
 }
 
 impl Batch {
@@ -472,6 +476,7 @@ impl Batch {
         self.cells.clear();
         self.firsts.clear();
         self.models.clear();
+        self.starts.clear();
         (self.usage_lo, self.usage_hi) = (u32::MAX, 0);
     }
 

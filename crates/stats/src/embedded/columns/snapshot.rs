@@ -5,14 +5,15 @@
 //! project, which stay interned in memory, leave the disk.
 
 use super::*;
+use polymeter_store::packed::Times;
 use polymeter_store::{SnapshotReader, SnapshotWriter};
 
 type Read<T> = Result<T, String>;
 
 /// The layout written; another (an older release's) is not read, and the
 /// store loads its segments instead. 2: ids as hashes; 3: packed codes
-/// and counters, durations in 32 bits.
-const FORMAT: u64 = 0x504d_434f_4c53_0003;
+/// and counters, durations in 32 bits; 4: start times in 32-bit offsets.
+const FORMAT: u64 = 0x504d_434f_4c53_0004;
 
 fn put_opt<T: polymeter_store::snapshot::Le>(out: &mut SnapshotWriter, c: Option<&Column<T>>) {
     out.option(c, |out, c| out.array(c));
@@ -80,7 +81,7 @@ impl Partition {
         out.str(self.project.as_str());
         out.u64(self.rows as u64);
         out.array(&self.call_id);
-        out.array(&self.started_us);
+        self.started_us.write(out);
         out.array(&self.took_us);
         let ends: Vec<(u32, i64)> = self.ends.iter().map(|(&r, &e)| (r, e)).collect();
         out.array(&ends);
@@ -117,7 +118,7 @@ impl Partition {
         let mut p = Partition::new(tenant, project);
         p.rows = r.count()?;
         p.call_id = r.array()?.into();
-        p.started_us = r.array()?.into();
+        p.started_us = Times::read(r)?;
         p.took_us = r.array()?.into();
         p.ends = r.array::<(u32, i64)>()?.into_iter().collect();
         p.flags = r.array()?.into();
@@ -178,7 +179,7 @@ impl Partition {
                 .started_us
                 .iter()
                 .zip(self.took_us.iter())
-                .all(|(&s, &d)| s != NO_TIME || d >= TOOK_WIDE)
+                .all(|(s, &d)| s != NO_TIME || d >= TOOK_WIDE)
             && self.usage_model.len() == usage
             && self.usage_tokens.iter().all(|t| {
                 t.narrow.len() == usage
