@@ -359,95 +359,138 @@ impl FromIterator<u32> for Packed {
 /// A missing time in a [`Times`] column.
 pub const NO_TIME: i64 = i64::MIN;
 
-/// Offsets a near block keeps below its first time, so slightly earlier
+/// Offsets a near run keeps below its lowest time, so slightly earlier
 /// times that arrive later still fit: ten minutes.
 const MARGIN_US: i64 = 600_000_000;
 const NEAR_ABSENT: u32 = u32::MAX;
+/// Times per base.
+pub const RUN: usize = 64;
+/// The base of a run whose times span too far for 32-bit offsets: its
+/// offsets index [`TimeBlock::wide`] instead.
+const WIDE_RUN: i64 = i64::MAX;
 
-/// One block of a [`Times`] column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimeBlock {
-    /// `base + offsets[i]` ([`NO_TIME`] where the offset is `u32::MAX`):
-    /// the block's times lie within 71 minutes of each other. `base` is
-    /// [`NO_TIME`] while the block holds no time.
-    Near { base: i64, offsets: Vec<u32> },
-    /// The times as they are.
-    Far(Vec<i64>),
+/// One block of a [`Times`] column: runs of [`RUN`] times, each as 32-bit
+/// offsets from the run's base, or, for a run whose times lie more than 71
+/// minutes apart, as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimeBlock {
+    /// Per run: its base ([`NO_TIME`] while it holds no time; [`WIDE_RUN`]).
+    bases: Vec<i64>,
+    /// `base + offset` ([`NO_TIME`] where `u32::MAX`), or in a wide run the
+    /// index of the time in `wide`.
+    offsets: Vec<u32>,
+    wide: Vec<i64>,
 }
 
 impl TimeBlock {
     #[inline(always)]
     pub fn get(&self, i: usize) -> i64 {
-        match self {
-            TimeBlock::Near { base, offsets } => match offsets[i] {
-                NEAR_ABSENT => NO_TIME,
-                d => base + d as i64,
-            },
-            TimeBlock::Far(v) => v[i],
+        let (base, d) = (self.bases[i / RUN], self.offsets[i]);
+        match (base, d) {
+            (WIDE_RUN, d) => self.wide[d as usize],
+            (_, NEAR_ABSENT) => NO_TIME,
+            (base, d) => base + d as i64,
         }
     }
 
-    /// The offset of `value` in a near block of `base`, if it has one.
+    /// The offset of `value` in a run of `base`, if it has one.
     fn near(base: i64, value: i64) -> Option<u32> {
         if value == NO_TIME {
             return Some(NEAR_ABSENT);
+        }
+        if base == NO_TIME || base == WIDE_RUN {
+            return None;
         }
         let d = value.checked_sub(base)?;
         u32::try_from(d).ok().filter(|&d| d != NEAR_ABSENT)
     }
 
-    fn encode(values: &[i64]) -> TimeBlock {
+    /// A run's base, with room below its lowest time; [`WIDE_RUN`] when its
+    /// times span too far for 32-bit offsets.
+    fn base_of(values: &[i64]) -> i64 {
         let present = values.iter().copied().filter(|&v| v != NO_TIME);
         let (min, max) = present.fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         if min > max {
-            return TimeBlock::Near {
-                base: NO_TIME,
-                offsets: vec![NEAR_ABSENT; values.len()],
-            };
+            return NO_TIME;
         }
-        // Room below the lowest time for a later, earlier one, as far as
-        // the span allows.
-        let room =
-            (NEAR_ABSENT as i64 - 1) - (max as i128 - min as i128).min(i64::MAX as i128) as i64;
+        let room = (NEAR_ABSENT as i128 - 1) - (max as i128 - min as i128);
         if room < 0 {
-            return TimeBlock::Far(values.to_vec());
+            return WIDE_RUN;
         }
-        let base = min.saturating_sub(room.min(MARGIN_US));
-        let mut offsets = Vec::with_capacity(PACK.min(values.len().max(64).next_power_of_two()));
-        offsets.extend(
+        min.saturating_sub((room as i64).min(MARGIN_US))
+    }
+
+    /// Sets run `run` to `values` (its whole length; the run may be new).
+    fn encode_run(&mut self, run: usize, values: &[i64]) {
+        let base = Self::base_of(values);
+        let offsets: Vec<u32> = if base == WIDE_RUN {
+            let first = self.wide.len() as u32;
+            self.wide.extend_from_slice(values);
+            (first..first + values.len() as u32).collect()
+        } else {
             values
                 .iter()
-                .map(|&v| Self::near(base, v).expect("within the span")),
-        );
-        TimeBlock::Near { base, offsets }
+                .map(|&v| Self::near(base, v).expect("within the run's span"))
+                .collect()
+        };
+        let at = run * RUN;
+        if run == self.bases.len() {
+            self.bases.push(base);
+        } else {
+            self.bases[run] = base;
+        }
+        let end = (at + RUN).min(self.offsets.len());
+        self.offsets.splice(at..end, offsets);
     }
 
-    fn decode(&self) -> Vec<i64> {
-        match self {
-            TimeBlock::Near { offsets, .. } => (0..offsets.len()).map(|i| self.get(i)).collect(),
-            TimeBlock::Far(v) => v.clone(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            TimeBlock::Near { offsets, .. } => offsets.len(),
-            TimeBlock::Far(v) => v.len(),
-        }
+    fn run_values(&self, run: usize) -> Vec<i64> {
+        let at = run * RUN;
+        (at..(at + RUN).min(self.offsets.len()))
+            .map(|i| self.get(i))
+            .collect()
     }
 
     fn heap_bytes(&self) -> usize {
-        match self {
-            TimeBlock::Near { offsets, .. } => offsets.capacity() * 4,
-            TimeBlock::Far(v) => v.capacity() * 8,
+        self.offsets.capacity() * 4 + self.bases.capacity() * 8 + self.wide.capacity() * 8
+    }
+
+    /// Sets value `at` (or appends it, at the end): in place when it fits
+    /// its run, else by encoding the run again.
+    fn put(&mut self, at: usize, value: i64) {
+        let run = at / RUN;
+        let appending = at == self.offsets.len();
+        if appending && self.offsets.capacity() == self.offsets.len() {
+            // Most blocks fill: grow in large steps, to the block at most.
+            self.offsets
+                .reserve_exact((self.offsets.len().max(64)).min(PACK - self.offsets.len()));
+        }
+        if run == self.bases.len() {
+            return self.encode_run(run, &[value]);
+        }
+        match (self.bases[run], Self::near(self.bases[run], value)) {
+            (WIDE_RUN, _) if appending => {
+                self.offsets.push(self.wide.len() as u32);
+                self.wide.push(value);
+            }
+            (WIDE_RUN, _) => self.wide[self.offsets[at] as usize] = value,
+            (_, Some(d)) if appending => self.offsets.push(d),
+            (_, Some(d)) => self.offsets[at] = d,
+            (_, None) => {
+                let mut values = self.run_values(run);
+                match values.get_mut(at - run * RUN) {
+                    Some(v) => *v = value,
+                    None => values.push(value),
+                }
+                self.encode_run(run, &values);
+            }
         }
     }
 }
 
-/// Microsecond times ([`NO_TIME`] for none) in four bytes each where a
-/// block's times lie within 71 minutes of each other — as the start times
-/// of calls written in the order they happen do — else in eight. Exact
-/// either way.
+/// Microsecond times ([`NO_TIME`] for none) in about four bytes each where
+/// runs of [`RUN`] of them lie within 71 minutes of each other — as the
+/// start times of calls written in the order they happen do — else in
+/// eight. Exact either way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Times {
     blocks: Vec<TimeBlock>,
@@ -473,65 +516,44 @@ impl Times {
     }
 
     pub fn push(&mut self, value: i64) {
-        if self.len.is_multiple_of(PACK) {
-            self.blocks.push(TimeBlock::encode(&[value]));
-            self.len += 1;
-            return;
-        }
+        let at = self.len & (PACK - 1);
         self.len += 1;
-        let block = self.blocks.last_mut().expect("a block per PACK values");
-        match block {
-            TimeBlock::Near { base, offsets } if *base == NO_TIME && value != NO_TIME => {
-                let mut values = block.decode();
-                values.push(value);
-                *block = TimeBlock::encode(&values);
-            }
-            TimeBlock::Near { base, offsets } => match TimeBlock::near(*base, value) {
-                Some(d) => offsets.push(d),
-                None => {
-                    let mut values = block.decode();
-                    values.push(value);
-                    *block = TimeBlock::encode(&values);
-                }
-            },
-            TimeBlock::Far(v) => v.push(value),
+        if at == 0 {
+            self.blocks.push(TimeBlock::default());
         }
+        self.blocks
+            .last_mut()
+            .expect("a block per PACK values")
+            .put(at, value);
     }
 
     pub fn set(&mut self, i: usize, value: i64) {
-        let block = &mut self.blocks[i >> SHIFT];
-        let at = i & (PACK - 1);
-        match block {
-            TimeBlock::Near { base, offsets } => match TimeBlock::near(*base, value) {
-                Some(d) if *base != NO_TIME || value == NO_TIME => offsets[at] = d,
-                _ => {
-                    let mut values = block.decode();
-                    values[at] = value;
-                    *block = TimeBlock::encode(&values);
-                }
-            },
-            TimeBlock::Far(v) => v[at] = value,
-        }
+        self.blocks[i >> SHIFT].put(i & (PACK - 1), value);
     }
 
-    /// Appends values `range` to `out`, one tight loop per block.
+    /// Appends values `range` to `out`, a run at a time.
     pub fn decode_into(&self, range: std::ops::Range<usize>, out: &mut Vec<i64>) {
         let mut at = range.start;
         while at < range.end {
             let b = at >> SHIFT;
+            let block = &self.blocks[b];
             let from = at & (PACK - 1);
             let to = (range.end - (b << SHIFT)).min(PACK);
-            match &self.blocks[b] {
-                TimeBlock::Near { base, offsets } => {
-                    out.extend(offsets[from..to].iter().map(|&d| {
+            let mut i = from;
+            while i < to {
+                let run_end = ((i / RUN + 1) * RUN).min(to);
+                let offsets = &block.offsets[i..run_end];
+                match block.bases[i / RUN] {
+                    WIDE_RUN => out.extend(offsets.iter().map(|&d| block.wide[d as usize])),
+                    base => out.extend(offsets.iter().map(|&d| {
                         if d == NEAR_ABSENT {
                             NO_TIME
                         } else {
                             base + d as i64
                         }
-                    }))
+                    })),
                 }
-                TimeBlock::Far(v) => out.extend_from_slice(&v[from..to]),
+                i = run_end;
             }
             at = (b << SHIFT) + to;
         }
@@ -549,47 +571,35 @@ impl Times {
     pub fn write(&self, out: &mut SnapshotWriter) {
         out.u64(self.len as u64);
         for b in &self.blocks {
-            match b {
-                TimeBlock::Near { base, offsets } => {
-                    out.u64(0);
-                    out.u64(*base as u64);
-                    out.array(offsets);
-                }
-                TimeBlock::Far(v) => {
-                    out.u64(1);
-                    out.array(v);
-                }
-            }
+            out.array(&b.bases);
+            out.array(&b.offsets);
+            out.array(&b.wide);
         }
     }
 
     /// What [`Times::write`] wrote, checked: every block as long as the
-    /// values it holds, and every near time within `i64`.
+    /// values it holds, a base per run, every offset within its run's kind.
     pub fn read(r: &mut SnapshotReader<'_>) -> Result<Times, String> {
         let len = r.count()?;
         let mut blocks = Vec::with_capacity(len.div_ceil(PACK));
         for b in 0..len.div_ceil(PACK) {
             let want = (len - b * PACK).min(PACK);
-            let block = match r.u64()? {
-                0 => {
-                    let base = r.u64()? as i64;
-                    let offsets: Vec<u32> = r.array()?;
-                    let fits = |&d: &u32| {
-                        d == NEAR_ABSENT || base != NO_TIME && base.checked_add(d as i64).is_some()
-                    };
-                    if !offsets.iter().all(fits) {
-                        return Err("a time past 64 bits".into());
-                    }
-                    TimeBlock::Near { base, offsets }
-                }
-                1 => TimeBlock::Far(r.array()?),
-                other => return Err(format!("unknown time block kind {other}")),
+            let block = TimeBlock {
+                bases: r.array()?,
+                offsets: r.array()?,
+                wide: r.array()?,
             };
-            if block.len() != want {
-                return Err(format!(
-                    "a time block holds {} values, not {want}",
-                    block.len()
-                ));
+            if block.offsets.len() != want || block.bases.len() != want.div_ceil(RUN) {
+                return Err(format!("a time block disagrees with its {want} values"));
+            }
+            let fits = |(i, &d): (usize, &u32)| match block.bases[i / RUN] {
+                WIDE_RUN => (d as usize) < block.wide.len(),
+                _ if d == NEAR_ABSENT => true,
+                NO_TIME => false,
+                base => base.checked_add(d as i64).is_some(),
+            };
+            if !block.offsets.iter().enumerate().all(fits) {
+                return Err("a time block's offsets do not fit its runs".into());
             }
             blocks.push(block);
         }
@@ -689,11 +699,30 @@ mod tests {
         times.set(PACK + 3, NO_TIME);
         want[PACK + 3] = NO_TIME;
         assert_eq!(times.iter().collect::<Vec<_>>(), want);
-        assert!(matches!(times.blocks[0], TimeBlock::Near { .. }));
-        assert!(matches!(times.blocks[1], TimeBlock::Far(_)));
+        assert!(times.blocks[0].wide.is_empty(), "near");
+        assert!(!times.blocks[1].wide.is_empty(), "far");
         let mut out = Vec::new();
         times.decode_into(3..PACK + 50, &mut out);
         assert_eq!(out, want[3..PACK + 50]);
+        // Hours over the block, minutes over each run: still near.
+        let spread: Times = {
+            let mut t2 = Times::new();
+            (0..PACK as i64).for_each(|i| t2.push(t + i * 10_000_000));
+            t2
+        };
+        assert!(spread.blocks[0].wide.is_empty());
+        assert_eq!(spread.get(PACK - 1), t + (PACK as i64 - 1) * 10_000_000);
+        // Two batches ten hours apart in one block: only the run holding
+        // both is kept wide.
+        let mut two = Times::new();
+        for i in 0..PACK as i64 {
+            two.push(NO_TIME);
+            let at = if i < 2000 { t + i } else { t + 10 * hour + i };
+            two.set(i as usize, at);
+        }
+        assert_eq!(two.blocks[0].wide.len(), RUN);
+        assert_eq!(two.get(1999), t + 1999);
+        assert_eq!(two.get(2000), t + 10 * hour + 2000);
         // A near block that must widen: a time two hours out.
         let mut near = Times::new();
         near.push(NO_TIME);
