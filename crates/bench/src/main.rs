@@ -21,6 +21,7 @@ mod load;
 mod otlp;
 mod queries;
 mod up;
+mod weave_http;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -77,9 +78,30 @@ struct Args {
     /// Spans per OTLP export request.
     #[arg(long, default_value_t = 1000)]
     otlp_batch: u64,
-    /// Concurrent OTLP/HTTP clients.
+    /// Concurrent OTLP/HTTP clients (and Weave HTTP clients).
     #[arg(long, default_value_t = 8)]
     otlp_clients: usize,
+    /// Run only the Weave HTTP ingest benchmark (`POST /call/upsert_batch`
+    /// through `polymeter up`), with this many calls.
+    #[arg(long)]
+    weave_calls: Option<u64>,
+    /// Calls per `upsert_batch` request.
+    #[arg(long, default_value_t = 1000)]
+    weave_batch: u64,
+    /// Only ask query `--profile-query` of the set (by position) again and
+    /// again for `--profile-seconds`, of the stats service at this URL
+    /// holding a bench run's calls (`--calls` and `--seed` as that run's):
+    /// for a profiler attached to that service.
+    #[arg(long)]
+    profile_stats: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    profile_query: usize,
+    #[arg(long, default_value_t = 20)]
+    profile_seconds: u64,
+    /// Generate calls as they are sent instead of ahead of time, holding
+    /// none (implies --skip-clickhouse; on by itself past 20M calls).
+    #[arg(long)]
+    stream: bool,
     /// Run only the load test: mixed writes and queries through the gateway
     /// of a local `polymeter up` for this many seconds.
     #[arg(long)]
@@ -358,6 +380,109 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Like [`ingest_all`], but each request is made (`make(from, to)`) by the
+/// stream that sends it, so no more than one per stream is ever held.
+async fn ingest_stream<R, M, F, Fut>(
+    label: &'static str,
+    total: u64,
+    batch: usize,
+    writers: usize,
+    make: M,
+    send: F,
+) -> Result<f64>
+where
+    R: Send + 'static,
+    M: Fn(u64, u64) -> R + Clone + Send + Sync + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let progress = std::sync::Arc::new(Progress::new(label, total));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (next, sent, progress, send, make) = (
+                next.clone(),
+                sent.clone(),
+                progress.clone(),
+                send.clone(),
+                make.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let from = next.fetch_add(batch as u64, std::sync::atomic::Ordering::Relaxed);
+                    if from >= total {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let to = (from + batch as u64).min(total);
+                    let make = make.clone();
+                    let request = tokio::task::spawn_blocking(move || make(from, to)).await?;
+                    send(request).await?;
+                    let n = to - from;
+                    progress.show(sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The goals the embedded store is measured against, each with its
+/// measured figure, printed together at the end.
+#[derive(Default)]
+struct Goals(Vec<(String, f64, f64, &'static str, bool)>);
+
+impl Goals {
+    fn at_most(&mut self, what: &str, measured: f64, goal: f64, unit: &'static str) {
+        self.0
+            .push((what.into(), measured, goal, unit, measured <= goal));
+    }
+
+    fn at_least(&mut self, what: &str, measured: f64, goal: f64, unit: &'static str) {
+        self.0
+            .push((what.into(), measured, goal, unit, measured >= goal));
+    }
+
+    fn print(&self) {
+        println!();
+        println!(
+            "{:<64} {:>12} {:>12} {:>7}  verdict",
+            "goal", "measured", "goal", "ratio"
+        );
+        for (what, measured, goal, unit, met) in &self.0 {
+            println!(
+                "{what:<64} {measured:>12.1} {:>12} {:>7.2}  {}",
+                format!("{goal} {unit}"),
+                measured / goal,
+                if *met { "met" } else { "MISSED" }
+            );
+        }
+        println!("(ratio = measured / goal)");
+    }
+}
+
+/// The bench's 30 days end at a whole hour: 2026-11-01T00:00:00Z.
+const BENCH_END_US: i64 = 1_793_491_200_000_000;
+
 type Sent = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// `AppendCalls` on `client`, as [`ingest_all`] sends each request.
@@ -442,6 +567,28 @@ async fn main() -> Result<()> {
             .unwrap()
             .with_file_name(format!("polymeter{}", std::env::consts::EXE_SUFFIX))
     });
+    let (end_us, span_us) = (BENCH_END_US, 30 * 86_400_000_000);
+    let w = Workload {
+        calls: args.calls,
+        seed: args.seed,
+        start_us: end_us - span_us,
+        span_us,
+    };
+    if let Some(url) = &args.profile_stats {
+        let channel = Channel::from_shared(url.clone())?.connect().await?;
+        let client = StatsServiceClient::new(channel).max_decoding_message_size(512 << 20);
+        let set = queries::query_set(&w);
+        let q = set.get(args.profile_query).context("no such query")?;
+        let until = Instant::now() + Duration::from_secs(args.profile_seconds);
+        let mut times = Vec::new();
+        while Instant::now() < until {
+            let t = Instant::now();
+            ask(&client, q).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        report("polymeter", q.name, &times);
+        return Ok(());
+    }
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)?;
     }
@@ -452,6 +599,16 @@ async fn main() -> Result<()> {
             seconds,
             args.load_rate,
             args.load_batch,
+        )
+        .await;
+    }
+    if let Some(calls) = args.weave_calls {
+        return weave_http::run(
+            &polymeter,
+            &args.dir,
+            calls,
+            args.weave_batch,
+            args.otlp_clients,
         )
         .await;
     }
@@ -469,15 +626,6 @@ async fn main() -> Result<()> {
     let parquet_dir = args.dir.join("parquet");
     std::fs::create_dir_all(&parquet_dir)?;
 
-    // 30 days ending at a whole hour.
-    let end_us = 1_793_491_200_000_000; // 2026-11-01T00:00:00Z
-    let span_us = 30 * 86_400_000_000;
-    let w = Workload {
-        calls: args.calls,
-        seed: args.seed,
-        start_us: end_us - span_us,
-        span_us,
-    };
     println!(
         "polymeter-bench: {} calls and {} feedback records over 30 days, {} cores",
         args.calls,
@@ -485,34 +633,44 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism()?
     );
 
-    // 1. Generate the calls, keeping the requests and writing Parquet for ClickHouse.
+    // 1. Generate the calls, keeping the requests and writing Parquet for
+    // ClickHouse — or, streaming, generate each batch as it is sent.
+    let stream = args.stream || args.calls > 20_000_000;
+    let skip_clickhouse = args.skip_clickhouse || stream;
+    if stream {
+        println!("streaming: calls generated as they are sent; no ClickHouse comparison");
+    }
     let started = Instant::now();
-    let requests = generate(
-        "generate calls",
-        args.calls,
-        args.batch,
-        |t| {
-            Ok((
-                parquet_writer(&parquet_dir, "calls", t, workload::calls_schema())?,
-                parquet_writer(&parquet_dir, "usage", t, workload::usage_schema())?,
-            ))
-        },
-        |(calls_out, usage_out), from, to| {
-            let calls: Vec<_> = (from..to).map(|i| w.call(i)).collect();
-            let (c, u) = workload::to_arrow(&calls);
-            calls_out.write(&c)?;
-            usage_out.write(&u)?;
-            let request = pb::AppendCallsRequest {
-                calls: calls.into_iter().map(|c| c.write).collect(),
-            };
-            Ok((to - from, request))
-        },
-        |(calls_out, usage_out)| {
-            calls_out.close()?;
-            usage_out.close()?;
-            Ok(())
-        },
-    )?;
+    let requests = if stream {
+        None
+    } else {
+        Some(generate(
+            "generate calls",
+            args.calls,
+            args.batch,
+            |t| {
+                Ok((
+                    parquet_writer(&parquet_dir, "calls", t, workload::calls_schema())?,
+                    parquet_writer(&parquet_dir, "usage", t, workload::usage_schema())?,
+                ))
+            },
+            |(calls_out, usage_out), from, to| {
+                let calls: Vec<_> = (from..to).map(|i| w.call(i)).collect();
+                let (c, u) = workload::to_arrow(&calls);
+                calls_out.write(&c)?;
+                usage_out.write(&u)?;
+                let request = pb::AppendCallsRequest {
+                    calls: calls.into_iter().map(|c| c.write).collect(),
+                };
+                Ok((to - from, request))
+            },
+            |(calls_out, usage_out)| {
+                calls_out.close()?;
+                usage_out.close()?;
+                Ok(())
+            },
+        )?)
+    };
     println!("generated in {:.1} s", started.elapsed().as_secs_f64());
 
     // 2. Ingest through gRPC into a fresh stats process.
@@ -524,26 +682,61 @@ async fn main() -> Result<()> {
     let rss_empty = stats.rss()?;
     let send = call_sender(&client);
     // The ClickHouse leg ingests the same requests later.
-    let ch_requests = args.store.is_some().then(|| requests.clone());
-    let secs = ingest_all("ingest calls", requests, args.writers, send).await?;
+    let (secs, ch_requests) = match requests {
+        Some(requests) => {
+            let ch_requests = args.store.is_some().then(|| requests.clone());
+            let secs = ingest_all("ingest calls", requests, args.writers, send).await?;
+            (secs, ch_requests)
+        }
+        None => {
+            let w = w.clone();
+            let make = move |from: u64, to: u64| pb::AppendCallsRequest {
+                calls: (from..to).map(|i| w.call(i).write).collect(),
+            };
+            let secs = ingest_stream(
+                "ingest calls",
+                args.calls,
+                args.batch,
+                args.writers,
+                make,
+                send,
+            )
+            .await?;
+            (secs, None)
+        }
+    };
+    let mut goals = Goals::default();
+    let rate = args.calls as f64 / secs;
     println!(
-        "ingest: {} calls in {:.2} s = {:.0} calls/s (durable, gRPC batches of {}, {} streams)",
+        "ingest: {} calls in {:.2} s = {rate:.0} calls/s (durable, gRPC batches of {}, {} streams{})",
         args.calls,
         secs,
-        args.calls as f64 / secs,
         args.batch,
-        args.writers
+        args.writers,
+        if stream { ", generated while sending" } else { "" }
     );
+    goals.at_least("ingest, durable gRPC batches", rate, 500_000.0, "calls/s");
     compaction_settled(&data_dir).await;
     // The process hands freed memory (gRPC buffers of the burst, the
     // snapshot's buffer) back to the system every 5 s.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let rss = stats.rss()?;
+    let per_call = rss.saturating_sub(rss_empty) as f64 / args.calls as f64;
     println!(
-        "memory: stats RSS {:.0} MiB (empty: {:.0} MiB) = {:.1} bytes per call",
+        "memory: stats RSS {:.0} MiB (empty: {:.0} MiB) = {per_call:.1} bytes per call",
         rss as f64 / 1048576.0,
         rss_empty as f64 / 1048576.0,
-        rss.saturating_sub(rss_empty) as f64 / args.calls as f64
+    );
+    goals.at_most("memory after ingest", per_call, 64.0, "B/call");
+    let (segments, snapshots) = (
+        dir_bytes(&data_dir.join("stats").join("segments")),
+        dir_bytes(&data_dir.join("stats").join("snapshots")),
+    );
+    println!(
+        "disk: {:.1} bytes per call in Parquet segments, {:.1} in the snapshot ({:.0} MiB in all)",
+        segments as f64 / args.calls as f64,
+        snapshots as f64 / args.calls as f64,
+        dir_bytes(&data_dir.join("stats")) as f64 / 1048576.0
     );
 
     // 3. Queries on Polymeter.
@@ -584,14 +777,26 @@ async fn main() -> Result<()> {
         "restart: kill -9 → first answer in {:.2} s",
         restart.as_secs_f64()
     );
+    goals.at_most(
+        "restart, kill -9 to first answer",
+        restart.as_secs_f64(),
+        1.5,
+        "s",
+    );
     compaction_settled(&data_dir).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let reloaded = stats.rss()?;
+    let per_call = reloaded.saturating_sub(rss_empty) as f64 / args.calls as f64;
     println!(
-        "memory after restart: stats RSS {:.0} MiB = {:.1} bytes per call",
+        "memory after restart: stats RSS {:.0} MiB = {per_call:.1} bytes per call",
         reloaded as f64 / 1048576.0,
-        reloaded.saturating_sub(rss_empty) as f64 / args.calls as f64
     );
+    goals.at_most("memory after restart", per_call, 64.0, "B/call");
+    {
+        let mut times = ours[0].0.clone();
+        let p50 = percentile_ms(&mut times, 50.0);
+        goals.at_most(set[0].name, p50, 60.0, "ms p50");
+    }
     drop(stats);
 
     // 4. Feedback: generate, ingest into a feedback process, query.
@@ -659,7 +864,8 @@ async fn main() -> Result<()> {
         _ => None,
     };
 
-    if args.skip_clickhouse {
+    if skip_clickhouse {
+        goals.print();
         return Ok(());
     }
 
@@ -750,6 +956,15 @@ async fn main() -> Result<()> {
     if let Some(ch) = &on_clickhouse {
         clickhouse::print_overhead(ch, &over_ch);
     }
+    for (name, ch, ours) in &over_ch {
+        goals.at_least(
+            &format!("{name}: times faster than chDB"),
+            ch / ours,
+            4.0,
+            "×",
+        );
+    }
+    goals.print();
     if !all_same {
         bail!("the engines disagree");
     }
