@@ -1688,6 +1688,43 @@ mod tests {
         assert!(!snapshot.exists(), "the damaged snapshot is removed");
     }
 
+    /// A crash while a snapshot is written leaves its temporary file, or
+    /// (had the rename come first) a file cut short: neither is read, both
+    /// go, and the store loads the previous snapshot and the logs after it.
+    #[test]
+    fn a_snapshot_cut_short_by_a_crash_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_snap(dir.path());
+            store.append(vec![kv("t/a/1/x", 1)]).unwrap();
+        }
+        let snaps = dir.path().join("snapshots");
+        let good = list(&snaps).unwrap().remove(0);
+        let bytes = std::fs::read(&good).unwrap();
+        {
+            let store = open_snap(dir.path());
+            store.append(vec![kv("t/a/1/y", 2)]).unwrap();
+            // Stopped without the shutdown snapshot, as a crash would.
+            store.jobs.lock().unwrap().take();
+            let threads: Vec<_> = store.threads.lock().unwrap().drain(..).collect();
+            store.compact.lock().unwrap().take();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        let later = |g: u64| snapshot::path_of(&snaps, g);
+        let tmp = PathBuf::from(format!("{}.tmp", later(900).display()));
+        std::fs::write(&tmp, &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(later(901), &bytes[..bytes.len() - 3]).unwrap();
+        let store = open_snap(dir.path());
+        assert_eq!(snap_contents(&store), [kv("t/a/1/x", 1), kv("t/a/1/y", 2)]);
+        assert!(!tmp.exists() && !later(901).exists(), "both are removed");
+        // The intact one (or a newer one the store has written since).
+        let kept = list(&snaps).unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0] == good || kept[0].extension().is_some_and(|e| e == "snap"));
+    }
+
     #[test]
     fn a_deletion_after_a_snapshot_stays_deleted() {
         let dir = tempfile::tempdir().unwrap();

@@ -146,6 +146,10 @@ impl Codes {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().map(|c| c.wrapping_sub(1))
     }
