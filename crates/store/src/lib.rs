@@ -29,6 +29,8 @@
 //!   segments. Expiring a project's old records ([`Durable::expire`]) removes
 //!   them from the table and deletes its segments of days wholly past the
 //!   cutoff: whole files, nothing rewritten.
+//! * Tables hold their columns compactly with [`column::Column`] (grows by
+//!   an eighth) and [`packed`] (values per block in the fewest bytes).
 //! * Opening loads the segments in generation order, then replays the logs
 //!   newer than the last segment. A torn or corrupt log tail (the checksum
 //!   disagrees, or a frame is cut short) is dropped and logged, never misread.

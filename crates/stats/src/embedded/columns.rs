@@ -2,13 +2,15 @@
 //!
 //! Calls are partitioned by `(tenant, project)`, so scoping a query prunes
 //! whole partitions. Within a partition every attribute is a column indexed by
-//! row: times as `i64` microseconds, low-cardinality strings (op names,
-//! models, thread/user/run ids, vendor dimensions, refs) as `u32` codes of one
-//! [`Interner`], and high-cardinality ids (call, trace, parent) as 64-bit
-//! hashes ([`id_hash`]; their text stays on disk). Columns that
-//! are absent for every row so far take no memory. Rows are grouped in
-//! blocks with their min/max start time, so a time range skips whole blocks.
-//! Nothing on the scan path allocates per row.
+//! row, held in as few bytes as it allows (about 50 a call in all): start
+//! times as 32-bit offsets ([`Times`]) and how long a call took in 32 bits;
+//! low-cardinality strings (op names, models, thread/user/run ids, vendor
+//! dimensions, refs) as codes of one [`Interner`] and token counters, both
+//! packed per block ([`Packed`]: a block of one value takes nothing); and
+//! high-cardinality ids (call, trace, parent) as 64-bit hashes ([`id_hash`];
+//! their text stays on disk). Rows are grouped in blocks with their min/max
+//! start time, so a time range skips whole blocks. Nothing on the scan path
+//! allocates per row.
 
 use polymeter_model::{ProjectId, TenantId};
 use rustc_hash::FxHashMap;
@@ -202,7 +204,7 @@ impl RefLists {
     }
 }
 
-/// Optional low-cardinality attributes of a call, one [`SparseCodes`] each.
+/// Optional low-cardinality attributes of a call, one [`Codes`] column each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attr {
     ThreadId,
@@ -221,8 +223,8 @@ pub enum Attr {
 
 pub const ATTRS: usize = 12;
 
-/// Token counters of usage rows; the cache and request columns take memory
-/// only once a row has a non-zero value.
+/// Token counters of usage rows (input, output, total, cache read, cache
+/// creation, requests), one [`TokenColumn`] each.
 pub const TOKEN_FIELDS: usize = 6;
 
 /// One token counter of every usage row, packed per block ([`Packed`]):
