@@ -467,12 +467,12 @@ impl Goals {
     fn print(&self) {
         println!();
         println!(
-            "{:<64} {:>12} {:>12} {:>7}  verdict",
+            "{:<90} {:>12} {:>14} {:>7}  verdict",
             "goal", "measured", "goal", "ratio"
         );
         for (what, measured, goal, unit, met) in &self.0 {
             println!(
-                "{what:<64} {measured:>12.1} {:>12} {:>7.2}  {}",
+                "{what:<90} {measured:>12.1} {:>14} {:>7.2}  {}",
                 format!("{goal} {unit}"),
                 measured / goal,
                 if *met { "met" } else { "MISSED" }
