@@ -4,7 +4,6 @@
 
 use crate::workload::{Workload, PROJECTS};
 use anyhow::{bail, Context, Result};
-use polymeter_auth::{Credentials, NewKey};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,19 +27,9 @@ pub async fn thirty_days(
     w: &Workload,
     iterations: usize,
 ) -> Result<Vec<f64>> {
-    let (credentials, keys) = Credentials::development("bench");
     let file = dir.join("gateway-credentials.toml");
-    credentials.save(&file)?;
-    let key = keys
-        .iter()
-        .find_map(|k| match k {
-            NewKey::Weave { key, .. } => Some(key.clone()),
-            _ => None,
-        })
-        .expect("a weave key");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let key = crate::up::development_key(&file)?;
+    let port = crate::up::free_port()?;
     let _gateway = Gateway(
         Command::new(polymeter)
             .arg("gateway")

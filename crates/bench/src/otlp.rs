@@ -9,7 +9,6 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValu
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::path::Path;
-use std::time::Instant;
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -77,69 +76,22 @@ pub async fn run(
     clients: usize,
 ) -> Result<()> {
     let (mut child, base, key) = crate::up::start(polymeter, &dir.join("otlp")).await?;
-    let http = reqwest::Client::new();
     let batches = spans.div_ceil(batch_size);
     println!("otlp: encoding {batches} batches of {batch_size} spans");
     let bodies: Vec<Vec<u8>> = (0..batches).map(|b| batch(b, batch_size)).collect();
-    let bodies = std::sync::Arc::new(bodies);
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (http, base, key, bodies, next) = (
-            http.clone(),
-            base.clone(),
-            key.clone(),
-            bodies.clone(),
-            next.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok(());
-                };
-                let r = http
-                    .post(format!("{base}/otel/v1/traces"))
-                    .basic_auth("api", Some(&key))
-                    .header("content-type", "application/x-protobuf")
-                    .header("project_id", "bench/otlp")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                if r.status() != 200 {
-                    bail!(
-                        "export answered {}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let elapsed = started.elapsed();
+    let headers = [
+        ("content-type", "application/x-protobuf"),
+        ("project_id", "bench/otlp"),
+    ];
+    let elapsed =
+        crate::up::post_all(&base, &key, "/otel/v1/traces", &headers, bodies, clients).await?;
     let sent = batches * batch_size;
     println!(
-        "otlp: {sent} spans in {:.2} s over {clients} clients = {:.0} spans/s (target 100,000; ratio {:.2})",
-        elapsed.as_secs_f64(),
-        sent as f64 / elapsed.as_secs_f64(),
-        sent as f64 / elapsed.as_secs_f64() / 100_000.0
+        "otlp: {sent} spans in {elapsed:.2} s over {clients} clients = {:.0} spans/s (target 100,000; ratio {:.2})",
+        sent as f64 / elapsed,
+        sent as f64 / elapsed / 100_000.0
     );
-    let stats: serde_json::Value = http
-        .post(format!("{base}/calls/stats"))
-        .basic_auth("api", Some(&key))
-        .json(&serde_json::json!({"project_id": "bench/otlp", "start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z",
-            "granularity": 3600, "call_metrics": [{"metric": "call_count"}]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let stored = stats["call_buckets"][0]["sum_call_count"]
-        .as_u64()
-        .unwrap_or(0);
+    let stored = crate::up::calls_stored(&base, &key, "bench/otlp").await?;
     println!("otlp: {stored} calls stored (expected {sent})");
     let _ = child.kill();
     let _ = child.wait();

@@ -11,21 +11,8 @@ use std::time::{Duration, Instant};
 /// gateway's base URL and a Weave key of the tenant, once `/readyz` says so.
 pub async fn start(polymeter: &Path, data: &Path) -> Result<(Child, String, String)> {
     std::fs::create_dir_all(data)?;
-    let (credentials, keys) = Credentials::development("bench");
-    credentials.save(&data.join("credentials.toml"))?;
-    let key = keys
-        .iter()
-        .find_map(|k| match k {
-            NewKey::Weave { key, .. } => Some(key.clone()),
-            _ => None,
-        })
-        .expect("a weave key");
-    let port = || -> Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let [gw, ing, st, fb] = [port()?, port()?, port()?, port()?];
+    let key = development_key(&data.join("credentials.toml"))?;
+    let [gw, ing, st, fb] = [free_port()?, free_port()?, free_port()?, free_port()?];
     let child = Command::new(polymeter)
         .arg("up")
         .arg("--data-dir")
@@ -54,4 +41,95 @@ pub async fn start(polymeter: &Path, data: &Path) -> Result<(Child, String, Stri
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok((child, base, key))
+}
+
+/// Writes a fresh development tenant's credentials to `file`; returns its
+/// Weave key.
+pub fn development_key(file: &Path) -> Result<String> {
+    let (credentials, keys) = Credentials::development("bench");
+    credentials.save(file)?;
+    Ok(keys
+        .iter()
+        .find_map(|k| match k {
+            NewKey::Weave { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("a weave key"))
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Posts every body to `{base}{path}` from `clients` concurrent clients
+/// with the Weave key `key` (and `headers`); fails on the first answer that
+/// is not 200. Returns the seconds taken.
+pub async fn post_all(
+    base: &str,
+    key: &str,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+    bodies: Vec<Vec<u8>>,
+    clients: usize,
+) -> Result<f64> {
+    let http = reqwest::Client::new();
+    let bodies = std::sync::Arc::new(bodies);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{base}{path}");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, key, bodies, next) = (
+            http.clone(),
+            url.clone(),
+            key.to_owned(),
+            bodies.clone(),
+            next.clone(),
+        );
+        let headers = headers.to_vec();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else {
+                    return anyhow::Ok(());
+                };
+                let mut request = http.post(&url).basic_auth("api", Some(&key));
+                for (name, value) in &headers {
+                    request = request.header(*name, *value);
+                }
+                let r = request.body(body.clone()).send().await?;
+                if r.status() != 200 {
+                    bail!(
+                        "{url} answered {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Calls `project` holds between 10:00 and 11:00 on 2024-05-01, the hour
+/// the ingest benchmarks write into, as `/calls/stats` counts them.
+pub async fn calls_stored(base: &str, key: &str, project: &str) -> Result<u64> {
+    let stats: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/calls/stats"))
+        .basic_auth("api", Some(key))
+        .json(&serde_json::json!({"project_id": project, "start": "2024-05-01T10:00:00Z",
+            "end": "2024-05-01T11:00:00Z", "granularity": 3600, "call_metrics": [{"metric": "call_count"}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(stats["call_buckets"][0]["sum_call_count"]
+        .as_u64()
+        .unwrap_or(0))
 }

@@ -7,7 +7,6 @@
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::time::Instant;
 
 const PROJECT: &str = "bench/weave";
 
@@ -46,69 +45,18 @@ pub async fn run(
     clients: usize,
 ) -> Result<()> {
     let (mut child, base, key) = crate::up::start(polymeter, &dir.join("weave")).await?;
-    let http = reqwest::Client::new();
     let batches = calls.div_ceil(batch_size);
     println!("weave: encoding {batches} upsert_batch requests of {batch_size} calls");
-    let bodies = std::sync::Arc::new(
-        (0..batches)
-            .map(|b| body(b, batch_size))
-            .collect::<Vec<_>>(),
-    );
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (http, base, key, bodies, next) = (
-            http.clone(),
-            base.clone(),
-            key.clone(),
-            bodies.clone(),
-            next.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok(());
-                };
-                let r = http
-                    .post(format!("{base}/call/upsert_batch"))
-                    .basic_auth("api", Some(&key))
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                if r.status() != 200 {
-                    bail!(
-                        "upsert_batch answered {}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let bodies = (0..batches).map(|b| body(b, batch_size)).collect();
+    let headers = [("content-type", "application/json")];
+    let elapsed =
+        crate::up::post_all(&base, &key, "/call/upsert_batch", &headers, bodies, clients).await?;
     let sent = batches * batch_size;
     println!(
         "weave: {sent} calls via POST /call/upsert_batch in {elapsed:.2} s over {clients} clients = {:.0} calls/s",
         sent as f64 / elapsed
     );
-    let stats: Value = http
-        .post(format!("{base}/calls/stats"))
-        .basic_auth("api", Some(&key))
-        .json(&json!({"project_id": PROJECT, "start": "2024-05-01T10:00:00Z", "end": "2024-05-01T11:00:00Z",
-            "granularity": 3600, "call_metrics": [{"metric": "call_count"}]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let stored = stats["call_buckets"][0]["sum_call_count"]
-        .as_u64()
-        .unwrap_or(0);
+    let stored = crate::up::calls_stored(&base, &key, PROJECT).await?;
     println!("weave: {stored} calls stored (expected {sent})");
     let _ = child.kill();
     let _ = child.wait();

@@ -1641,6 +1641,17 @@ mod tests {
         Durable::open(dir, SnapKv::default(), Options::default()).unwrap()
     }
 
+    /// Stops the store's threads after the work they hold, without the
+    /// snapshot a close takes.
+    fn stop_without_snapshot(store: &Durable<SnapKv>) {
+        store.jobs.lock().unwrap().take();
+        let threads: Vec<_> = store.threads.lock().unwrap().drain(..).collect();
+        store.compact.lock().unwrap().take();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
     fn snap_contents(store: &Durable<SnapKv>) -> Vec<(String, i64)> {
         store.read().0 .0.clone().into_iter().collect()
     }
@@ -1705,12 +1716,7 @@ mod tests {
             let store = open_snap(dir.path());
             store.append(vec![kv("t/a/1/y", 2)]).unwrap();
             // Stopped without the shutdown snapshot, as a crash would.
-            store.jobs.lock().unwrap().take();
-            let threads: Vec<_> = store.threads.lock().unwrap().drain(..).collect();
-            store.compact.lock().unwrap().take();
-            for t in threads {
-                t.join().unwrap();
-            }
+            stop_without_snapshot(&store);
         }
         let later = |g: u64| snapshot::path_of(&snaps, g);
         let tmp = PathBuf::from(format!("{}.tmp", later(900).display()));
@@ -1738,12 +1744,7 @@ mod tests {
             let store = open_snap(dir.path());
             store.delete_scope("t", "a").unwrap();
             // Only what the deletion itself wrote: no snapshot at close.
-            store.jobs.lock().unwrap().take();
-            let threads: Vec<_> = store.threads.lock().unwrap().drain(..).collect();
-            store.compact.lock().unwrap().take();
-            for t in threads {
-                t.join().unwrap();
-            }
+            stop_without_snapshot(&store);
         }
         assert_eq!(snap_contents(&open_snap(dir.path())), [kv("t/b/1/y", 2)]);
     }

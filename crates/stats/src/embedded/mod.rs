@@ -101,14 +101,7 @@ impl CallStore for EmbeddedStore {
         pricing: Pricing,
     ) -> Result<AggregateResult, StatsError> {
         let store = self.clone();
-        // Only the scan holds the table: ids read back from disk (a prefix
-        // filter on an id, a group by one) are read without it.
-        let answer = move || {
-            let projects = aggregate::projects_in_scope(&query, &store.inner.read());
-            let prefixed = aggregate::prefixed_ids(&query, &projects, &store)?;
-            let scanned = aggregate::scan_rows(&query, &store.inner.read(), &pricing, &prefixed)?;
-            scanned.finish(&query, &projects, &store)
-        };
+        let answer = move || aggregate::answer(&query, || store.inner.read(), &pricing, &store);
         polymeter_store::blocking(answer, StatsError::Internal).await
     }
 

@@ -76,13 +76,26 @@ pub fn aggregate(
     pricing: &Pricing,
     texts: &dyn IdTexts,
 ) -> Result<AggregateResult, StatsError> {
-    let projects = projects_in_scope(query, columns);
+    answer(query, || columns, pricing, texts)
+}
+
+/// [`aggregate`] over columns that `columns` lends for as long as each step
+/// needs them (a lock guard): only the scan holds them; ids read back from
+/// disk (a prefix filter on an id, a group by one) are read without.
+pub fn answer<C: std::ops::Deref<Target = CallColumns>>(
+    query: &CallQuery,
+    columns: impl Fn() -> C,
+    pricing: &Pricing,
+    texts: &dyn IdTexts,
+) -> Result<AggregateResult, StatsError> {
+    let projects = projects_in_scope(query, &columns());
     let prefixed = prefixed_ids(query, &projects, texts)?;
-    scan_rows(query, columns, pricing, &prefixed)?.finish(query, &projects, texts)
+    let scanned = scan_rows(query, &columns(), pricing, &prefixed)?;
+    scanned.finish(query, &projects, texts)
 }
 
 /// The projects a query reads: those it names, or all of its tenant's.
-pub fn projects_in_scope(query: &CallQuery, columns: &CallColumns) -> Vec<ProjectId> {
+fn projects_in_scope(query: &CallQuery, columns: &CallColumns) -> Vec<ProjectId> {
     columns
         .partitions_of(&query.tenant, &query.projects)
         .map(|p| p.project.clone())
@@ -96,7 +109,7 @@ fn is_id(d: Dimension) -> bool {
 /// Per filter, the hashes of stored ids that start with one of its prefixes
 /// (empty unless it filters an id dimension by prefix). Read before the scan,
 /// without the table's lock.
-pub fn prefixed_ids(
+fn prefixed_ids(
     query: &CallQuery,
     projects: &[ProjectId],
     texts: &dyn IdTexts,
@@ -130,7 +143,7 @@ pub fn prefixed_ids(
 
 /// A query's rows before ids are named, empty buckets filled and the rows
 /// ordered and paged: what needs the columns, so what runs under the lock.
-pub struct Scanned {
+struct Scanned {
     rows: Vec<ResultRow>,
     grid: Option<BucketGrid>,
 }
@@ -138,7 +151,7 @@ pub struct Scanned {
 impl Scanned {
     /// Names grouped ids (reading their text from `texts` when a group is
     /// an id dimension), then fills, orders and pages the rows.
-    pub fn finish(
+    fn finish(
         mut self,
         query: &CallQuery,
         projects: &[ProjectId],
@@ -201,7 +214,7 @@ fn name_ids(
 /// The part of [`aggregate`] that reads the columns: rows filtered, bucketed,
 /// grouped and folded; ids named by their hash tokens. `prefixed` is
 /// [`prefixed_ids`].
-pub fn scan_rows(
+fn scan_rows(
     query: &CallQuery,
     columns: &CallColumns,
     pricing: &Pricing,
