@@ -22,6 +22,8 @@ const OTHER: &str = "acme/other";
 enum Ask {
     Weave(&'static str, Value),
     WeaveAs(&'static str, &'static str, Value),
+    /// A Weave-authenticated GET (the projects list).
+    WeaveGet(&'static str, &'static str),
     Alibaba(&'static fixture::AccessKey, String),
     Qianfan(&'static fixture::AccessKey, Value),
     /// Straight to the stats service, for what no dialect asks yet (ids by
@@ -52,6 +54,7 @@ async fn ask(stack: &TestStack, q: &Ask) -> Value {
     let answer = match q {
         Ask::Weave(path, body) => c.post(path, body).await,
         Ask::WeaveAs(key, path, body) => c.with_weave_key(Some(key)).post(path, body).await,
+        Ask::WeaveGet(key, path) => c.with_weave_key(Some(key)).get(path).await,
         Ask::Alibaba(key, query) => c.alibaba(key, query).await,
         Ask::Qianfan(key, body) => c.qianfan(key, body).await,
         Ask::Stats(_) => unreachable!("answered above"),
@@ -385,6 +388,9 @@ fn cases() -> Vec<(&'static str, Ask)> {
         ("another tenant sees only its own", Ask::WeaveAs(fixture::GLOBEX_WEAVE_KEY, "/calls/stats",
             json!({"project_id": "globex/app", "start": "2024-03-09T00:00:00Z", "end": "2024-03-13T00:00:00Z",
                    "granularity": 86400, "call_metrics": [{"metric": "call_count"}], "usage_metrics": [{"metric": "total_tokens"}]}))),
+        ("acme's projects, first and last call", Ask::WeaveGet(fixture::ACME_WEAVE_KEY, "/v1/projects")),
+        ("a key limited to one project lists only it", Ask::WeaveGet(fixture::ACME_BOT_ONLY_WEAVE_KEY, "/v1/projects")),
+        ("globex's projects", Ask::WeaveGet(fixture::GLOBEX_WEAVE_KEY, "/v1/projects")),
         ("globex alibaba", Ask::Alibaba(&fixture::GLOBEX_ALIBABA, format!("{range}&groupBy=modelId"))),
         ("traces of calls by id prefix", ids_query(
             vec![pb::Dimension::TraceId],
@@ -443,6 +449,10 @@ async fn both_stores_give_the_same_answers() {
         let (want, got) = tokio::join!(ask(&embedded, &case), ask(&clickhouse, &case));
         if want["status"] == 200 {
             nonzero += 1;
+        }
+        if let Ask::WeaveGet(..) = case {
+            let projects = want["body"]["projects"].as_array();
+            assert!(projects.is_some_and(|p| !p.is_empty()), "{name}: {want}");
         }
         if let Ask::Stats(_) = case {
             // Groups of ids come back as the ids sent, not as their hashes.

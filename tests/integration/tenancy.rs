@@ -162,6 +162,53 @@ async fn tenants_see_only_their_own_calls_in_every_dialect() {
     )
     .await;
 
+    // The projects list: each key sees its own tenant's projects, a key
+    // limited to one project only that one.
+    ingest_into(
+        acme,
+        "acme/bot",
+        &[Call::new("a3", now - chrono::Duration::days(2))],
+    )
+    .await;
+    let listed = |client: polymeter_tests::Client| async move {
+        let body = client.get("/v1/projects").await.ok();
+        body["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["project_id"].as_str().unwrap().to_owned(),
+                    p["calls"].as_u64().unwrap(),
+                    p["first_seen"].as_str().unwrap().to_owned(),
+                    p["last_seen"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Times are stored to the microsecond.
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        chrono::DateTime::from_timestamp_micros(t.timestamp_micros())
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    let (first, last) = (at(now - chrono::Duration::days(2)), at(now));
+    assert_eq!(
+        listed(acme.clone()).await,
+        vec![
+            ("acme/bot".into(), 2, first.clone(), last.clone()),
+            ("acme/other".into(), 1, last.clone(), last.clone()),
+        ]
+    );
+    assert_eq!(
+        listed(globex.clone()).await,
+        vec![("globex/bot".into(), 1, last.clone(), last.clone())]
+    );
+    assert_eq!(
+        listed(acme.with_weave_key(Some(fixture::ACME_BOT_ONLY_WEAVE_KEY))).await,
+        vec![("acme/bot".into(), 2, first, last)]
+    );
+
     let one = |data: Vec<Value>| data[0]["inputTokens"].as_i64().unwrap();
     assert_eq!(
         one(alibaba_data(

@@ -170,8 +170,9 @@ impl Client {
         send(request).await
     }
 
+    /// `GET`, as the Weave key (when the client has one).
     pub async fn get(&self, path: &str) -> Answer {
-        send(self.http.get(format!("{}{path}", self.base))).await
+        send(self.request(reqwest::Method::GET, path)).await
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

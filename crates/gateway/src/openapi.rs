@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         prices::lookup,
         prices::set,
         prices::delete,
+        projects::list,
         projects::get_retention,
         projects::set_retention,
         projects::keep_forever,
@@ -57,7 +58,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     tags(
         (name = "Weave", description = "W&B Weave: call and feedback ingest, `/calls/stats`, `/feedback/aggregate`. Errors: `{\"reason\"}`."),
         (name = "Prices", description = "Per-project price overrides, authenticated and enveloped like Weave."),
-        (name = "Projects", description = "A project's data as a whole: its retention period and its deletion, authenticated and enveloped like Weave."),
+        (name = "Projects", description = "The projects a key sees (with call counts and first and last call), and a project's data as a whole: its retention period and its deletion; authenticated and enveloped like Weave."),
         (name = "Alibaba", description = "Alibaba Cloud Model Router observation metrics, signed with ACS3-HMAC-SHA256."),
         (name = "Qianfan", description = "Baidu Qianfan DescribeServiceMetric, signed with bce-auth-v1."),
         (name = "OpenTelemetry", description = "OTLP/HTTP trace export. Errors: `google.rpc.Status` in the request's encoding."),

@@ -1,6 +1,10 @@
 //! A project's data as a whole, authenticated and enveloped like the Weave
 //! routes (`Authorization: Basic`, `{"reason"}` errors):
 //!
+//! - `GET    /v1/projects` — the projects of the caller's tenant that hold
+//!   calls (those the key may see), with their call counts and when their
+//!   first and last calls started; answered by the stats service's one
+//!   aggregation path (grouped by project), like any other query
 //! - `GET    /v1/projects/{entity}/{project}/retention` — how long the
 //!   project's calls and feedback are kept
 //! - `PUT    /v1/projects/{entity}/{project}/retention` — `{"retention": "30d"}`
@@ -29,6 +33,7 @@ use utoipa::ToSchema;
 
 pub fn routes() -> Router<crate::state::AppState> {
     Router::new()
+        .route("/v1/projects", get(list))
         .route(
             "/v1/projects/{entity}/{project}/retention",
             get(get_retention).put(set_retention).delete(keep_forever),
@@ -59,6 +64,82 @@ pub struct RetentionRes {
 pub struct DeletedRes {
     pub project_id: String,
     pub deleted: bool,
+}
+
+/// The projects a key sees.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectsRes {
+    /// By project id.
+    pub projects: Vec<ProjectSummary>,
+}
+
+/// One project that holds calls.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectSummary {
+    /// `entity/project`.
+    pub project_id: String,
+    /// Calls stored (within the project's retention).
+    pub calls: u64,
+    /// When its earliest call started (RFC 3339, UTC).
+    pub first_seen: String,
+    /// When its latest call started (RFC 3339, UTC).
+    pub last_seen: String,
+}
+
+/// The projects of the caller's tenant that hold calls, with call counts and
+/// first and last start times — what a console offers to pick from.
+#[utoipa::path(get, path = "/v1/projects", tag = "Projects",
+    responses((status = 200, description = "The projects the key may see", body = ProjectsRes)),
+    security(("weave_basic" = [])))]
+pub(crate) async fn list(
+    State(services): State<Services>,
+    caller: WeaveCaller,
+) -> WeaveResult<Json<ProjectsRes>> {
+    use polymeter_model::time::{EARLIEST_US, LATEST_US};
+    let measure = |metric: pb::Metric, aggregation: pb::Aggregation| pb::Measure {
+        metric: metric as i32,
+        aggregation: aggregation as i32,
+        percentile: 0.0,
+    };
+    let answer = services
+        .stats
+        .aggregate_calls(pb::AggregateCallsRequest {
+            tenant: caller.tenant(),
+            project_ids: caller.0.projects.clone(),
+            start_us: EARLIEST_US,
+            end_us: LATEST_US,
+            grain: pb::Grain::Call as i32,
+            group_by: vec![pb::Dimension::ProjectId as i32],
+            measures: vec![
+                measure(pb::Metric::StartedAtUs, pb::Aggregation::Min),
+                measure(pb::Metric::StartedAtUs, pb::Aggregation::Max),
+            ],
+            ..Default::default()
+        })
+        .await?;
+    let projects = answer
+        .rows
+        .into_iter()
+        .filter_map(|row| {
+            let project_id = row.group.first()?.value.clone()?;
+            let instant = |i: usize| -> Option<String> {
+                let us = row.values.get(i)?.value?;
+                Some(
+                    chrono::DateTime::from_timestamp_micros(us as i64)?
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                )
+            };
+            Some(ProjectSummary {
+                calls: row.row_count,
+                first_seen: instant(0)?,
+                last_seen: instant(1)?,
+                project_id,
+            })
+        })
+        // A tenant's stored projects are its own; a key may be narrower.
+        .filter(|p| caller.0.may_access(&p.project_id))
+        .collect();
+    Ok(Json(ProjectsRes { projects }))
 }
 
 fn project(caller: &WeaveCaller, entity: &str, project: &str) -> Result<String, Error> {
@@ -195,6 +276,68 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn projects_are_listed_from_one_grouped_aggregation() {
+        use polymeter_proto::v1 as pb;
+        let fake = Arc::new(Fake::default());
+        let row = |project: &str, calls: u64, first: f64, last: f64| pb::AggregateRow {
+            group: vec![pb::GroupValue {
+                value: Some(project.into()),
+            }],
+            row_count: calls,
+            values: vec![
+                pb::MeasureValue { value: Some(first) },
+                pb::MeasureValue { value: Some(last) },
+            ],
+            ..Default::default()
+        };
+        fake.calls_answers
+            .lock()
+            .unwrap()
+            .push(pb::AggregateCallsResponse {
+                rows: vec![
+                    row("acme/bot", 3, 1_709_942_400_000_000.0, 1_710_028_800_500_000.0),
+                    row("acme/eval", 1, 1_709_942_400_000_000.0, 1_709_942_400_000_000.0),
+                ],
+                ..Default::default()
+            });
+        let (app, auth) = router(fake.clone());
+        let request = Request::get("/v1/projects")
+            .header("authorization", auth)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"projects": [
+                {"project_id": "acme/bot", "calls": 3,
+                 "first_seen": "2024-03-09T00:00:00Z", "last_seen": "2024-03-10T00:00:00.500Z"},
+                {"project_id": "acme/eval", "calls": 1,
+                 "first_seen": "2024-03-09T00:00:00Z", "last_seen": "2024-03-09T00:00:00Z"},
+            ]})
+        );
+        let asked = fake.calls_asked.lock().unwrap();
+        assert_eq!(asked[0].tenant, "local");
+        assert_eq!(asked[0].group_by, vec![pb::Dimension::ProjectId as i32]);
+    }
+
+    #[tokio::test]
+    async fn listing_projects_needs_a_key() {
+        let fake = Arc::new(Fake::default());
+        let (app, _) = router(fake.clone());
+        let response = app
+            .oneshot(Request::get("/v1/projects").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(fake.calls_asked.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -84,6 +84,7 @@ named_enum!(
         CallCount = "call_count" => CallCount,
         ErrorCount = "error_count" => ErrorCount,
         SuccessCount = "success_count" => SuccessCount,
+        StartedAtUs = "started_at_us" => StartedAtUs,
     }
 );
 

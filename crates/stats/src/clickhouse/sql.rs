@@ -276,6 +276,7 @@ impl Plan<'_> {
             Metric::CallCount => ("1".into(), "1".into()),
             Metric::ErrorCount => (error.into(), "1".into()),
             Metric::SuccessCount => (format!("m_has_end = 1 AND NOT {error}"), "1".into()),
+            Metric::StartedAtUs => ("m_started_us".into(), "1".into()),
         }
     }
 

@@ -19,6 +19,8 @@ pub(super) enum ValueSource<'p> {
     Latency,
     Error,
     Success,
+    /// When the call started; none while only its end is known.
+    Started,
 }
 
 impl ValueSource<'_> {
@@ -38,6 +40,10 @@ impl ValueSource<'_> {
             ValueSource::Success => {
                 Some((p.took_us[row] != NO_END && p.flags[row] & FLAG_ERROR == 0) as i64)
             }
+            ValueSource::Started => match p.started_us.get(row) {
+                crate::embedded::columns::NO_TIME => None,
+                t => Some(t),
+            },
         }
     }
 }
@@ -230,6 +236,7 @@ impl Plan<'_> {
                 Metric::CallCount => ValueSource::Constant(1),
                 Metric::ErrorCount => ValueSource::Error,
                 Metric::SuccessCount => ValueSource::Success,
+                Metric::StartedAtUs => ValueSource::Started,
             })
             .collect()
     }
