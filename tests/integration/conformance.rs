@@ -388,6 +388,12 @@ fn cases() -> Vec<(&'static str, Ask)> {
         ("another tenant sees only its own", Ask::WeaveAs(fixture::GLOBEX_WEAVE_KEY, "/calls/stats",
             json!({"project_id": "globex/app", "start": "2024-03-09T00:00:00Z", "end": "2024-03-13T00:00:00Z",
                    "granularity": 86400, "call_metrics": [{"metric": "call_count"}], "usage_metrics": [{"metric": "total_tokens"}]}))),
+        ("call metrics by model (the console's top models)", Ask::Weave("/calls/stats", json!({
+            "project_id": PROJECT, "start": "2024-03-09T00:00:00Z", "end": "2024-03-13T00:00:00Z",
+            "granularity": 3_153_600_000u64, "timezone": "Asia/Kolkata", "call_metrics_by_model": true,
+            "call_metrics": [{"metric": "call_count"}, {"metric": "error_count"},
+                             {"metric": "latency_ms", "aggregations": ["avg"], "percentiles": [95]}],
+            "usage_metrics": [{"metric": "total_tokens"}, {"metric": "total_cost"}]}))),
         ("acme's projects, first and last call", Ask::WeaveGet(fixture::ACME_WEAVE_KEY, "/v1/projects")),
         ("a key limited to one project lists only it", Ask::WeaveGet(fixture::ACME_BOT_ONLY_WEAVE_KEY, "/v1/projects")),
         ("globex's projects", Ask::WeaveGet(fixture::GLOBEX_WEAVE_KEY, "/v1/projects")),

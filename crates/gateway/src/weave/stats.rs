@@ -40,6 +40,11 @@ pub struct CallsStatsReq {
     /// IANA zone the buckets are aligned to; default UTC.
     #[schema(example = "Europe/Paris", pattern = "^[A-Za-z0-9_+/-]+$")]
     timezone: Option<String>,
+    /// Polymeter's extension (Weave has no such field): when true, call
+    /// buckets are per bucket × model, like usage buckets (with a `model`
+    /// key), each call counted under every model it used — calls without
+    /// usage are then in none. Default false: per bucket only, as in Weave.
+    call_metrics_by_model: Option<bool>,
 }
 
 /// One metric and how to aggregate it.
@@ -255,9 +260,11 @@ pub struct StatsPlan {
     timezone: String,
     /// Usage metrics per bucket × model, when any are asked.
     usage: Option<(pb::AggregateCallsRequest, Vec<Column>)>,
-    /// Call metrics per bucket; runs with no measures when nothing is asked,
-    /// since the service decides the granularity echoed back.
+    /// Call metrics per bucket (or bucket × model); runs with no measures
+    /// when nothing is asked, since the service decides the granularity
+    /// echoed back.
     calls: Option<(pb::AggregateCallsRequest, Vec<Column>)>,
+    calls_by_model: bool,
 }
 
 /// `/calls/stats` → internal queries, or a 400 naming the field.
@@ -320,14 +327,21 @@ pub fn translate(req: CallsStatsReq, tenant: &str, now: DateTime<Utc>) -> Result
             usage_columns,
         )
     });
-    let calls = (!call_columns.is_empty() || usage.is_none())
-        .then(|| (query(Grain::Call, vec![], &call_columns), call_columns));
+    let calls_by_model = req.call_metrics_by_model == Some(true);
+    let calls = (!call_columns.is_empty() || usage.is_none()).then(|| {
+        let calls = match calls_by_model {
+            true => query(Grain::Usage, vec![Dimension::Model], &call_columns),
+            false => query(Grain::Call, vec![], &call_columns),
+        };
+        (calls, call_columns)
+    });
     Ok(StatsPlan {
         start,
         end,
         timezone,
         usage,
         calls,
+        calls_by_model,
     })
 }
 
@@ -348,7 +362,7 @@ pub fn render(
     if let (Some((_, columns)), Some(answer)) = (&plan.calls, calls) {
         granularity = answer.bucket_width_seconds;
         if !columns.is_empty() {
-            call_buckets = rows(answer.rows, columns, false);
+            call_buckets = rows(answer.rows, columns, plan.calls_by_model);
         }
     }
     CallsStatsRes {
@@ -410,6 +424,34 @@ mod tests {
                 .map(|&value| pb::MeasureValue { value })
                 .collect(),
         }
+    }
+
+    #[tokio::test]
+    async fn call_metrics_by_model_are_asked_per_usage_row_and_carry_the_model() {
+        let fake = Arc::new(Fake::default());
+        let t0 = 1_714_521_600_000_000;
+        *fake.calls_answers.lock().unwrap() = vec![pb::AggregateCallsResponse {
+            bucket_width_seconds: 3600,
+            rows: vec![row(t0, Some("gpt-4o"), &[Some(2.0), Some(300.0), Some(120.5)])],
+            total_rows: 1,
+        }];
+        let (app, auth) = router(fake.clone());
+        let (status, body) = post(
+            &app,
+            "/calls/stats",
+            &auth,
+            json!({"project_id": "acme/bot", "start": "2024-05-01T00:00:00Z",
+                   "end": "2024-05-01T01:00:00Z", "call_metrics_by_model": true,
+                   "call_metrics": [{"metric": "error_count"}, {"metric": "latency_ms", "percentiles": [95]}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["call_buckets"][0]["model"], "gpt-4o");
+        assert_eq!(body["call_buckets"][0]["sum_error_count"], 2);
+        assert_eq!(body["call_buckets"][0]["p95_latency_ms"], 120.5);
+        let asked = fake.calls_asked.lock().unwrap();
+        assert_eq!(asked[0].grain, Grain::Usage as i32);
+        assert_eq!(asked[0].group_by, vec![Dimension::Model as i32]);
     }
 
     #[tokio::test]
