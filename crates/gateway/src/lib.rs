@@ -11,6 +11,7 @@
 pub mod alibaba;
 pub mod api;
 pub mod auth;
+mod console;
 pub mod error;
 mod exposition;
 pub mod grpc;
@@ -51,6 +52,7 @@ pub fn router(services: Services, auth: Arc<Auth>, limits: Limits) -> Router {
         .merge(otel::routes())
         .merge(prices::routes())
         .merge(projects::routes())
+        .merge(console::routes())
         .route("/metrics", axum::routing::get(exposition::render))
         .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .route_layer(axum::middleware::from_fn(exposition::track))

@@ -8,7 +8,7 @@
 //! error table can produce, with its envelope and the vendor codes it uses.
 
 use crate::error::{ErrorKind, Reason};
-use crate::{alibaba, health, otel, prices, projects, qianfan, weave};
+use crate::{alibaba, console, health, otel, prices, projects, qianfan, weave};
 use axum::Json;
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::openapi::path::Operation;
@@ -36,6 +36,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         prices::set,
         prices::delete,
         projects::list,
+        console::chart,
         projects::get_retention,
         projects::set_retention,
         projects::keep_forever,
@@ -58,6 +59,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     tags(
         (name = "Weave", description = "W&B Weave: call and feedback ingest, `/calls/stats`, `/feedback/aggregate`. Errors: `{\"reason\"}`."),
         (name = "Prices", description = "Per-project price overrides, authenticated and enveloped like Weave."),
+        (name = "Console", description = "What the web console (served at /console/) asks besides the query APIs: its charts, drawn as SVG from numbers sent in the request; no stored data is read."),
         (name = "Projects", description = "The projects a key sees (with call counts and first and last call), and a project's data as a whole: its retention period and its deletion; authenticated and enveloped like Weave."),
         (name = "Alibaba", description = "Alibaba Cloud Model Router observation metrics, signed with ACS3-HMAC-SHA256."),
         (name = "Qianfan", description = "Baidu Qianfan DescribeServiceMetric, signed with bce-auth-v1."),
@@ -213,7 +215,7 @@ impl Modify for Contract {
             .flatten()
             {
                 match operation.tags.as_ref().and_then(|t| t.first()).map(String::as_str) {
-                    Some("Weave") | Some("Prices") | Some("Projects") => add_errors(
+                    Some("Weave") | Some("Prices") | Some("Projects") | Some("Console") => add_errors(
                         operation,
                         &weave,
                         &[(json, weave::WeaveErrorBody::name().as_ref())],
