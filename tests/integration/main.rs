@@ -5,6 +5,7 @@ mod alibaba;
 mod calls_stats;
 mod clickhouse;
 mod conformance;
+mod console;
 mod consistency;
 mod contract;
 mod cost;

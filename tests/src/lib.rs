@@ -4,6 +4,7 @@
 //! to its gateway — Weave with an API key, Alibaba and Qianfan signed as their
 //! SDKs sign.
 
+pub mod browser;
 pub mod clickhouse;
 pub mod fixture;
 pub mod signing;

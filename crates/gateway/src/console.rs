@@ -34,6 +34,25 @@ pub fn routes() -> Router<crate::state::AppState> {
         .route("/console/{file}", get(asset))
 }
 
+/// A 401 to a script's request (`X-Requested-With: XMLHttpRequest`, as the
+/// console and many web clients send) carries no `WWW-Authenticate`
+/// challenge: with one, browsers stop the page and ask for a password in a
+/// dialog of their own instead of letting the page say the key was refused.
+pub(crate) async fn no_challenge_for_scripts(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let from_script = request
+        .headers()
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+    let mut response = next.run(request).await;
+    if from_script && response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().remove(header::WWW_AUTHENTICATE);
+    }
+    response
+}
+
 async fn asset(Path(file): Path<String>) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.path == file) else {
         return crate::weave::WeaveError::from(Error::not_found(format!(
@@ -145,8 +164,16 @@ mod tests {
             }
             r.body(Body::from(body)).unwrap()
         };
-        let (status, _, _) = send(request(None, spec.to_string())).await;
+        let (status, headers, _) = send(request(None, spec.to_string())).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.contains_key("www-authenticate"));
+        let from_script = Request::post("/console/chart")
+            .header("x-requested-with", "XMLHttpRequest")
+            .body(Body::from(spec.to_string()))
+            .unwrap();
+        let (status, headers, _) = send(from_script).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(!headers.contains_key("www-authenticate"), "no browser dialog");
         let (status, headers, svg) = send(request(Some(&auth), spec.to_string())).await;
         assert_eq!(status, StatusCode::OK, "{svg}");
         assert_eq!(headers["content-type"], "image/svg+xml");

@@ -66,6 +66,7 @@ pub fn router(services: Services, auth: Arc<Auth>, limits: Limits) -> Router {
             limits::shed,
         ))
         .layer(axum::middleware::from_fn(limits::retry_after))
+        .layer(axum::middleware::from_fn(console::no_challenge_for_scripts))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
