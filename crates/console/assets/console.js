@@ -348,11 +348,12 @@ async function usagePanel(series, models, zone, width) {
   const columns = [{ title: `Bucket (${zone})`, unit: 'text' }, { title: 'Model', unit: 'text' },
     { title: 'Input tokens' }, { title: 'Output tokens' }, { title: 'Cost', unit: 'USD' }];
   const chart = (title, unit, key) => figure(title, { kind: 'stacked', unit, zone, bucket_seconds: width, buckets: x, series: of(key) }, columns, rows);
-  node.append(...await Promise.all([
+  node.classList.add('wide');
+  node.append(el('div', { class: 'figures' }, ...await Promise.all([
     chart('Input tokens by model', 'tokens', 'sum_input_tokens'),
     chart('Output tokens by model', 'tokens', 'sum_output_tokens'),
     chart('Cost by model', 'USD', 'sum_total_cost'),
-  ]));
+  ])));
   return node;
 }
 

@@ -199,6 +199,43 @@ pub fn bucket_label(ms: i64, zone: Tz, bucket_seconds: u64) -> String {
     t.with_timezone(&zone).format(format).to_string()
 }
 
+/// Tick instants (ms) between `x0` and `x1`: a whole step of the wall
+/// clock in `zone` (minutes, hours, days, weeks), about six of them.
+fn time_ticks(x0: i64, x1: i64, zone: Tz) -> Vec<i64> {
+    use chrono::Offset;
+    const MINUTE: i64 = 60_000;
+    const STEPS: [i64; 14] = [
+        MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, 60 * MINUTE,
+        120 * MINUTE, 180 * MINUTE, 360 * MINUTE, 720 * MINUTE, 1440 * MINUTE,
+        2 * 1440 * MINUTE, 7 * 1440 * MINUTE, 14 * 1440 * MINUTE,
+    ];
+    let span = (x1 - x0).max(1);
+    let step = STEPS
+        .into_iter()
+        .find(|s| span / s <= 7)
+        .unwrap_or_else(|| (span / 7 / (1440 * MINUTE) + 1) * 1440 * MINUTE);
+    let offset = |ms: i64| {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .map(|t| t.with_timezone(&zone).offset().fix().local_minus_utc() as i64 * 1000)
+            .unwrap_or(0)
+    };
+    let local = x0 + offset(x0);
+    let mut tick = (local.div_euclid(step) + 1) * step - offset(x0);
+    if tick - step >= x0 {
+        tick -= step;
+    }
+    let mut ticks = Vec::new();
+    while tick <= x1 && ticks.len() < 32 {
+        // Re-aligned to the wall clock across offset changes (DST).
+        let aligned = tick + offset(x0) - offset(tick);
+        if (x0..=x1).contains(&aligned) {
+            ticks.push(aligned);
+        }
+        tick += step;
+    }
+    ticks
+}
+
 /// A value with its unit, as hover titles and axis labels show it.
 pub fn value_label(v: f64, unit: &str) -> String {
     let number = if v == v.trunc() && v.abs() < 1e15 {
@@ -342,17 +379,19 @@ fn draw(
     } else {
         "%Y-%m"
     };
+    let ticks = time_ticks(x0, x1, zone);
     let mut chart = ChartBuilder::on(root)
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, bottom..top)?;
+        .build_cartesian_2d((x0..x1).with_key_points(ticks), bottom..top)?;
     let zone_name = zone.name();
     chart
         .configure_mesh()
         .x_labels(6)
         .y_labels(5)
-        .light_line_style(RGBColor(238, 238, 238))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(232, 232, 232))
         .x_label_formatter(&|ms| {
             DateTime::<Utc>::from_timestamp_millis(*ms)
                 .map(|t| t.with_timezone(&zone).format(x_format).to_string())
@@ -380,6 +419,9 @@ fn draw(
                 }
                 runs.push(run);
                 let mut labelled = false;
+                // A point with no neighbour draws no line: mark it.
+                let lone: Vec<(i64, f64)> = runs.iter().filter(|r| r.len() == 1).map(|r| r[0]).collect();
+                chart.draw_series(lone.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
                 for run in runs.into_iter().filter(|r| !r.is_empty()) {
                     let series = chart.draw_series(LineSeries::new(run, c.stroke_width(2)))?;
                     if !labelled {
@@ -593,6 +635,20 @@ mod tests {
         s.buckets = vec![1];
         s.width = Some(10);
         assert!(render(&s).unwrap_err().0.starts_with("width:"));
+    }
+
+    #[test]
+    fn ticks_fall_on_whole_wall_clock_steps_in_the_zone() {
+        let kolkata: Tz = "Asia/Kolkata".parse().unwrap();
+        // 2024-03-09T00:10Z (05:40 IST) .. +24 h: every six hours of
+        // Kolkata's wall clock.
+        let x0 = 1_709_943_000_000;
+        let ticks = time_ticks(x0, x0 + 86_400_000, kolkata);
+        let labels: Vec<String> = ticks.iter().map(|&t| bucket_label(t, kolkata, 3600)).collect();
+        assert_eq!(labels[0], "2024-03-09 06:00 IST");
+        assert_eq!(labels[1], "2024-03-09 12:00 IST");
+        assert!(ticks.windows(2).all(|w| w[1] - w[0] == 6 * 3_600_000));
+        assert!(ticks.iter().all(|t| (x0..=x0 + 86_400_000).contains(t)));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         prices::lookup,
         prices::set,
         prices::delete,
-        projects::list,
+        projects::list_projects,
         console::chart,
         projects::get_retention,
         projects::set_retention,

@@ -33,7 +33,7 @@ use utoipa::ToSchema;
 
 pub fn routes() -> Router<crate::state::AppState> {
     Router::new()
-        .route("/v1/projects", get(list))
+        .route("/v1/projects", get(list_projects))
         .route(
             "/v1/projects/{entity}/{project}/retention",
             get(get_retention).put(set_retention).delete(keep_forever),
@@ -91,7 +91,7 @@ pub struct ProjectSummary {
 #[utoipa::path(get, path = "/v1/projects", tag = "Projects",
     responses((status = 200, description = "The projects the key may see", body = ProjectsRes)),
     security(("weave_basic" = [])))]
-pub(crate) async fn list(
+pub(crate) async fn list_projects(
     State(services): State<Services>,
     caller: WeaveCaller,
 ) -> WeaveResult<Json<ProjectsRes>> {
