@@ -15,6 +15,7 @@
 //!    the Polymeter/ClickHouse ratios.
 
 mod clickhouse;
+mod console;
 mod feedback;
 mod gateway;
 mod load;
@@ -85,6 +86,13 @@ struct Args {
     /// through `polymeter up`), with this many calls.
     #[arg(long)]
     weave_calls: Option<u64>,
+    /// Run only the console benchmark: `polymeter up` holding this many
+    /// calls over 30 days, the 30-day view loaded in Debian's chromium.
+    #[arg(long)]
+    console_calls: Option<u64>,
+    /// How many times the console benchmark loads the view.
+    #[arg(long, default_value_t = 5)]
+    console_loads: usize,
     /// Calls per `upsert_batch` request.
     #[arg(long, default_value_t = 1000)]
     weave_batch: u64,
@@ -603,6 +611,9 @@ async fn main() -> Result<()> {
             args.load_batch,
         )
         .await;
+    }
+    if let Some(calls) = args.console_calls {
+        return console::run(&polymeter, &args.dir, calls, args.console_loads).await;
     }
     if let Some(calls) = args.weave_calls {
         return weave_http::run(

@@ -117,19 +117,21 @@ pub async fn post_all(
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Calls `project` holds between 10:00 and 11:00 on 2024-05-01, the hour
-/// the ingest benchmarks write into, as `/calls/stats` counts them.
+/// Calls `project` holds, as `GET /v1/projects` counts them.
 pub async fn calls_stored(base: &str, key: &str, project: &str) -> Result<u64> {
-    let stats: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/calls/stats"))
+    // The projects list counts a project's calls over all time.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/projects"))
         .basic_auth("api", Some(key))
-        .json(&serde_json::json!({"project_id": project, "start": "2024-05-01T10:00:00Z",
-            "end": "2024-05-01T11:00:00Z", "granularity": 3600, "call_metrics": [{"metric": "call_count"}]}))
         .send()
         .await?
         .json()
         .await?;
-    Ok(stats["call_buckets"][0]["sum_call_count"]
-        .as_u64()
+    Ok(listed["projects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["project_id"] == project)
+        .and_then(|p| p["calls"].as_u64())
         .unwrap_or(0))
 }

@@ -32,6 +32,9 @@ pub fn routes() -> Router<crate::state::AppState> {
         .route("/console/", get(|| asset(Path(String::new()))))
         .route("/console/chart", post(chart))
         .route("/console/{file}", get(asset))
+        // The page and its charts are text that shrinks several times over
+        // (for clients that accept gzip); the query APIs answer as before.
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
 }
 
 /// A 401 to a script's request (`X-Requested-With: XMLHttpRequest`, as the
