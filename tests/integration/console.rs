@@ -49,7 +49,8 @@ fn rows_js(selector: &str) -> String {
 }
 
 fn number(cell: &str) -> f64 {
-    cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a number"))
+    cell.parse()
+        .unwrap_or_else(|_| panic!("{cell:?} is not a number"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,8 +73,17 @@ async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
         .collect();
     ingest(c, &calls).await;
     // One call long ago, for a custom range in another zone.
-    ingest(c, &[Call::new("old", t("2024-03-09T10:05:00Z")).tokens("gpt-4o", 7, 3)]).await;
-    ingest_into(c, "acme/other", &[Call::new("o1", now - Duration::minutes(3))]).await;
+    ingest(
+        c,
+        &[Call::new("old", t("2024-03-09T10:05:00Z")).tokens("gpt-4o", 7, 3)],
+    )
+    .await;
+    ingest_into(
+        c,
+        "acme/other",
+        &[Call::new("o1", now - Duration::minutes(3))],
+    )
+    .await;
     let rated = |scorer: &str, weave_ref: &str, extra: Value| {
         let mut v = json!({"project_id": PROJECT, "feedback_type": "wandb.runnable.relevance",
             "weave_ref": weave_ref, "payload": {},
@@ -104,17 +114,31 @@ async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
     tab.type_into("#key", "pm-not-a-key").await;
     tab.click("#sign-in-form button").await;
     tab.wait_ready(&["refused"], READY).await;
-    let said: String = tab.eval("document.getElementById('sign-in-error').textContent").await;
-    assert!(said.contains("refused") && said.contains("not known"), "{said}");
-    assert!(tab.eval::<bool>("sessionStorage.getItem('polymeter.key') === null").await);
+    let said: String = tab
+        .eval("document.getElementById('sign-in-error').textContent")
+        .await;
+    assert!(
+        said.contains("refused") && said.contains("not known"),
+        "{said}"
+    );
+    assert!(
+        tab.eval::<bool>("sessionStorage.getItem('polymeter.key') === null")
+            .await
+    );
 
     // The right key: the first project, the last 24 hours, the browser's zone.
     tab.type_into("#key", fixture::ACME_WEAVE_KEY).await;
     tab.click("#sign-in-form button").await;
     tab.wait_ready(&["true"], READY).await;
     let query: String = tab.eval("location.search").await;
-    assert!(query.contains("project=acme%2Fbot") && query.contains("range=24h"), "{query}");
-    assert!(!query.contains(fixture::ACME_WEAVE_KEY), "the key never goes in the URL");
+    assert!(
+        query.contains("project=acme%2Fbot") && query.contains("range=24h"),
+        "{query}"
+    );
+    assert!(
+        !query.contains(fixture::ACME_WEAVE_KEY),
+        "the key never goes in the URL"
+    );
     let projects: Vec<String> = tab
         .eval("[...document.querySelectorAll('#project option')].map(o => o.value)")
         .await;
@@ -125,7 +149,9 @@ async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
     let calls_seen: f64 = rows.iter().map(|r| number(&r[1])).sum();
     let errors_seen: f64 = rows.iter().map(|r| number(&r[2])).sum();
     assert_eq!((calls_seen, errors_seen), (60.0, 6.0));
-    let summary: String = tab.eval("document.querySelector('#panel-calls .summary').textContent").await;
+    let summary: String = tab
+        .eval("document.querySelector('#panel-calls .summary').textContent")
+        .await;
     assert_eq!(summary, "60 calls · 6 errors (10.00 %)");
 
     // Top models: calls, tokens, error rate and p95 as computed here; cost as
@@ -156,16 +182,35 @@ async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
             .find(|r| r[0] == model)
             .unwrap_or_else(|| panic!("{model} missing from {top:?}"));
         assert_eq!(number(&row[1]), mine.len() as f64, "{model} calls");
-        assert_eq!(number(&row[2]), mine.iter().map(|&i| recent(i).2).sum::<i64>() as f64, "{model} input");
-        assert_eq!(number(&row[3]), mine.iter().map(|&i| recent(i).3).sum::<i64>() as f64, "{model} output");
-        assert!((number(&row[4]) - cost).abs() < 1e-12, "{model} cost {row:?} vs {cost}");
-        assert!((number(&row[5]) - errors / mine.len() as f64 * 100.0).abs() < 1e-9, "{model} error rate");
-        assert!((number(&row[6]) - percentile(&latencies, 95.0)).abs() < 1e-6, "{model} p95 {row:?}");
+        assert_eq!(
+            number(&row[2]),
+            mine.iter().map(|&i| recent(i).2).sum::<i64>() as f64,
+            "{model} input"
+        );
+        assert_eq!(
+            number(&row[3]),
+            mine.iter().map(|&i| recent(i).3).sum::<i64>() as f64,
+            "{model} output"
+        );
+        assert!(
+            (number(&row[4]) - cost).abs() < 1e-12,
+            "{model} cost {row:?} vs {cost}"
+        );
+        assert!(
+            (number(&row[5]) - errors / mine.len() as f64 * 100.0).abs() < 1e-9,
+            "{model} error rate"
+        );
+        assert!(
+            (number(&row[6]) - percentile(&latencies, 95.0)).abs() < 1e-6,
+            "{model} p95 {row:?}"
+        );
     }
 
     // Latency: each bucket's exact p50, p95 and p99 (buckets of 15 minutes
     // for 24 hours, on the wall clock of a zone with a whole-quarter offset).
-    let latency: Vec<Vec<String>> = tab.eval(&rows_js("[data-chart='Latency percentiles']")).await;
+    let latency: Vec<Vec<String>> = tab
+        .eval(&rows_js("[data-chart='Latency percentiles']"))
+        .await;
     let mut seen: Vec<[f64; 3]> = latency
         .iter()
         .filter(|r| !r[1].is_empty())
@@ -174,52 +219,86 @@ async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
     let mut buckets: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
     for (i, call) in calls.iter().enumerate() {
         let started = t(call.body["started_at"].as_str().unwrap()).timestamp();
-        buckets.entry(started.div_euclid(900)).or_default().push(recent(i as i64).1 as f64);
+        buckets
+            .entry(started.div_euclid(900))
+            .or_default()
+            .push(recent(i as i64).1 as f64);
     }
     let mut want: Vec<[f64; 3]> = buckets
         .values()
-        .map(|l| [percentile(l, 50.0), percentile(l, 95.0), percentile(l, 99.0)])
+        .map(|l| {
+            [
+                percentile(l, 50.0),
+                percentile(l, 95.0),
+                percentile(l, 99.0),
+            ]
+        })
         .collect();
     let order = |a: &[f64; 3], b: &[f64; 3]| a.partial_cmp(b).unwrap();
     seen.sort_by(order);
     want.sort_by(order);
     assert_eq!(seen.len(), want.len(), "{seen:?} vs {want:?}");
     for (s, w) in seen.iter().zip(&want) {
-        assert!(s.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-6), "{seen:?} vs {want:?}");
+        assert!(
+            s.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{seen:?} vs {want:?}"
+        );
     }
     // Every point of a chart has a hover title with its bucket, value and unit.
     let titles: Vec<String> = tab
         .eval("[...document.querySelectorAll(\"[data-chart='Latency percentiles'] svg circle title\")].map(t => t.textContent)")
         .await;
     assert!(!titles.is_empty());
-    assert!(titles.iter().all(|t| t.contains(" · p") && t.ends_with(" ms")), "{titles:?}");
+    assert!(
+        titles
+            .iter()
+            .all(|t| t.contains(" · p") && t.ends_with(" ms")),
+        "{titles:?}"
+    );
     let axis: Vec<String> = tab
         .eval("[...document.querySelectorAll(\"[data-chart='Latency percentiles'] svg text\")].map(t => t.textContent.trim())")
         .await;
-    let zone: String = tab.eval("Intl.DateTimeFormat().resolvedOptions().timeZone").await;
-    assert!(axis.contains(&format!("time ({zone})")) && axis.contains(&"ms".to_owned()), "{axis:?}");
+    let zone: String = tab
+        .eval("Intl.DateTimeFormat().resolvedOptions().timeZone")
+        .await;
+    assert!(
+        axis.contains(&format!("time ({zone})")) && axis.contains(&"ms".to_owned()),
+        "{axis:?}"
+    );
 
     // Feedback: average rating per scorer and tag counts.
-    let ratings: Vec<Vec<String>> = tab.eval(&rows_js("[data-chart='Average rating by scorer']")).await;
+    let ratings: Vec<Vec<String>> = tab
+        .eval(&rows_js("[data-chart='Average rating by scorer']"))
+        .await;
     let mut by_scorer: Vec<(String, f64, f64)> = ratings
         .iter()
         .map(|r| (r[1].clone(), number(&r[2]), number(&r[3])))
         .collect();
     by_scorer.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(by_scorer.len(), 2, "{ratings:?}");
-    assert_eq!((by_scorer[0].0.as_str(), by_scorer[0].2), ("faithfulness", 1.0));
+    assert_eq!(
+        (by_scorer[0].0.as_str(), by_scorer[0].2),
+        ("faithfulness", 1.0)
+    );
     assert!((by_scorer[0].1 - 0.5).abs() < 1e-9);
-    assert_eq!((by_scorer[1].0.as_str(), by_scorer[1].2), ("relevance", 2.0));
+    assert_eq!(
+        (by_scorer[1].0.as_str(), by_scorer[1].2),
+        ("relevance", 2.0)
+    );
     assert!((by_scorer[1].1 - 0.55).abs() < 1e-9);
     let tags: Vec<Vec<String>> = tab.eval(&rows_js("[data-chart='Tags']")).await;
     assert_eq!(tags, [["hallucination", "2"], ["toxic", "1"]]);
 
     let shots = screenshots();
-    tab.screenshot(None, &shots.join("console.png")).await;
+    // Panels first: the whole-page shot resizes the view for itself.
     for panel in ["calls", "latency", "usage", "feedback"] {
-        tab.screenshot(Some(&format!("#panel-{panel}")), &shots.join(format!("panel-{panel}.png")))
-            .await;
+        tab.screenshot(
+            Some(&format!("#panel-{panel}")),
+            &shots.join(format!("panel-{panel}.png")),
+        )
+        .await;
     }
+    tab.screenshot(None, &shots.join("console.png")).await;
 
     // A shared URL: a custom range in another zone, reproduced exactly.
     let shared = "?project=acme%2Fbot&range=custom&from=2024-03-09T15%3A00&to=2024-03-09T17%3A00&tz=Asia%2FKolkata";
@@ -229,36 +308,69 @@ async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
     let controls: Vec<String> = tab
         .eval("['project', 'range', 'from', 'to', 'tz', 'op'].map(id => document.getElementById(id).value)")
         .await;
-    assert_eq!(controls, ["acme/bot", "custom", "2024-03-09T15:00", "2024-03-09T17:00", "Asia/Kolkata", ""]);
+    assert_eq!(
+        controls,
+        [
+            "acme/bot",
+            "custom",
+            "2024-03-09T15:00",
+            "2024-03-09T17:00",
+            "Asia/Kolkata",
+            ""
+        ]
+    );
     let rows: Vec<Vec<String>> = tab.eval(&rows_js("[data-chart='Calls and errors']")).await;
     let busy: Vec<&Vec<String>> = rows.iter().filter(|r| r[1] != "0").collect();
     // 10:05 UTC is 15:35 in Kolkata; two hours make one-minute buckets.
-    assert_eq!(busy, [&vec!["2024-03-09 15:35".to_owned(), "1".into(), "0".into(), "0".into()]]);
+    assert_eq!(
+        busy,
+        [&vec![
+            "2024-03-09 15:35".to_owned(),
+            "1".into(),
+            "0".into(),
+            "0".into()
+        ]]
+    );
 
     // An op filter that matches nothing: the panels say so.
-    tab.type_into("#op", "weave:///acme/bot/op/nothing:v1").await;
+    tab.type_into("#op", "weave:///acme/bot/op/nothing:v1")
+        .await;
     tab.click("#controls button[type=submit]").await;
     tab.wait_ready(&["true"], READY).await;
     let query: String = tab.eval("location.search").await;
     assert!(query.contains("op=weave"), "{query}");
-    let empty: String = tab.eval("document.querySelector('#panel-calls .empty').textContent").await;
+    let empty: String = tab
+        .eval("document.querySelector('#panel-calls .empty').textContent")
+        .await;
     assert_eq!(empty, "No calls in this range.");
     // Back restores the previous view.
     assert!(tab.eval::<bool>("(history.back(), true)").await);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     tab.wait_ready(&["true"], READY).await;
     assert_eq!(tab.eval::<String>("location.search").await, shared);
-    assert_eq!(tab.eval::<String>("document.getElementById('op').value").await, "");
+    assert_eq!(
+        tab.eval::<String>("document.getElementById('op').value")
+            .await,
+        ""
+    );
 
     // Readable on a phone: nothing wider than the screen.
     tab.screen(390, 844, true).await;
-    tab.goto(&format!("{base}/console/?project=acme%2Fbot&range=24h")).await;
+    tab.goto(&format!("{base}/console/?project=acme%2Fbot&range=24h"))
+        .await;
     tab.wait_ready(&["true"], READY).await;
     let wide: f64 = tab.eval("document.documentElement.scrollWidth").await;
-    assert!(wide <= 391.0, "the page is {wide} px wide on a 390 px screen");
+    assert!(
+        wide <= 391.0,
+        "the page is {wide} px wide on a 390 px screen"
+    );
     tab.screenshot(None, &shots.join("console-phone.png")).await;
 
-    assert_eq!(tab.problems(), Vec::<String>::new(), "the page logged errors");
+    assert_eq!(
+        tab.problems(),
+        Vec::<String>::new(),
+        "the page logged errors"
+    );
     chromium.close().await;
     stack.stop().await;
 }

@@ -7,7 +7,9 @@
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel, LogEntrySource};
-use chromiumoxide::cdp::js_protocol::runtime::{ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
+};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::Page;
 use futures::StreamExt;
@@ -81,7 +83,10 @@ impl Chromium {
     pub async fn tab(&self) -> Tab {
         let page = self.browser.new_page("about:blank").await.unwrap();
         let problems = Arc::new(Mutex::new(Vec::new()));
-        let mut console = page.event_listener::<EventConsoleApiCalled>().await.unwrap();
+        let mut console = page
+            .event_listener::<EventConsoleApiCalled>()
+            .await
+            .unwrap();
         let mut thrown = page.event_listener::<EventExceptionThrown>().await.unwrap();
         let mut logged = page.event_listener::<EventEntryAdded>().await.unwrap();
         page.enable_runtime().await.unwrap();
@@ -171,7 +176,13 @@ impl Tab {
     }
 
     pub async fn click(&self, selector: &str) {
-        self.page.find_element(selector).await.unwrap().click().await.unwrap();
+        self.page
+            .find_element(selector)
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Emulates a screen `width` pixels wide (a phone when narrow).
@@ -192,11 +203,27 @@ impl Tab {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         match selector {
             Some(s) => {
-                let element = self.page.find_element(s).await.unwrap();
-                element.scroll_into_view().await.unwrap();
-                element
+                // The element's box in page coordinates, captured even where
+                // it lies below the fold.
+                let [x, y, width, height]: [f64; 4] = self
+                    .eval(&format!(
+                        "(() => {{ const r = document.querySelector({s:?}).getBoundingClientRect();
+                           return [r.left + scrollX, r.top + scrollY, r.width, r.height]; }})()"
+                    ))
+                    .await;
+                let clip = chromiumoxide::cdp::browser_protocol::page::Viewport {
+                    x,
+                    y,
+                    width,
+                    height,
+                    scale: 1.0,
+                };
+                self.page
                     .save_screenshot(
-                        chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat::Png,
+                        ScreenshotParams::builder()
+                            .clip(clip)
+                            .capture_beyond_viewport(true)
+                            .build(),
                         path,
                     )
                     .await

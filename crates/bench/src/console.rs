@@ -53,7 +53,8 @@ pub async fn run(polymeter: &Path, dir: &Path, calls: u64, loads: usize) -> Resu
         })
         .collect();
     let headers = [("content-type", "application/json")];
-    let elapsed = crate::up::post_all(&base, &key, "/call/upsert_batch", &headers, bodies, 4).await?;
+    let elapsed =
+        crate::up::post_all(&base, &key, "/call/upsert_batch", &headers, bodies, 4).await?;
     let stored = crate::up::calls_stored(&base, &key, PROJECT).await?;
     println!("console: {stored} calls over 30 days stored in {elapsed:.1} s");
     if stored != calls {
@@ -63,7 +64,8 @@ pub async fn run(polymeter: &Path, dir: &Path, calls: u64, loads: usize) -> Resu
     let chromium = Chromium::launch().await;
     let tab = chromium.tab().await;
     tab.goto(&format!("{base}/console/")).await;
-    tab.wait_ready(&["signed-out"], Duration::from_secs(60)).await;
+    tab.wait_ready(&["signed-out"], Duration::from_secs(60))
+        .await;
     tab.type_into("#key", &key).await;
     tab.click("#sign-in-form button").await;
     tab.wait_ready(&["true"], Duration::from_secs(120)).await;

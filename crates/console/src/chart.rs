@@ -129,7 +129,8 @@ impl ChartSpec {
             return invalid(format!("buckets[{}]: bucket starts must increase", i + 1));
         }
         if let Some(i) = self.buckets.iter().position(|&ms| {
-            DateTime::<Utc>::from_timestamp_millis(ms).is_none() || ms.checked_add(self.width_ms()).is_none()
+            DateTime::<Utc>::from_timestamp_millis(ms).is_none()
+                || ms.checked_add(self.width_ms()).is_none()
         }) {
             return invalid(format!("buckets[{i}]: not a time this chart can show"));
         }
@@ -141,7 +142,11 @@ impl ChartSpec {
                     self.buckets.len()
                 ));
             }
-            if let Some(j) = s.values.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
+            if let Some(j) = s
+                .values
+                .iter()
+                .position(|v| v.is_some_and(|v| !v.is_finite()))
+            {
                 return invalid(format!("series[{i}].values[{j}]: not a finite number"));
             }
         }
@@ -205,9 +210,20 @@ fn time_ticks(x0: i64, x1: i64, zone: Tz) -> Vec<i64> {
     use chrono::Offset;
     const MINUTE: i64 = 60_000;
     const STEPS: [i64; 14] = [
-        MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, 60 * MINUTE,
-        120 * MINUTE, 180 * MINUTE, 360 * MINUTE, 720 * MINUTE, 1440 * MINUTE,
-        2 * 1440 * MINUTE, 7 * 1440 * MINUTE, 14 * 1440 * MINUTE,
+        MINUTE,
+        5 * MINUTE,
+        10 * MINUTE,
+        15 * MINUTE,
+        30 * MINUTE,
+        60 * MINUTE,
+        120 * MINUTE,
+        180 * MINUTE,
+        360 * MINUTE,
+        720 * MINUTE,
+        1440 * MINUTE,
+        2 * 1440 * MINUTE,
+        7 * 1440 * MINUTE,
+        14 * 1440 * MINUTE,
     ];
     let span = (x1 - x0).max(1);
     let step = STEPS
@@ -340,7 +356,10 @@ fn empty(
     width: u32,
     height: u32,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let text = spec.empty_text.as_deref().unwrap_or("No data in this range");
+    let text = spec
+        .empty_text
+        .as_deref()
+        .unwrap_or("No data in this range");
     let style = TextStyle::from(("sans-serif", 16).into_font())
         .color(&RGBColor(90, 90, 90))
         .pos(plotters::style::text_anchor::Pos::new(
@@ -370,7 +389,11 @@ fn draw(
         .flatten()
         .flatten()
         .fold(0.0f64, |m, &v| m.min(v));
-    let top = if top > bottom { top * 1.08 } else { bottom + 1.0 };
+    let top = if top > bottom {
+        top * 1.08
+    } else {
+        bottom + 1.0
+    };
     let span_s = (x1 - x0) / 1000;
     let x_format = if span_s <= 2 * 86_400 {
         "%H:%M"
@@ -420,7 +443,8 @@ fn draw(
                 runs.push(run);
                 let mut labelled = false;
                 // A point with no neighbour draws no line: mark it.
-                let lone: Vec<(i64, f64)> = runs.iter().filter(|r| r.len() == 1).map(|r| r[0]).collect();
+                let lone: Vec<(i64, f64)> =
+                    runs.iter().filter(|r| r.len() == 1).map(|r| r[0]).collect();
                 chart.draw_series(lone.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
                 for run in runs.into_iter().filter(|r| !r.is_empty()) {
                     let series = chart.draw_series(LineSeries::new(run, c.stroke_width(2)))?;
@@ -447,7 +471,9 @@ fn draw(
                 chart
                     .draw_series(AreaSeries::new(area, 0.0, c.mix(0.85)).border_style(c))?
                     .label(spec.series[k].name.as_str())
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
+                    });
             }
         }
     }
@@ -559,7 +585,10 @@ mod tests {
             ],
         ))
         .unwrap();
-        assert!(svg.starts_with("<svg role=\"img\" aria-label=\"Latency\""), "{svg}");
+        assert!(
+            svg.starts_with("<svg role=\"img\" aria-label=\"Latency\""),
+            "{svg}"
+        );
         assert_eq!(
             titles(&svg),
             [
@@ -573,10 +602,24 @@ mod tests {
         let texts: Vec<&str> = svg
             .split("<text")
             .skip(1)
-            .map(|t| t.split_once('>').unwrap().1.split("</text>").next().unwrap().trim())
+            .map(|t| {
+                t.split_once('>')
+                    .unwrap()
+                    .1
+                    .split("</text>")
+                    .next()
+                    .unwrap()
+                    .trim()
+            })
             .collect();
-        assert!(texts.contains(&"time (Europe/Paris)"), "the x axis names the zone: {texts:?}");
-        assert!(texts.contains(&"ms"), "the y axis names the unit: {texts:?}");
+        assert!(
+            texts.contains(&"time (Europe/Paris)"),
+            "the x axis names the zone: {texts:?}"
+        );
+        assert!(
+            texts.contains(&"ms"),
+            "the y axis names the unit: {texts:?}"
+        );
         assert!(svg.trim_end().ends_with("</svg>"));
     }
 
@@ -591,8 +634,14 @@ mod tests {
         ))
         .unwrap();
         let t = titles(&svg);
-        assert!(t.contains(&"2024-03-09 01:00 CET · claude: 5 ms".to_owned()), "{t:?}");
-        assert!(t.contains(&"2024-03-09 02:00 CET · gpt-4o: 20 ms".to_owned()), "{t:?}");
+        assert!(
+            t.contains(&"2024-03-09 01:00 CET · claude: 5 ms".to_owned()),
+            "{t:?}"
+        );
+        assert!(
+            t.contains(&"2024-03-09 02:00 CET · gpt-4o: 20 ms".to_owned()),
+            "{t:?}"
+        );
         // Missing values add nothing and get no hover point.
         assert_eq!(t.len(), 1 + 4);
     }
@@ -610,7 +659,10 @@ mod tests {
     fn names_are_escaped_so_they_cannot_inject_markup() {
         let svg = render(&spec(
             ChartKind::Line,
-            vec![series("<script>alert(1)</script>", &[Some(1.0), Some(2.0), Some(3.0)])],
+            vec![series(
+                "<script>alert(1)</script>",
+                &[Some(1.0), Some(2.0), Some(3.0)],
+            )],
         ))
         .unwrap();
         assert!(!svg.contains("<script"), "{svg}");
@@ -620,7 +672,10 @@ mod tests {
     #[test]
     fn bad_specs_are_refused_naming_the_field() {
         let mut s = spec(ChartKind::Line, vec![series("a", &[Some(1.0)])]);
-        assert!(render(&s).unwrap_err().0.starts_with("series[0].values: 1 values for 3 buckets"));
+        assert!(render(&s)
+            .unwrap_err()
+            .0
+            .starts_with("series[0].values: 1 values for 3 buckets"));
         s.series = vec![series("a", &[Some(1.0), Some(f64::NAN), None])];
         // NaN cannot arrive through JSON, but a caller in Rust can pass it.
         assert!(render(&s).unwrap_err().0.starts_with("series[0].values[1]"));
@@ -644,7 +699,10 @@ mod tests {
         // Kolkata's wall clock.
         let x0 = 1_709_943_000_000;
         let ticks = time_ticks(x0, x0 + 86_400_000, kolkata);
-        let labels: Vec<String> = ticks.iter().map(|&t| bucket_label(t, kolkata, 3600)).collect();
+        let labels: Vec<String> = ticks
+            .iter()
+            .map(|&t| bucket_label(t, kolkata, 3600))
+            .collect();
         assert_eq!(labels[0], "2024-03-09 06:00 IST");
         assert_eq!(labels[1], "2024-03-09 12:00 IST");
         assert!(ticks.windows(2).all(|w| w[1] - w[0] == 6 * 3_600_000));

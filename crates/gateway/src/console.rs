@@ -7,9 +7,9 @@
 //!   (Weave key, Weave envelope). It reads no stored data: the page fetched
 //!   the numbers from the public query APIs and sends them here to be drawn.
 
+use crate::error::Error;
 use crate::json::parse;
 use crate::weave::{WeaveBody, WeaveCaller, WeaveResult};
-use crate::error::Error;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -65,7 +65,10 @@ async fn asset(Path(file): Path<String>) -> Response {
     };
     let mut response = (StatusCode::OK, asset.body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
     // Compiled into the binary: a new binary may change them.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     secure(headers, PAGE_POLICY);
@@ -81,7 +84,10 @@ fn secure(headers: &mut axum::http::HeaderMap, policy: &'static str) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 /// Draws a time-series chart (SVG) of the numbers sent: one value per bucket
@@ -90,7 +96,10 @@ fn secure(headers: &mut axum::http::HeaderMap, policy: &'static str) {
 #[utoipa::path(post, path = "/console/chart", tag = "Console", request_body = ChartSpec,
     responses((status = 200, description = "The chart", content_type = "image/svg+xml", body = String)),
     security(("weave_basic" = [])))]
-pub(crate) async fn chart(_caller: WeaveCaller, WeaveBody(body): WeaveBody) -> WeaveResult<Response> {
+pub(crate) async fn chart(
+    _caller: WeaveCaller,
+    WeaveBody(body): WeaveBody,
+) -> WeaveResult<Response> {
     let spec: ChartSpec = parse(&body)?;
     let svg = tokio::task::spawn_blocking(move || polymeter_console::render(&spec))
         .await
@@ -98,7 +107,10 @@ pub(crate) async fn chart(_caller: WeaveCaller, WeaveBody(body): WeaveBody) -> W
         .map_err(|e| Error::invalid(e.0))?;
     let mut response = (StatusCode::OK, svg).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     secure(headers, CHART_POLICY);
     Ok(response)
@@ -119,7 +131,11 @@ mod tests {
         let response = app.clone().oneshot(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     #[tokio::test]
@@ -132,7 +148,10 @@ mod tests {
         let (status, headers, page) =
             send(Request::get("/console/").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         assert!(headers["content-security-policy"]
             .to_str()
             .unwrap()
@@ -147,8 +166,12 @@ mod tests {
             .await;
             assert_eq!(status, StatusCode::OK, "{file}");
         }
-        let (status, _, body) =
-            send(Request::get("/console/nope.js").body(Body::empty()).unwrap()).await;
+        let (status, _, body) = send(
+            Request::get("/console/nope.js")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("reason"), "{body}");
     }
@@ -176,11 +199,17 @@ mod tests {
             .unwrap();
         let (status, headers, _) = send(from_script).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert!(!headers.contains_key("www-authenticate"), "no browser dialog");
+        assert!(
+            !headers.contains_key("www-authenticate"),
+            "no browser dialog"
+        );
         let (status, headers, svg) = send(request(Some(&auth), spec.to_string())).await;
         assert_eq!(status, StatusCode::OK, "{svg}");
         assert_eq!(headers["content-type"], "image/svg+xml");
-        assert!(svg.contains("1970-01-01 00:01 UTC · calls: 2 calls"), "{svg}");
+        assert!(
+            svg.contains("1970-01-01 00:01 UTC · calls: 2 calls"),
+            "{svg}"
+        );
         let mut bad = spec.clone();
         bad["series"][0]["values"] = serde_json::json!([1]);
         let (status, _, body) = send(request(Some(&auth), bad.to_string())).await;

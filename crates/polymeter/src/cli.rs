@@ -808,7 +808,10 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 StoreChoice::ClickHouse(url) => println!("polymeter is up (records in {url})"),
             }
-            println!("  console   http://{}/  (sign in with a weave key)", stack.gateway);
+            println!(
+                "  console   http://{}/  (sign in with a weave key)",
+                stack.gateway
+            );
             println!("  gateway   http://{}  (REST dialects)", stack.gateway);
             println!("  ingest    grpc://{}", stack.ingest);
             println!("  stats     grpc://{}", stack.stats);

@@ -432,7 +432,11 @@ mod tests {
         let t0 = 1_714_521_600_000_000;
         *fake.calls_answers.lock().unwrap() = vec![pb::AggregateCallsResponse {
             bucket_width_seconds: 3600,
-            rows: vec![row(t0, Some("gpt-4o"), &[Some(2.0), Some(300.0), Some(120.5)])],
+            rows: vec![row(
+                t0,
+                Some("gpt-4o"),
+                &[Some(2.0), Some(300.0), Some(120.5)],
+            )],
             total_rows: 1,
         }];
         let (app, auth) = router(fake.clone());
