@@ -19,6 +19,9 @@ pub const MAX_BUCKETS: usize = 10_000;
 pub const MAX_SERIES: usize = 64;
 /// Buckets × series.
 pub const MAX_POINTS: usize = 100_000;
+/// The largest magnitude drawn (stacked sums included): far beyond any
+/// count, token total or cost, and far from where axis arithmetic fails.
+pub const MAX_VALUE: f64 = 1e18;
 const MAX_SIDE: u32 = 4000;
 const MIN_SIDE: u32 = 120;
 
@@ -149,6 +152,26 @@ impl ChartSpec {
             {
                 return invalid(format!("series[{i}].values[{j}]: not a finite number"));
             }
+            if let Some(j) = s
+                .values
+                .iter()
+                .position(|v| v.is_some_and(|v| v.abs() > MAX_VALUE))
+            {
+                return invalid(format!(
+                    "series[{i}].values[{j}]: beyond ±{MAX_VALUE:e}, too large to draw"
+                ));
+            }
+        }
+        if self
+            .drawn()
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|v| v.abs() > MAX_VALUE)
+        {
+            return invalid(format!(
+                "series: stacked, the sums go beyond ±{MAX_VALUE:e}, too large to draw"
+            ));
         }
         let side = |field: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
             v if (MIN_SIDE..=MAX_SIDE).contains(&v) => Ok(v),
@@ -679,6 +702,19 @@ mod tests {
         s.series = vec![series("a", &[Some(1.0), Some(f64::NAN), None])];
         // NaN cannot arrive through JSON, but a caller in Rust can pass it.
         assert!(render(&s).unwrap_err().0.starts_with("series[0].values[1]"));
+        s.series = vec![series("a", &[Some(f64::MAX), None, None])];
+        let e = render(&s).unwrap_err().0;
+        assert!(e.starts_with("series[0].values[0]: beyond ±1e18"), "{e}");
+        let big = [Some(MAX_VALUE), Some(-MAX_VALUE), None];
+        s.series = vec![series("a", &big), series("b", &big)];
+        // The largest values draw as lines; stacked, their sums are too big.
+        assert!(render(&s).is_ok());
+        s.kind = ChartKind::Stacked;
+        assert!(render(&s)
+            .unwrap_err()
+            .0
+            .starts_with("series: stacked, the sums"));
+        s.kind = ChartKind::Line;
         s.series = vec![];
         s.zone = "Mars/Olympus".into();
         assert!(render(&s).unwrap_err().0.starts_with("zone:"));
@@ -707,6 +743,27 @@ mod tests {
         assert_eq!(labels[1], "2024-03-09 12:00 IST");
         assert!(ticks.windows(2).all(|w| w[1] - w[0] == 6 * 3_600_000));
         assert!(ticks.iter().all(|t| (x0..=x0 + 86_400_000).contains(t)));
+    }
+
+    #[test]
+    fn odd_but_valid_specs_still_draw() {
+        let mut s = spec(
+            ChartKind::Line,
+            vec![series("tiny", &[Some(1e-300), Some(0.0), Some(-1e-300)])],
+        );
+        assert!(render(&s).is_ok());
+        s.series = vec![series("negative", &[Some(-5.0), Some(-1e17), None])];
+        assert!(render(&s).is_ok());
+        s.series = vec![series("flat", &[Some(7.0), Some(7.0), Some(7.0)])];
+        assert!(render(&s).is_ok());
+        // A bucket of a thousand years, and one bucket only.
+        s.bucket_seconds = 1000 * 365 * 86_400;
+        s.buckets = vec![0];
+        s.series = vec![series("one", &[Some(1.0)])];
+        assert!(render(&s).is_ok());
+        s.bucket_seconds = 1;
+        s.buckets = vec![-62_135_596_800_000];
+        assert!(render(&s).is_ok());
     }
 
     #[test]
