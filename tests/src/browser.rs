@@ -175,6 +175,13 @@ impl Tab {
         element.type_str(text).await.unwrap();
     }
 
+    /// Presses `key` (a DOM key name, e.g. "Enter") in the element `selector`.
+    pub async fn press(&self, selector: &str, key: &str) {
+        let element = self.page.find_element(selector).await.unwrap();
+        element.focus().await.unwrap();
+        element.press_key(key).await.unwrap();
+    }
+
     pub async fn click(&self, selector: &str) {
         self.page
             .find_element(selector)
