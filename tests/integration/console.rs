@@ -53,8 +53,19 @@ fn number(cell: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{cell:?} is not a number"))
 }
 
+/// The whole browser scenario's deadline: every step has its own (a minute
+/// at most), and this bounds their sum, so a browser that stalls fails the
+/// test instead of holding CI.
+const SCENARIO: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_datasets_numbers_in_a_real_browser() {
+    tokio::time::timeout(SCENARIO, scenario())
+        .await
+        .unwrap_or_else(|_| panic!("the browser scenario did not end within {SCENARIO:?}"));
+}
+
+async fn scenario() {
     let stack = TestStack::start().await;
     let c = &stack.client;
     let now = Utc::now();

@@ -121,9 +121,17 @@ impl Chromium {
         Tab { page, problems }
     }
 
+    /// Asks chromium to exit, and kills it if it has not within ten seconds:
+    /// a test never waits on a browser that stopped answering.
     pub async fn close(mut self) {
-        let _ = self.browser.close().await;
-        let _ = self.browser.wait().await;
+        let asked = tokio::time::timeout(Duration::from_secs(10), async {
+            let _ = self.browser.close().await;
+            let _ = self.browser.wait().await;
+        })
+        .await;
+        if asked.is_err() {
+            let _ = self.browser.kill().await;
+        }
         self.events.abort();
     }
 }
