@@ -366,6 +366,28 @@ async fn scenario() {
         ""
     );
 
+    // A link naming a project of another tenant: its answers (asked for
+    // beside the project list) are refused and never shown; the key's first
+    // project is shown instead, and the refusal is no error on the page.
+    ingest_into(
+        &c.with_weave_key(Some(fixture::GLOBEX_WEAVE_KEY)),
+        "globex/secret",
+        &[Call::new("g1", now - Duration::minutes(2))],
+    )
+    .await;
+    tab.goto(&format!(
+        "{base}/console/?project=globex%2Fsecret&range=24h"
+    ))
+    .await;
+    tab.wait_ready(&["true"], READY).await;
+    assert_eq!(
+        tab.eval::<String>("document.getElementById('project').value")
+            .await,
+        "acme/bot"
+    );
+    let rows: Vec<Vec<String>> = tab.eval(&rows_js("[data-chart='Calls and errors']")).await;
+    assert_eq!(rows.iter().map(|r| number(&r[1])).sum::<f64>(), 60.0);
+
     // Readable on a phone: nothing wider than the screen.
     tab.screen(390, 844, true).await;
     tab.goto(&format!("{base}/console/?project=acme%2Fbot&range=24h"))

@@ -1,8 +1,9 @@
 //! The web console as a user meets it: `polymeter up` holding `calls` calls
 //! spread over the last 30 days (sent through `POST /call/upsert_batch`),
 //! Debian's chromium signed in, and the 30-day view loaded again and again:
-//! the time from navigation to every panel drawn, and the page's weight
-//! (the page, its script and style, the JSON answers and the SVG charts).
+//! the time from navigation to every panel drawn, each route's slowest
+//! request, and the page's weight (the page, its script and style, the JSON
+//! answers and the SVG charts).
 
 use anyhow::{bail, Result};
 use polymeter_tests::browser::Chromium;
@@ -72,6 +73,9 @@ pub async fn run(polymeter: &Path, dir: &Path, calls: u64, loads: usize) -> Resu
     let view = format!("{base}/console/?project=bench%2Fconsole&range=30d&tz=UTC");
     let mut firsts = Vec::new();
     let mut weight = 0.0;
+    // Each route's longest request in a load (several charts share one
+    // route): which answer the first paint waits on.
+    let mut slowest: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for _ in 0..loads {
         tab.goto(&view).await;
         tab.wait_ready(&["true"], Duration::from_secs(120)).await;
@@ -84,6 +88,18 @@ pub async fn run(polymeter: &Path, dir: &Path, calls: u64, loads: usize) -> Resu
             )
             .await;
         firsts.push(ms);
+        let routes: Vec<(String, f64)> = tab
+            .eval(
+                "Object.entries(performance.getEntriesByType('resource').reduce((m, e) => {
+                   const route = new URL(e.name).pathname;
+                   m[route] = Math.max(m[route] || 0, e.duration);
+                   return m;
+                 }, {}))",
+            )
+            .await;
+        for (route, ms) in routes {
+            slowest.entry(route).or_default().push(ms);
+        }
     }
     let problems = tab.problems();
     chromium.close().await;
@@ -100,6 +116,13 @@ pub async fn run(polymeter: &Path, dir: &Path, calls: u64, loads: usize) -> Resu
         firsts[firsts.len() - 1],
         weight / 1024.0
     );
+    for (route, mut ms) in slowest {
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "console:   {route}: its slowest request in a load, median {:.0} ms",
+            ms[ms.len() / 2]
+        );
+    }
     let mut goals = crate::Goals::default();
     goals.at_most(
         &format!("console: 30 d view over {calls} calls, navigation to every panel drawn"),

@@ -185,8 +185,8 @@ function emptyNote(text) { return el('p', { class: 'empty', text }); }
 
 // ------------------------------------------------------------------ loading
 
-async function loadProjects(state) {
-  const { projects } = await call('GET', '/v1/projects');
+async function loadProjects(state, known) {
+  const { projects } = known || await call('GET', '/v1/projects');
   $('who').textContent = `Signed in · ${projects.length} project${projects.length === 1 ? '' : 's'}`;
   const select = $('project');
   select.replaceChildren(...projects.map((p) => el('option', {
@@ -224,21 +224,9 @@ function statsBody(state, r, extra) {
   return body;
 }
 
-async function load(state) {
-  const started = performance.now();
-  const status = $('status');
-  const panels = $('panels');
-  document.body.dataset.ready = 'false';
-  status.classList.remove('bad');
-  if (!validZone(state.tz)) throw new ApiError(400, `Unknown time zone "${state.tz}".`);
-  if (!state.project) {
-    panels.replaceChildren(emptyNote('No project of this key has calls yet. Send some (see the README), then reload.'));
-    status.textContent = '';
-    document.body.dataset.ready = 'true';
-    return;
-  }
+// The view's three answers for `state`, with the range they cover.
+async function fetchView(state) {
   const r = range(state);
-  status.textContent = 'Loading…';
   const [series, models, feedback] = await Promise.all([
     call('POST', '/calls/stats', statsBody(state, r, {
       granularity: r.width,
@@ -265,6 +253,26 @@ async function load(state) {
       group_by: ['scorer_id'],
     }),
   ]);
+  return { r, series, models, feedback };
+}
+
+// Draws the view of `state`; `fetched` is its answers when they were asked
+// for already.
+async function load(state, fetched) {
+  const started = performance.now();
+  const status = $('status');
+  const panels = $('panels');
+  document.body.dataset.ready = 'false';
+  status.classList.remove('bad');
+  if (!validZone(state.tz)) throw new ApiError(400, `Unknown time zone "${state.tz}".`);
+  if (!state.project) {
+    panels.replaceChildren(emptyNote('No project of this key has calls yet. Send some (see the README), then reload.'));
+    status.textContent = '';
+    document.body.dataset.ready = 'true';
+    return;
+  }
+  status.textContent = 'Loading…';
+  const { r, series, models, feedback } = await (fetched || fetchView(state));
   const width = series.granularity;
   const built = await Promise.all([
     callsPanel(series, state.tz, width),
@@ -456,17 +464,33 @@ function signOut(message) {
   document.body.dataset.ready = message ? 'refused' : 'signed-out';
 }
 
-async function show(push) {
+// Shows the view the URL names; `projects` is the key's list when it was
+// just read (at sign-in).
+async function show(push, projects) {
   document.body.dataset.ready = 'false';
   const state = readState();
+  // A view that names its project (a bookmark, a shared link) is asked for
+  // beside the project list, so its first paint waits on one round of
+  // answers, not two. The answers are used only if the key sees that
+  // project; a failure is reported only then (never as an unhandled one).
+  const asked = state.project;
+  const early = asked && validZone(state.tz)
+    ? fetchView(state).then((view) => ({ view }), (error) => ({ error }))
+    : null;
   try {
     $('sign-in').hidden = true;
     $('view').hidden = false;
     $('sign-out').hidden = false;
-    await loadProjects(state);
+    await loadProjects(state, projects);
     showControls(state);
     writeState(state, push);
-    await load(state);
+    let fetched = null;
+    if (early && state.project === asked) {
+      const { view, error } = await early;
+      if (error) throw error;
+      fetched = Promise.resolve(view);
+    }
+    await load(state, fetched);
   } catch (error) {
     fail(error);
   }
@@ -490,14 +514,15 @@ function init() {
   $('sign-in-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, $('key').value.trim());
+    let projects;
     try {
-      await call('GET', '/v1/projects');
+      projects = await call('GET', '/v1/projects');
     } catch (error) {
       signOut(error instanceof ApiError && error.status === 401 ? `The key was refused: ${error.message}` : error.message);
       return;
     }
     $('sign-in-error').textContent = '';
-    show(false);
+    show(false, projects);
   });
   $('sign-out').addEventListener('click', () => signOut());
   $('range').addEventListener('change', () => $('controls').classList.toggle('custom-range', $('range').value === 'custom'));
