@@ -488,7 +488,7 @@ async function show(push, projects) {
     if (early && state.project === asked) {
       const { view, error } = await early;
       if (error) throw error;
-      fetched = Promise.resolve(view);
+      fetched = view;
     }
     await load(state, fetched);
   } catch (error) {
